@@ -1,0 +1,267 @@
+//! gan-cli end to end on a tiny MNIST-format folder the test writes: train, resume,
+//! sample, and the errors a user meets.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn write_idx(dir: &Path, name: &str, magic: u32, dims: &[u32], data: &[u8]) {
+    let mut bytes = magic.to_be_bytes().to_vec();
+    for d in dims {
+        bytes.extend(d.to_be_bytes());
+    }
+    bytes.extend(data);
+    std::fs::write(dir.join(name), bytes).unwrap();
+}
+
+/// 64 images of a bar at a varying place, labels cycling 0-9.
+fn tiny_mnist(dir: &Path) {
+    let n = 64u32;
+    let mut px = vec![0u8; 64 * 784];
+    for i in 0..64 {
+        let col = 4 + i % 20;
+        for y in 4..24 {
+            px[i * 784 + y * 28 + col] = 255;
+        }
+    }
+    let labels: Vec<u8> = (0..64).map(|i| (i % 10) as u8).collect();
+    write_idx(dir, "train-images-idx3-ubyte", 0x803, &[n, 28, 28], &px);
+    write_idx(dir, "train-labels-idx1-ubyte", 0x801, &[n], &labels);
+}
+
+fn cli(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gan-cli"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = cli(args);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "gan-cli {args:?} failed:\n{err}");
+    err
+}
+
+fn fails(args: &[&str], needle: &str) {
+    let out = cli(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "gan-cli {args:?} should have failed");
+    assert!(
+        err.contains(needle),
+        "gan-cli {args:?}: expected {needle:?} in:\n{err}"
+    );
+    assert!(
+        !err.contains("panicked"),
+        "gan-cli {args:?} panicked:\n{err}"
+    );
+}
+
+#[test]
+fn train_resume_sample_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    tiny_mnist(&data);
+    let data = data.to_str().unwrap();
+    let run = tmp.path().join("run");
+    let run_s = run.to_str().unwrap();
+    let small = [
+        "--z-dim",
+        "8",
+        "--hidden",
+        "32,64",
+        "--batch-size",
+        "16",
+        "--quiet",
+        "--no-verify",
+    ];
+
+    let mut args = vec!["cgan", "--data-dir", data, "--epochs", "1", "--out", run_s];
+    args.extend(small);
+    ok(&args);
+    for f in [
+        "config.json",
+        "metrics.jsonl",
+        "samples/samples.png",
+        "checkpoints/latest.json",
+    ] {
+        assert!(run.join(f).exists(), "{f} missing");
+    }
+    assert_eq!(
+        std::fs::read_to_string(run.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        4
+    );
+
+    // Resume for one more epoch: 4 more steps in the same log.
+    ok(&[
+        "cgan",
+        "--data-dir",
+        data,
+        "--resume",
+        run_s,
+        "--epochs",
+        "2",
+        "--quiet",
+        "--no-verify",
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(run.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        8
+    );
+    fails(
+        &[
+            "gan",
+            "--data-dir",
+            data,
+            "--resume",
+            run_s,
+            "--quiet",
+            "--no-verify",
+        ],
+        "is a cgan run",
+    );
+
+    // Samples: a grid, and a tensor for other tools.
+    let png = tmp.path().join("sevens.png");
+    ok(&[
+        "sample",
+        "--checkpoint",
+        run_s,
+        "--n",
+        "12",
+        "--label",
+        "7",
+        "--out",
+        png.to_str().unwrap(),
+    ]);
+    assert_eq!(&std::fs::read(&png).unwrap()[1..4], b"PNG");
+    let st = tmp.path().join("x.safetensors");
+    ok(&[
+        "sample",
+        "--checkpoint",
+        run_s,
+        "--n",
+        "5",
+        "--out",
+        st.to_str().unwrap(),
+    ]);
+    let bytes = std::fs::read(&st).unwrap();
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let images = tensors.tensor("images").unwrap();
+    assert_eq!(images.shape(), &[5, 1, 28, 28]);
+    let vals: Vec<f32> = images
+        .data()
+        .chunks(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert!(vals.iter().all(|v| (0.0..=1.0).contains(v)));
+
+    // What a user gets wrong.
+    fails(&["sample", "--checkpoint", run_s, "--out", "x.jpg"], ".png");
+    fails(
+        &[
+            "sample",
+            "--checkpoint",
+            run_s,
+            "--label",
+            "12",
+            "--out",
+            png.to_str().unwrap(),
+        ],
+        "0-9",
+    );
+    fails(
+        &[
+            "sample",
+            "--checkpoint",
+            data,
+            "--out",
+            png.to_str().unwrap(),
+        ],
+        "not a run folder",
+    );
+    let mut again = vec!["cgan", "--data-dir", data, "--epochs", "1", "--out", run_s];
+    again.extend(small);
+    fails(&again, "already holds a run");
+    fails(
+        &[
+            "gan",
+            "--data-dir",
+            data,
+            "--batch-size",
+            "0",
+            "--no-verify",
+        ],
+        "batch size",
+    );
+    fails(
+        &["gan", "--data-dir", data, "--k", "0", "--no-verify"],
+        "k (discriminator steps",
+    );
+    fails(
+        &["gan", "--data-dir", data, "--device", "tpu", "--no-verify"],
+        "unknown device",
+    );
+    fails(
+        &["gan", "--data-dir", data, "--g-loss", "wasserstein"],
+        "saturating",
+    );
+    // Canonical checksums are checked unless told otherwise.
+    fails(
+        &[
+            "gan",
+            "--data-dir",
+            data,
+            "--epochs",
+            "1",
+            "--out",
+            tmp.path().join("r2").to_str().unwrap(),
+        ],
+        "SHA-256",
+    );
+}
+
+#[test]
+fn unconditional_model_refuses_a_label() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    tiny_mnist(&data);
+    let run = tmp.path().join("run");
+    ok(&[
+        "gan",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--out",
+        run.to_str().unwrap(),
+        "--z-dim",
+        "8",
+        "--hidden",
+        "32",
+        "--batch-size",
+        "32",
+        "--quiet",
+        "--no-verify",
+    ]);
+    let out = tmp.path().join("s.png");
+    fails(
+        &[
+            "sample",
+            "--checkpoint",
+            run.to_str().unwrap(),
+            "--label",
+            "3",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        "unconditional",
+    );
+}

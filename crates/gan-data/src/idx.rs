@@ -1,0 +1,131 @@
+//! The IDX format of the MNIST files: a big-endian magic number (0x0803 for images,
+//! 0x0801 for labels), the dimensions, then unsigned bytes. Files may be gzip-compressed;
+//! that is told by their first two bytes, not by their name.
+
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+/// Magic number of an IDX file of u8 images (3 dimensions).
+pub const IMAGES_MAGIC: u32 = 0x0000_0803;
+/// Magic number of an IDX file of u8 labels (1 dimension).
+pub const LABELS_MAGIC: u32 = 0x0000_0801;
+
+/// Images as stored: `n` row-major `rows x cols` grey images, one byte a pixel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdxImages {
+    /// Number of images.
+    pub n: usize,
+    /// Height.
+    pub rows: usize,
+    /// Width.
+    pub cols: usize,
+    /// `n * rows * cols` pixels, 0 (black) to 255 (white).
+    pub pixels: Vec<u8>,
+}
+
+/// The file's bytes, decompressed when they are gzip.
+pub fn read_raw(path: &Path) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(path).with_context(|| {
+        format!(
+            "cannot read {}: is MNIST there? `cargo xtask fetch-mnist` puts it in place",
+            path.display()
+        )
+    })?;
+    decompress(&bytes, &path.display().to_string())
+}
+
+/// Gunzips `bytes` if they start with the gzip magic; returns them as they are otherwise.
+pub fn decompress(bytes: &[u8], name: &str) -> Result<Vec<u8>> {
+    if bytes.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(bytes)
+            .read_to_end(&mut out)
+            .with_context(|| format!("{name}: corrupt gzip data"))?;
+        Ok(out)
+    } else {
+        Ok(bytes.to_vec())
+    }
+}
+
+fn header(bytes: &[u8], name: &str, magic: u32, ndims: usize) -> Result<Vec<usize>> {
+    let need = 4 + 4 * ndims;
+    if bytes.len() < need {
+        bail!(
+            "{name}: truncated header: {} bytes, an IDX header needs {need}",
+            bytes.len()
+        )
+    }
+    let word = |i: usize| u32::from_be_bytes(bytes[4 * i..4 * i + 4].try_into().expect("4 bytes"));
+    let found = word(0);
+    if found != magic {
+        bail!("{name}: wrong magic number {found:#010x}, expected {magic:#010x}: not an IDX file of this kind")
+    }
+    Ok((1..=ndims).map(|i| word(i) as usize).collect())
+}
+
+fn body<'a>(bytes: &'a [u8], name: &str, offset: usize, expected: usize) -> Result<&'a [u8]> {
+    let got = bytes.len() - offset;
+    if got < expected {
+        bail!("{name}: truncated data: the header promises {expected} bytes, the file has {got}")
+    }
+    if got > expected {
+        bail!(
+            "{name}: {} bytes of trailing data after the {expected} the header promises",
+            got - expected
+        )
+    }
+    Ok(&bytes[offset..])
+}
+
+/// Parses an images file held in memory (`name` is used in error messages).
+pub fn parse_images(bytes: &[u8], name: &str) -> Result<IdxImages> {
+    let dims = header(bytes, name, IMAGES_MAGIC, 3)?;
+    let (n, rows, cols) = (dims[0], dims[1], dims[2]);
+    let pixels = body(bytes, name, 16, n * rows * cols)?.to_vec();
+    Ok(IdxImages {
+        n,
+        rows,
+        cols,
+        pixels,
+    })
+}
+
+/// Parses a labels file held in memory; every label must be a digit 0-9.
+pub fn parse_labels(bytes: &[u8], name: &str) -> Result<Vec<u8>> {
+    let n = header(bytes, name, LABELS_MAGIC, 1)?[0];
+    let labels = body(bytes, name, 8, n)?.to_vec();
+    if let Some((i, l)) = labels.iter().enumerate().find(|(_, &l)| l > 9) {
+        bail!("{name}: label {l} at index {i} is not a digit 0-9")
+    }
+    Ok(labels)
+}
+
+/// Reads an IDX images file, raw or gzip.
+pub fn read_idx_images(path: &Path) -> Result<IdxImages> {
+    parse_images(&read_raw(path)?, &path.display().to_string())
+}
+
+/// Reads an IDX labels file, raw or gzip.
+pub fn read_idx_labels(path: &Path) -> Result<Vec<u8>> {
+    parse_labels(&read_raw(path)?, &path.display().to_string())
+}
+
+/// Encodes images as an IDX file (for tests and tools that write MNIST-format data).
+pub fn encode_images(images: &IdxImages) -> Vec<u8> {
+    let mut out = IMAGES_MAGIC.to_be_bytes().to_vec();
+    for d in [images.n, images.rows, images.cols] {
+        out.extend((d as u32).to_be_bytes());
+    }
+    out.extend(&images.pixels);
+    out
+}
+
+/// Encodes labels as an IDX file.
+pub fn encode_labels(labels: &[u8]) -> Vec<u8> {
+    let mut out = LABELS_MAGIC.to_be_bytes().to_vec();
+    out.extend((labels.len() as u32).to_be_bytes());
+    out.extend(labels);
+    out
+}

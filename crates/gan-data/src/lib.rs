@@ -1,0 +1,19 @@
+//! gan-data: MNIST for gan-rs.
+//!
+//! Downloads the canonical IDX files from public mirrors (or imports a local copy),
+//! verifies them against their canonical SHA-256, and loads them as candle tensors in
+//! the [-1, 1] range the generators' tanh outputs live in. Bad input is an error that
+//! names the file and what is wrong with it.
+
+pub mod batch;
+pub mod fetch;
+pub mod idx;
+pub mod mnist;
+
+pub use batch::Batches;
+pub use fetch::{
+    download_files, download_mnist, ensure_mnist, import_mnist, FetchReport, FileSpec, MIRRORS,
+};
+pub use mnist::{
+    load_mnist, load_split, Mnist, Split, SplitKind, Verify, DEFAULT_DATA_DIR, MNIST_FILES,
+};

@@ -1,0 +1,159 @@
+//! The conditional GAN (Mirza and Osindero 2014): the label y is given to both players,
+//! G(z, y) and D(x, y), so the generator can be asked for a given digit.
+
+use anyhow::Result;
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use serde::{Deserialize, Serialize};
+
+use crate::gan::Mlp;
+use gan_core::init::{reinit, WeightInit};
+use gan_core::loss::{binary_accuracy, discriminator_loss, generator_loss, GeneratorLoss};
+use gan_core::prior::{one_hot, rng, Latent, LatentSpec, Rng};
+use gan_core::{Batch, Figure, GanModel, StepOutput};
+
+/// Number of classes of MNIST.
+const CLASSES: usize = 10;
+
+/// Settings of the conditional GAN.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CganConfig {
+    /// Width of the noise z ~ N(0, I).
+    pub z_dim: usize,
+    /// Hidden widths of G (D mirrors them, widest first).
+    pub hidden: Vec<usize>,
+    /// Generator objective.
+    pub g_loss: GeneratorLoss,
+}
+
+impl Default for CganConfig {
+    fn default() -> Self {
+        Self {
+            z_dim: 100,
+            hidden: vec![256, 512, 1024],
+            g_loss: GeneratorLoss::NonSaturating,
+        }
+    }
+}
+
+/// MLP G(z, y) and D(x, y), the label fed one-hot beside the input.
+pub struct Cgan {
+    cfg: CganConfig,
+    noise: LatentSpec,
+    labels: LatentSpec,
+    g_vars: VarMap,
+    d_vars: VarMap,
+    g: Mlp,
+    d: Mlp,
+    device: Device,
+}
+
+impl Cgan {
+    /// Builds both networks on `device`, weights drawn from `seed`.
+    pub fn new(cfg: CganConfig, device: &Device, seed: u64) -> Result<Self> {
+        anyhow::ensure!(
+            cfg.z_dim > 0 && !cfg.hidden.is_empty(),
+            "cgan needs z_dim > 0 and a hidden layer"
+        );
+        let (g_vars, d_vars) = (VarMap::new(), VarMap::new());
+        let g_widths: Vec<usize> = [cfg.z_dim + CLASSES]
+            .into_iter()
+            .chain(cfg.hidden.iter().copied())
+            .chain([784])
+            .collect();
+        let d_widths: Vec<usize> = [784 + CLASSES]
+            .into_iter()
+            .chain(cfg.hidden.iter().rev().copied())
+            .chain([1])
+            .collect();
+        let g = Mlp::new(
+            &g_widths,
+            VarBuilder::from_varmap(&g_vars, DType::F32, device),
+        )?;
+        let d = Mlp::new(
+            &d_widths,
+            VarBuilder::from_varmap(&d_vars, DType::F32, device),
+        )?;
+        let mut r = rng(seed, 2);
+        reinit(&g_vars, WeightInit::FanInUniform, &mut r)?;
+        reinit(&d_vars, WeightInit::FanInUniform, &mut r)?;
+        Ok(Self {
+            noise: LatentSpec(vec![Latent::Gaussian { dim: cfg.z_dim }]),
+            labels: LatentSpec(vec![Latent::Categorical { k: CLASSES }]),
+            cfg,
+            g_vars,
+            d_vars,
+            g,
+            d,
+            device: device.clone(),
+        })
+    }
+
+    /// Generated images `[n, 784]` for one-hot labels `y` `[n, 10]`.
+    fn fake(&self, y: &Tensor, rng: &mut Rng) -> Result<Tensor> {
+        let z = self.noise.sample(y.dim(0)?, rng, &self.device)?.z;
+        Ok(self.g.forward(&Tensor::cat(&[&z, y], 1)?)?.tanh()?)
+    }
+
+    fn critic(&self, flat: &Tensor, y: &Tensor) -> Result<Tensor> {
+        Ok(self.d.forward(&Tensor::cat(&[flat, y], 1)?)?.squeeze(1)?)
+    }
+
+    fn random_labels(&self, n: usize, rng: &mut Rng) -> Result<Tensor> {
+        Ok(self.labels.sample(n, rng, &self.device)?.z)
+    }
+}
+
+impl GanModel for Cgan {
+    fn kind(&self) -> &'static str {
+        "cgan"
+    }
+
+    fn config(&self) -> serde_json::Value {
+        serde_json::to_value(&self.cfg).expect("config serialises")
+    }
+
+    fn networks(&self) -> Vec<(&'static str, &VarMap)> {
+        vec![("g", &self.g_vars), ("d", &self.d_vars)]
+    }
+
+    fn d_step(&self, batch: &Batch, rng: &mut Rng) -> Result<StepOutput> {
+        let m = batch.images.dim(0)?;
+        let y_real = candle_nn::encoding::one_hot(batch.labels.clone(), CLASSES, 1f32, 0f32)?;
+        let real = self.critic(&batch.images.flatten_from(1)?, &y_real)?;
+        let y_fake = self.random_labels(m, rng)?;
+        let fake = self.critic(&self.fake(&y_fake, rng)?.detach(), &y_fake)?;
+        Ok(StepOutput::new(discriminator_loss(&real, &fake)?)
+            .with("d_real_acc", binary_accuracy(&real, true)?)
+            .with("d_fake_acc", binary_accuracy(&fake, false)?))
+    }
+
+    fn g_step(&self, batch: &Batch, rng: &mut Rng) -> Result<StepOutput> {
+        let y = self.random_labels(batch.images.dim(0)?, rng)?;
+        let fake = self.critic(&self.fake(&y, rng)?, &y)?;
+        Ok(StepOutput::new(generator_loss(&fake, self.cfg.g_loss)?))
+    }
+
+    /// One row per digit 0-9, ten samples each.
+    fn figures(&self, rng: &mut Rng) -> Result<Vec<Figure>> {
+        let classes: Vec<u32> = (0..CLASSES as u32).flat_map(|d| [d; 10]).collect();
+        let y = one_hot(&classes, CLASSES, &self.device)?;
+        let images = self.fake(&y, rng)?.reshape((classes.len(), 1, 28, 28))?;
+        Ok(vec![Figure {
+            name: "samples".into(),
+            images,
+            cols: 10,
+        }])
+    }
+
+    fn generate(&self, n: usize, class: Option<u32>, rng: &mut Rng) -> Result<Tensor> {
+        let y = match class {
+            Some(c) if c as usize >= CLASSES => {
+                anyhow::bail!("--label must be a digit 0-9, got {c}")
+            }
+            Some(c) => one_hot(&vec![c; n], CLASSES, &self.device)?,
+            None => self.random_labels(n, rng)?,
+        };
+        Ok(self.fake(&y, rng)?.reshape((n, 1, 28, 28))?)
+    }
+}

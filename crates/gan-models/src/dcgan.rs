@@ -1,0 +1,242 @@
+//! DCGAN (Radford et al. 2016), sized for 28x28: strided convolutions in D, transposed
+//! convolutions in G, batch norm, no pooling and no fully connected hidden layers. G's
+//! first layer, a 7x7 transposed convolution of z, is the paper's "projection and
+//! reshape"; D's last, a 7x7 convolution to one logit, its flattening into a sigmoid.
+
+use anyhow::Result;
+use candle_core::{DType, Device, Module, ModuleT, Tensor};
+use candle_nn::{
+    batch_norm, conv2d, conv_transpose2d, BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig,
+    ConvTranspose2d, ConvTranspose2dConfig, VarBuilder, VarMap,
+};
+use serde::{Deserialize, Serialize};
+
+use gan_core::init::{reinit, WeightInit};
+use gan_core::loss::{binary_accuracy, discriminator_loss, generator_loss, GeneratorLoss};
+use gan_core::nn::leaky_relu;
+use gan_core::prior::{rng, Latent, LatentSpec, Rng};
+use gan_core::{Batch, Figure, GanModel, StepOutput};
+
+/// Settings of DCGAN.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DcganConfig {
+    /// Width of the noise z ~ N(0, I).
+    pub z_dim: usize,
+    /// Channels of G's 14x14 layer (its 7x7 layer has twice as many).
+    pub g_width: usize,
+    /// Channels of D's 14x14 layer (its 7x7 layer has twice as many).
+    pub d_width: usize,
+    /// Generator objective.
+    pub g_loss: GeneratorLoss,
+}
+
+impl Default for DcganConfig {
+    fn default() -> Self {
+        Self {
+            z_dim: 100,
+            g_width: 32,
+            d_width: 32,
+            g_loss: GeneratorLoss::NonSaturating,
+        }
+    }
+}
+
+fn bn(n: usize, vb: VarBuilder) -> candle_core::Result<BatchNorm> {
+    batch_norm(
+        n,
+        BatchNormConfig {
+            eps: 1e-5,
+            remove_mean: true,
+            affine: true,
+            momentum: 0.1,
+        },
+        vb,
+    )
+}
+
+fn up(
+    i: usize,
+    o: usize,
+    k: usize,
+    stride: usize,
+    padding: usize,
+    vb: VarBuilder,
+) -> candle_core::Result<ConvTranspose2d> {
+    let cfg = ConvTranspose2dConfig {
+        padding,
+        output_padding: 0,
+        stride,
+        dilation: 1,
+    };
+    conv_transpose2d(i, o, k, cfg, vb)
+}
+
+fn down(
+    i: usize,
+    o: usize,
+    k: usize,
+    stride: usize,
+    padding: usize,
+    vb: VarBuilder,
+) -> candle_core::Result<Conv2d> {
+    conv2d(
+        i,
+        o,
+        k,
+        Conv2dConfig {
+            padding,
+            stride,
+            ..Default::default()
+        },
+        vb,
+    )
+}
+
+/// z -> 7x7x2w -> 14x14xw -> 28x28x1.
+pub(crate) struct Generator {
+    proj: ConvTranspose2d,
+    bn0: BatchNorm,
+    up1: ConvTranspose2d,
+    bn1: BatchNorm,
+    up2: ConvTranspose2d,
+}
+
+impl Generator {
+    pub(crate) fn new(z_dim: usize, w: usize, vb: VarBuilder) -> candle_core::Result<Self> {
+        Ok(Self {
+            proj: up(z_dim, 2 * w, 7, 1, 0, vb.pp("proj"))?,
+            bn0: bn(2 * w, vb.pp("bn0"))?,
+            up1: up(2 * w, w, 4, 2, 1, vb.pp("up1"))?,
+            bn1: bn(w, vb.pp("bn1"))?,
+            up2: up(w, 1, 4, 2, 1, vb.pp("up2"))?,
+        })
+    }
+
+    /// `z` is `[B, z_dim]`; the output `[B, 1, 28, 28]` in [-1, 1].
+    pub(crate) fn forward_t(&self, z: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let (b, d) = z.dims2()?;
+        let x = self.proj.forward(&z.reshape((b, d, 1, 1))?)?;
+        let x = self.bn0.forward_t(&x, train)?.relu()?;
+        let x = self.bn1.forward_t(&self.up1.forward(&x)?, train)?.relu()?;
+        self.up2.forward(&x)?.tanh()
+    }
+}
+
+/// 28x28x1 -> 14x14xw -> 7x7x2w -> one logit.
+pub(crate) struct Discriminator {
+    c1: Conv2d,
+    c2: Conv2d,
+    bn2: BatchNorm,
+    out: Conv2d,
+}
+
+impl Discriminator {
+    pub(crate) fn new(in_channels: usize, w: usize, vb: VarBuilder) -> candle_core::Result<Self> {
+        Ok(Self {
+            c1: down(in_channels, w, 4, 2, 1, vb.pp("c1"))?,
+            c2: down(w, 2 * w, 4, 2, 1, vb.pp("c2"))?,
+            bn2: bn(2 * w, vb.pp("bn2"))?,
+            out: down(2 * w, 1, 7, 1, 0, vb.pp("out"))?,
+        })
+    }
+
+    /// `x` is `[B, C, 28, 28]`; the output `[B]` logits.
+    pub(crate) fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let x = leaky_relu(&self.c1.forward(x)?, 0.2)?;
+        let x = leaky_relu(&self.bn2.forward_t(&self.c2.forward(&x)?, train)?, 0.2)?;
+        self.out.forward(&x)?.flatten_all()
+    }
+}
+
+/// DCGAN on MNIST.
+pub struct Dcgan {
+    cfg: DcganConfig,
+    prior: LatentSpec,
+    g_vars: VarMap,
+    d_vars: VarMap,
+    g: Generator,
+    d: Discriminator,
+    device: Device,
+}
+
+impl Dcgan {
+    /// Builds both networks on `device`, weights drawn N(0, 0.02) from `seed`.
+    pub fn new(cfg: DcganConfig, device: &Device, seed: u64) -> Result<Self> {
+        anyhow::ensure!(
+            cfg.z_dim > 0 && cfg.g_width > 0 && cfg.d_width > 0,
+            "dcgan sizes must be positive"
+        );
+        let (g_vars, d_vars) = (VarMap::new(), VarMap::new());
+        let g = Generator::new(
+            cfg.z_dim,
+            cfg.g_width,
+            VarBuilder::from_varmap(&g_vars, DType::F32, device),
+        )?;
+        let d = Discriminator::new(
+            1,
+            cfg.d_width,
+            VarBuilder::from_varmap(&d_vars, DType::F32, device),
+        )?;
+        let mut r = rng(seed, 2);
+        reinit(&g_vars, WeightInit::Normal { std: 0.02 }, &mut r)?;
+        reinit(&d_vars, WeightInit::Normal { std: 0.02 }, &mut r)?;
+        let prior = LatentSpec(vec![Latent::Gaussian { dim: cfg.z_dim }]);
+        Ok(Self {
+            cfg,
+            prior,
+            g_vars,
+            d_vars,
+            g,
+            d,
+            device: device.clone(),
+        })
+    }
+
+    fn fake(&self, n: usize, rng: &mut Rng, train: bool) -> Result<Tensor> {
+        let z = self.prior.sample(n, rng, &self.device)?.z;
+        Ok(self.g.forward_t(&z, train)?)
+    }
+}
+
+impl GanModel for Dcgan {
+    fn kind(&self) -> &'static str {
+        "dcgan"
+    }
+
+    fn config(&self) -> serde_json::Value {
+        serde_json::to_value(&self.cfg).expect("config serialises")
+    }
+
+    fn networks(&self) -> Vec<(&'static str, &VarMap)> {
+        vec![("g", &self.g_vars), ("d", &self.d_vars)]
+    }
+
+    fn d_step(&self, batch: &Batch, rng: &mut Rng) -> Result<StepOutput> {
+        let real = self.d.forward_t(&batch.images, true)?;
+        let fake = self.fake(batch.images.dim(0)?, rng, true)?.detach();
+        let fake = self.d.forward_t(&fake, true)?;
+        Ok(StepOutput::new(discriminator_loss(&real, &fake)?)
+            .with("d_real_acc", binary_accuracy(&real, true)?)
+            .with("d_fake_acc", binary_accuracy(&fake, false)?))
+    }
+
+    fn g_step(&self, batch: &Batch, rng: &mut Rng) -> Result<StepOutput> {
+        let fake = self
+            .d
+            .forward_t(&self.fake(batch.images.dim(0)?, rng, true)?, true)?;
+        Ok(StepOutput::new(generator_loss(&fake, self.cfg.g_loss)?))
+    }
+
+    fn figures(&self, rng: &mut Rng) -> Result<Vec<Figure>> {
+        Ok(vec![Figure {
+            name: "samples".into(),
+            images: self.generate(64, None, rng)?,
+            cols: 8,
+        }])
+    }
+
+    fn generate(&self, n: usize, class: Option<u32>, rng: &mut Rng) -> Result<Tensor> {
+        crate::unconditional(self.kind(), class)?;
+        self.fake(n, rng, false)
+    }
+}

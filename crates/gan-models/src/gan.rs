@@ -1,0 +1,169 @@
+//! The original GAN (Goodfellow et al. 2014): multilayer perceptrons on flattened MNIST.
+//!
+//! Algorithm 1: for each training iteration, k times: draw m noise samples and m
+//! examples, ascend V(D, G) in D; then draw m noise samples and descend G's loss, either
+//! log(1 - D(G(z))) (saturating, the minimax game itself) or -log D(G(z))
+//! (non-saturating, the paper's practical choice).
+
+use anyhow::Result;
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::{linear, Linear, VarBuilder, VarMap};
+use serde::{Deserialize, Serialize};
+
+use gan_core::init::{reinit, WeightInit};
+use gan_core::loss::{binary_accuracy, discriminator_loss, generator_loss, GeneratorLoss};
+use gan_core::nn::leaky_relu;
+use gan_core::prior::{rng, Latent, LatentSpec, Rng};
+use gan_core::{Batch, Figure, GanModel, StepOutput};
+
+/// Settings of the MLP GAN.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GanConfig {
+    /// Width of the noise z ~ N(0, I).
+    pub z_dim: usize,
+    /// Hidden widths of G (D mirrors them, widest first).
+    pub hidden: Vec<usize>,
+    /// Generator objective.
+    pub g_loss: GeneratorLoss,
+}
+
+impl Default for GanConfig {
+    fn default() -> Self {
+        Self {
+            z_dim: 100,
+            hidden: vec![256, 512, 1024],
+            g_loss: GeneratorLoss::NonSaturating,
+        }
+    }
+}
+
+/// A stack of linear layers with leaky ReLU between them.
+pub(crate) struct Mlp(Vec<Linear>);
+
+impl Mlp {
+    pub(crate) fn new(widths: &[usize], vb: VarBuilder) -> Result<Self> {
+        let layers = widths
+            .windows(2)
+            .enumerate()
+            .map(|(i, w)| linear(w[0], w[1], vb.pp(format!("fc{i}"))))
+            .collect::<candle_core::Result<_>>()?;
+        Ok(Self(layers))
+    }
+}
+
+impl Module for Mlp {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let mut x = x.clone();
+        for (i, layer) in self.0.iter().enumerate() {
+            x = layer.forward(&x)?;
+            if i + 1 < self.0.len() {
+                x = leaky_relu(&x, 0.2)?;
+            }
+        }
+        Ok(x)
+    }
+}
+
+/// The MLP GAN: G maps z to 784 pixels through tanh, D maps 784 pixels to one logit.
+pub struct Gan {
+    cfg: GanConfig,
+    prior: LatentSpec,
+    g_vars: VarMap,
+    d_vars: VarMap,
+    g: Mlp,
+    d: Mlp,
+    device: Device,
+}
+
+impl Gan {
+    /// Builds both networks on `device`, weights drawn from `seed`.
+    pub fn new(cfg: GanConfig, device: &Device, seed: u64) -> Result<Self> {
+        anyhow::ensure!(
+            cfg.z_dim > 0 && !cfg.hidden.is_empty(),
+            "gan needs z_dim > 0 and a hidden layer"
+        );
+        let (g_vars, d_vars) = (VarMap::new(), VarMap::new());
+        let g_widths: Vec<usize> = [cfg.z_dim]
+            .into_iter()
+            .chain(cfg.hidden.iter().copied())
+            .chain([784])
+            .collect();
+        let d_widths: Vec<usize> = [784]
+            .into_iter()
+            .chain(cfg.hidden.iter().rev().copied())
+            .chain([1])
+            .collect();
+        let g = Mlp::new(
+            &g_widths,
+            VarBuilder::from_varmap(&g_vars, DType::F32, device),
+        )?;
+        let d = Mlp::new(
+            &d_widths,
+            VarBuilder::from_varmap(&d_vars, DType::F32, device),
+        )?;
+        let mut r = rng(seed, 2);
+        reinit(&g_vars, WeightInit::FanInUniform, &mut r)?;
+        reinit(&d_vars, WeightInit::FanInUniform, &mut r)?;
+        let prior = LatentSpec(vec![Latent::Gaussian { dim: cfg.z_dim }]);
+        Ok(Self {
+            cfg,
+            prior,
+            g_vars,
+            d_vars,
+            g,
+            d,
+            device: device.clone(),
+        })
+    }
+
+    fn fake(&self, n: usize, rng: &mut Rng) -> Result<Tensor> {
+        let z = self.prior.sample(n, rng, &self.device)?.z;
+        Ok(self.g.forward(&z)?.tanh()?)
+    }
+
+    fn critic(&self, flat: &Tensor) -> Result<Tensor> {
+        Ok(self.d.forward(flat)?.squeeze(1)?)
+    }
+}
+
+impl GanModel for Gan {
+    fn kind(&self) -> &'static str {
+        "gan"
+    }
+
+    fn config(&self) -> serde_json::Value {
+        serde_json::to_value(&self.cfg).expect("config serialises")
+    }
+
+    fn networks(&self) -> Vec<(&'static str, &VarMap)> {
+        vec![("g", &self.g_vars), ("d", &self.d_vars)]
+    }
+
+    fn d_step(&self, batch: &Batch, rng: &mut Rng) -> Result<StepOutput> {
+        let m = batch.images.dim(0)?;
+        let real = self.critic(&batch.images.flatten_from(1)?)?;
+        let fake = self.critic(&self.fake(m, rng)?.detach())?;
+        let loss = discriminator_loss(&real, &fake)?;
+        Ok(StepOutput::new(loss)
+            .with("d_real_acc", binary_accuracy(&real, true)?)
+            .with("d_fake_acc", binary_accuracy(&fake, false)?))
+    }
+
+    fn g_step(&self, batch: &Batch, rng: &mut Rng) -> Result<StepOutput> {
+        let fake = self.critic(&self.fake(batch.images.dim(0)?, rng)?)?;
+        Ok(StepOutput::new(generator_loss(&fake, self.cfg.g_loss)?))
+    }
+
+    fn figures(&self, rng: &mut Rng) -> Result<Vec<Figure>> {
+        Ok(vec![Figure {
+            name: "samples".into(),
+            images: self.generate(64, None, rng)?,
+            cols: 8,
+        }])
+    }
+
+    fn generate(&self, n: usize, class: Option<u32>, rng: &mut Rng) -> Result<Tensor> {
+        crate::unconditional(self.kind(), class)?;
+        Ok(self.fake(n, rng)?.reshape((n, 1, 28, 28))?)
+    }
+}

@@ -1,0 +1,481 @@
+//! InfoGAN (Chen et al. 2016): a GAN whose generator input is split into noise z and
+//! latent codes c, with a lower bound on the mutual information I(c; G(z, c)) maximised
+//! through an auxiliary distribution Q(c | x) that shares the discriminator's trunk.
+//!
+//! Algorithm, per mini-batch:
+//! 1. D: ascend log D(x) + log(1 - D(G(z, c))) (fakes detached), D unconditional.
+//! 2. G and Q: descend the generator loss + lambda * L_I, where
+//!    L_I = CE(c_cat, Q_cat(G(z, c))) + lambda_cont * NLL(c_cont | Q_cont(G(z, c))).
+//!
+//! H(c) - L_cat is the variational lower bound on I(c_cat; G(z, c)); it reaches
+//! H(c) = ln K when Q recovers the category from every sample.
+
+use anyhow::{bail, Result};
+use candle_core::{DType, Device, Module, ModuleT, Tensor, D};
+use candle_nn::{
+    batch_norm, conv2d, conv_transpose2d, linear, BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig,
+    ConvTranspose2d, ConvTranspose2dConfig, Linear, VarBuilder, VarMap,
+};
+use serde::{Deserialize, Serialize};
+
+use gan_core::init::{reinit, WeightInit};
+use gan_core::loss::{
+    binary_accuracy, cross_entropy, discriminator_loss, gaussian_nll, generator_loss, GeneratorLoss,
+};
+use gan_core::nn::leaky_relu;
+use gan_core::prior::{one_hot, rng, Latent, LatentSpec, Rng};
+use gan_core::{Batch, Figure, GanModel, StepOutput};
+
+/// Settings of InfoGAN.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InfoganConfig {
+    /// Width of the incompressible noise z ~ U(-1, 1).
+    pub z_dim: usize,
+    /// Classes of each categorical code (the paper: one code of 10).
+    pub categorical: Vec<usize>,
+    /// Number of continuous codes ~ U(-range, range) (the paper: 2).
+    pub continuous: usize,
+    /// Half-width of the continuous codes' prior.
+    pub continuous_range: f32,
+    /// Weight of the mutual-information term (0: a regular GAN).
+    pub lambda: f64,
+    /// Weight of the continuous codes' NLL inside L_I; larger values make them change
+    /// digit identity.
+    pub lambda_cont: f64,
+    /// Q predicts only means for the continuous codes (unit variance) instead of means
+    /// and log-variances.
+    pub fixed_std: bool,
+    /// Generator objective.
+    pub g_loss: GeneratorLoss,
+}
+
+impl Default for InfoganConfig {
+    fn default() -> Self {
+        Self {
+            z_dim: 62,
+            categorical: vec![10],
+            continuous: 2,
+            continuous_range: 1.0,
+            lambda: 1.0,
+            lambda_cont: 0.1,
+            fixed_std: false,
+            g_loss: GeneratorLoss::NonSaturating,
+        }
+    }
+}
+
+impl InfoganConfig {
+    fn code_width(&self) -> usize {
+        self.categorical.iter().sum::<usize>() + self.continuous
+    }
+
+    fn q_width(&self) -> usize {
+        self.categorical.iter().sum::<usize>()
+            + self.continuous * if self.fixed_std { 1 } else { 2 }
+    }
+}
+
+fn bn(n: usize, vb: VarBuilder) -> candle_core::Result<BatchNorm> {
+    batch_norm(
+        n,
+        BatchNormConfig {
+            eps: 1e-5,
+            remove_mean: true,
+            affine: true,
+            momentum: 0.1,
+        },
+        vb,
+    )
+}
+
+/// G(z, c): FC 1024, FC 7x7x128, up-convolutions to 14x14x64 and 28x28x1 (paper, C.1).
+struct Generator {
+    fc1: Linear,
+    bn1: BatchNorm,
+    fc2: Linear,
+    bn2: BatchNorm,
+    up1: ConvTranspose2d,
+    bn3: BatchNorm,
+    up2: ConvTranspose2d,
+}
+
+impl Generator {
+    fn new(input: usize, vb: VarBuilder) -> candle_core::Result<Self> {
+        let up = ConvTranspose2dConfig {
+            padding: 1,
+            output_padding: 0,
+            stride: 2,
+            dilation: 1,
+        };
+        Ok(Self {
+            fc1: linear(input, 1024, vb.pp("fc1"))?,
+            bn1: bn(1024, vb.pp("bn1"))?,
+            fc2: linear(1024, 7 * 7 * 128, vb.pp("fc2"))?,
+            bn2: bn(7 * 7 * 128, vb.pp("bn2"))?,
+            up1: conv_transpose2d(128, 64, 4, up, vb.pp("up1"))?,
+            bn3: bn(64, vb.pp("bn3"))?,
+            up2: conv_transpose2d(64, 1, 4, up, vb.pp("up2"))?,
+        })
+    }
+
+    fn forward_t(&self, zc: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let b = zc.dim(0)?;
+        let x = self.bn1.forward_t(&self.fc1.forward(zc)?, train)?.relu()?;
+        let x = self.bn2.forward_t(&self.fc2.forward(&x)?, train)?.relu()?;
+        let x = x.reshape((b, 128, 7, 7))?;
+        let x = self.bn3.forward_t(&self.up1.forward(&x)?, train)?.relu()?;
+        self.up2.forward(&x)?.tanh()
+    }
+}
+
+/// The trunk D and Q share: conv 64, conv 128, FC 1024, leaky ReLU (paper, C.1).
+struct Trunk {
+    c1: Conv2d,
+    c2: Conv2d,
+    bn2: BatchNorm,
+    fc: Linear,
+    bn3: BatchNorm,
+}
+
+impl Trunk {
+    fn new(vb: VarBuilder) -> candle_core::Result<Self> {
+        let down = Conv2dConfig {
+            padding: 1,
+            stride: 2,
+            ..Default::default()
+        };
+        Ok(Self {
+            c1: conv2d(1, 64, 4, down, vb.pp("c1"))?,
+            c2: conv2d(64, 128, 4, down, vb.pp("c2"))?,
+            bn2: bn(128, vb.pp("bn2"))?,
+            fc: linear(7 * 7 * 128, 1024, vb.pp("fc"))?,
+            bn3: bn(1024, vb.pp("bn3"))?,
+        })
+    }
+
+    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let x = leaky_relu(&self.c1.forward(x)?, 0.1)?;
+        let x = leaky_relu(&self.bn2.forward_t(&self.c2.forward(&x)?, train)?, 0.1)?;
+        let x = self.fc.forward(&x.flatten_from(1)?)?;
+        leaky_relu(&self.bn3.forward_t(&x, train)?, 0.1)
+    }
+}
+
+/// Q's own layers on top of the trunk: FC 128, then the code parameters.
+struct QHead {
+    fc: Linear,
+    bn: BatchNorm,
+    out: Linear,
+}
+
+impl QHead {
+    fn forward_t(&self, h: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let x = leaky_relu(&self.bn.forward_t(&self.fc.forward(h)?, train)?, 0.1)?;
+        self.out.forward(&x)
+    }
+}
+
+/// InfoGAN on MNIST: networks `g`, `d` (trunk and real/fake head) and `q` (Q's head).
+pub struct Infogan {
+    cfg: InfoganConfig,
+    prior: LatentSpec,
+    g_vars: VarMap,
+    d_vars: VarMap,
+    q_vars: VarMap,
+    g: Generator,
+    trunk: Trunk,
+    d_head: Linear,
+    q_head: QHead,
+    device: Device,
+}
+
+/// What Q says about a batch of images.
+pub struct QOutput {
+    /// Logits of each categorical code, `[B, K_i]`.
+    pub categorical: Vec<Tensor>,
+    /// Means of the continuous codes, `[B, n]` (None without continuous codes).
+    pub mean: Option<Tensor>,
+    /// Log-variances of the continuous codes (zeros with `fixed_std`).
+    pub log_var: Option<Tensor>,
+}
+
+impl Infogan {
+    /// Builds the networks on `device`, weights drawn N(0, 0.02) from `seed`.
+    pub fn new(cfg: InfoganConfig, device: &Device, seed: u64) -> Result<Self> {
+        if cfg.z_dim == 0 || cfg.categorical.is_empty() || cfg.categorical.contains(&0) {
+            bail!("infogan needs z_dim > 0 and at least one categorical code of at least one class")
+        }
+        if !(cfg.continuous_range > 0.0) || cfg.lambda < 0.0 || cfg.lambda_cont < 0.0 {
+            bail!("infogan needs continuous_range > 0 and non-negative lambdas")
+        }
+        let (g_vars, d_vars, q_vars) = (VarMap::new(), VarMap::new(), VarMap::new());
+        let vb = |v: &VarMap| VarBuilder::from_varmap(v, DType::F32, device);
+        let g = Generator::new(cfg.z_dim + cfg.code_width(), vb(&g_vars))?;
+        let trunk = Trunk::new(vb(&d_vars).pp("trunk"))?;
+        let d_head = linear(1024, 1, vb(&d_vars).pp("head"))?;
+        let q_head = QHead {
+            fc: linear(1024, 128, vb(&q_vars).pp("fc"))?,
+            bn: bn(128, vb(&q_vars).pp("bn"))?,
+            out: linear(128, cfg.q_width(), vb(&q_vars).pp("out"))?,
+        };
+        let mut r = rng(seed, 2);
+        for vars in [&g_vars, &d_vars, &q_vars] {
+            reinit(vars, WeightInit::Normal { std: 0.02 }, &mut r)?;
+        }
+        let r = cfg.continuous_range;
+        let mut blocks = vec![Latent::Uniform {
+            dim: cfg.z_dim,
+            low: -1.0,
+            high: 1.0,
+        }];
+        blocks.extend(cfg.categorical.iter().map(|&k| Latent::Categorical { k }));
+        if cfg.continuous > 0 {
+            blocks.push(Latent::Uniform {
+                dim: cfg.continuous,
+                low: -r,
+                high: r,
+            });
+        }
+        Ok(Self {
+            prior: LatentSpec(blocks),
+            cfg,
+            g_vars,
+            d_vars,
+            q_vars,
+            g,
+            trunk,
+            d_head,
+            q_head,
+            device: device.clone(),
+        })
+    }
+
+    /// The settings.
+    pub fn config_ref(&self) -> &InfoganConfig {
+        &self.cfg
+    }
+
+    /// D's logit and Q's output for images, through one pass of the shared trunk.
+    pub fn discriminate(&self, x: &Tensor, train: bool) -> Result<(Tensor, QOutput)> {
+        let h = self.trunk.forward_t(x, train)?;
+        let logit = self.d_head.forward(&h)?.squeeze(1)?;
+        Ok((logit, self.q_from(&h, train)?))
+    }
+
+    fn q_from(&self, h: &Tensor, train: bool) -> Result<QOutput> {
+        let out = self.q_head.forward_t(h, train)?;
+        let mut offset = 0;
+        let mut categorical = Vec::new();
+        for &k in &self.cfg.categorical {
+            categorical.push(out.narrow(1, offset, k)?);
+            offset += k;
+        }
+        let n = self.cfg.continuous;
+        let (mean, log_var) = if n == 0 {
+            (None, None)
+        } else if self.cfg.fixed_std {
+            let mean = out.narrow(1, offset, n)?;
+            let lv = mean.zeros_like()?;
+            (Some(mean), Some(lv))
+        } else {
+            (
+                Some(out.narrow(1, offset, n)?),
+                Some(out.narrow(1, offset + n, n)?),
+            )
+        };
+        Ok(QOutput {
+            categorical,
+            mean,
+            log_var,
+        })
+    }
+
+    /// The first categorical code Q assigns to each image: InfoGAN as an unsupervised
+    /// classifier. Images `[N, 1, 28, 28]` in [-1, 1]; batched to bound memory.
+    pub fn classify(&self, images: &Tensor) -> Result<Vec<u32>> {
+        let n = images.dim(0)?;
+        let mut out = Vec::with_capacity(n);
+        for start in (0..n).step_by(500) {
+            let x = images.narrow(0, start, 500.min(n - start))?;
+            let (_, q) = self.discriminate(&x, false)?;
+            out.extend(q.categorical[0].argmax(D::Minus1)?.to_vec1::<u32>()?);
+        }
+        Ok(out)
+    }
+
+    /// Generator input for explicit codes: noise rows `z` `[B, z_dim]`, the class of the
+    /// first categorical code per row (others drawn at random), continuous codes `[B, n]`.
+    fn input(&self, z: &Tensor, classes: &[u32], cont: &Tensor, rng: &mut Rng) -> Result<Tensor> {
+        let b = classes.len();
+        let mut parts = vec![
+            z.clone(),
+            one_hot(classes, self.cfg.categorical[0], &self.device)?,
+        ];
+        for &k in &self.cfg.categorical[1..] {
+            parts.push(
+                LatentSpec(vec![Latent::Categorical { k }])
+                    .sample(b, rng, &self.device)?
+                    .z,
+            );
+        }
+        if self.cfg.continuous > 0 {
+            parts.push(cont.clone());
+        }
+        Ok(Tensor::cat(&parts, 1)?)
+    }
+
+    fn noise(&self, n: usize, rng: &mut Rng) -> Result<Tensor> {
+        Ok(LatentSpec(vec![self.prior.0[0].clone()])
+            .sample(n, rng, &self.device)?
+            .z)
+    }
+
+    /// Figure 2 of the paper: (a) one row per category, noise fixed per column;
+    /// (c), (d) one continuous code swept from -2 to 2 along each row, the category fixed
+    /// per row. `order` lists the categories top to bottom (e.g. matched to digits 0-9).
+    pub fn traversals(&self, order: &[u32], rng: &mut Rng) -> Result<Vec<Figure>> {
+        let (rows, cols) = (order.len(), 10);
+        let n = rows * cols;
+        let cont_zero = Tensor::zeros((n, self.cfg.continuous), DType::F32, &self.device)?;
+        // (a): column j uses noise j in every row.
+        let z_cols = self.noise(cols, rng)?;
+        let z = z_cols.repeat((rows, 1))?;
+        let classes: Vec<u32> = order.iter().flat_map(|&c| [c; 10]).collect();
+        let x = self
+            .g
+            .forward_t(&self.input(&z, &classes, &cont_zero, rng)?, false)?;
+        let mut figs = vec![Figure {
+            name: "c1_categories".into(),
+            images: x,
+            cols,
+        }];
+        // (c), (d): one noise vector per row, the swept code in columns.
+        let z_rows = self.noise(rows, rng)?;
+        let z = z_rows
+            .unsqueeze(1)?
+            .repeat((1, cols, 1))?
+            .reshape((n, self.cfg.z_dim))?;
+        for i in 0..self.cfg.continuous {
+            let mut cont = vec![0f32; n * self.cfg.continuous];
+            for r in 0..rows {
+                for c in 0..cols {
+                    cont[(r * cols + c) * self.cfg.continuous + i] =
+                        -2.0 + 4.0 * c as f32 / (cols - 1) as f32;
+                }
+            }
+            let cont = Tensor::from_vec(cont, (n, self.cfg.continuous), &self.device)?;
+            let x = self
+                .g
+                .forward_t(&self.input(&z, &classes, &cont, rng)?, false)?;
+            figs.push(Figure {
+                name: format!("c{}_continuous", i + 2),
+                images: x,
+                cols,
+            });
+        }
+        Ok(figs)
+    }
+}
+
+impl GanModel for Infogan {
+    fn kind(&self) -> &'static str {
+        "infogan"
+    }
+
+    fn config(&self) -> serde_json::Value {
+        serde_json::to_value(&self.cfg).expect("config serialises")
+    }
+
+    fn networks(&self) -> Vec<(&'static str, &VarMap)> {
+        vec![
+            ("g", &self.g_vars),
+            ("d", &self.d_vars),
+            ("q", &self.q_vars),
+        ]
+    }
+
+    fn g_networks(&self) -> Vec<&'static str> {
+        vec!["g", "q"]
+    }
+
+    fn d_step(&self, batch: &Batch, rng: &mut Rng) -> Result<StepOutput> {
+        let m = batch.images.dim(0)?;
+        let (real, _) = self.discriminate(&batch.images, true)?;
+        let zc = self.prior.sample(m, rng, &self.device)?.z;
+        let fake = self.g.forward_t(&zc, true)?.detach();
+        let (fake, _) = self.discriminate(&fake, true)?;
+        Ok(StepOutput::new(discriminator_loss(&real, &fake)?)
+            .with("d_real_acc", binary_accuracy(&real, true)?)
+            .with("d_fake_acc", binary_accuracy(&fake, false)?))
+    }
+
+    fn g_step(&self, batch: &Batch, rng: &mut Rng) -> Result<StepOutput> {
+        let m = batch.images.dim(0)?;
+        let sample = self.prior.sample(m, rng, &self.device)?;
+        let fake = self.g.forward_t(&sample.z, true)?;
+        let (logit, q) = self.discriminate(&fake, true)?;
+        let adv = generator_loss(&logit, self.cfg.g_loss)?;
+        let mut l_cat = Tensor::zeros((), DType::F32, &self.device)?;
+        let mut entropy = 0.0;
+        for ((logits, classes), &k) in q
+            .categorical
+            .iter()
+            .zip(&sample.categories)
+            .zip(&self.cfg.categorical)
+        {
+            let targets = Tensor::new(classes.as_slice(), &self.device)?;
+            l_cat = (l_cat + cross_entropy(logits, &targets)?)?;
+            entropy += (k as f64).ln();
+        }
+        let mut l_info = l_cat.clone();
+        let mut out_metrics = vec![];
+        if let (Some(mean), Some(lv)) = (&q.mean, &q.log_var) {
+            let c = sample.z.narrow(
+                1,
+                sample.z.dim(1)? - self.cfg.continuous,
+                self.cfg.continuous,
+            )?;
+            let l_cont = gaussian_nll(&c, mean, lv)?;
+            out_metrics.push(("l_cont", l_cont.to_scalar::<f32>()?));
+            l_info = (l_info + (l_cont * self.cfg.lambda_cont)?)?;
+        }
+        let loss = (adv.clone() + (&l_info * self.cfg.lambda)?)?;
+        let cat = l_cat.to_scalar::<f32>()?;
+        let mut out = StepOutput::new(loss)
+            .with("g_adv", adv.to_scalar::<f32>()?)
+            .with("l_info", l_info.to_scalar::<f32>()?)
+            .with("l_cat", cat)
+            .with("mi_lower_bound", entropy as f32 - cat);
+        out.metrics.extend(out_metrics);
+        Ok(out)
+    }
+
+    fn figures(&self, rng: &mut Rng) -> Result<Vec<Figure>> {
+        let order: Vec<u32> = (0..self.cfg.categorical[0] as u32).collect();
+        self.traversals(&order, rng)
+    }
+
+    fn generate(&self, n: usize, class: Option<u32>, rng: &mut Rng) -> Result<Tensor> {
+        let k = self.cfg.categorical[0] as u32;
+        let Some(c) = class else {
+            let zc = self.prior.sample(n, rng, &self.device)?.z;
+            return Ok(self.g.forward_t(&zc, false)?);
+        };
+        if c >= k {
+            bail!("category {c} out of range: the first categorical code has {k} classes")
+        }
+        let r = self.cfg.continuous_range;
+        let cont = LatentSpec(vec![Latent::Uniform {
+            dim: self.cfg.continuous.max(1),
+            low: -r,
+            high: r,
+        }])
+        .sample(n, rng, &self.device)?
+        .z
+        .narrow(1, 0, self.cfg.continuous)?;
+        let z = self.noise(n, rng)?;
+        Ok(self
+            .g
+            .forward_t(&self.input(&z, &vec![c; n], &cont, rng)?, false)?)
+    }
+}
