@@ -50,17 +50,19 @@ pub fn decompress(bytes: &[u8], name: &str) -> Result<Vec<u8>> {
 }
 
 fn header(bytes: &[u8], name: &str, magic: u32, ndims: usize) -> Result<Vec<usize>> {
+    let word = |i: usize| u32::from_be_bytes(bytes[4 * i..4 * i + 4].try_into().expect("4 bytes"));
+    if bytes.len() >= 4 && word(0) != magic {
+        bail!(
+            "{name}: wrong magic number {:#010x}, expected {magic:#010x}: not an IDX file of this kind",
+            word(0)
+        )
+    }
     let need = 4 + 4 * ndims;
     if bytes.len() < need {
         bail!(
             "{name}: truncated header: {} bytes, an IDX header needs {need}",
             bytes.len()
         )
-    }
-    let word = |i: usize| u32::from_be_bytes(bytes[4 * i..4 * i + 4].try_into().expect("4 bytes"));
-    let found = word(0);
-    if found != magic {
-        bail!("{name}: wrong magic number {found:#010x}, expected {magic:#010x}: not an IDX file of this kind")
     }
     Ok((1..=ndims).map(|i| word(i) as usize).collect())
 }
