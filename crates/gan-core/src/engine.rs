@@ -383,10 +383,10 @@ impl<'m> Trainer<'m> {
                 lines.push_str(&serde_json::Value::Object(line).to_string());
                 lines.push('\n');
                 bar.inc(1);
-                if self.state.step % 10 == 0 {
+                if self.state.step.is_multiple_of(10) {
                     bar.set_message(running(&means));
                 }
-                if self.cfg.checkpoint_every > 0 && self.state.step % self.cfg.checkpoint_every == 0
+                if self.cfg.checkpoint_every > 0 && self.state.step.is_multiple_of(self.cfg.checkpoint_every)
                 {
                     log.write_all(lines.as_bytes())?;
                     lines.clear();
@@ -461,7 +461,7 @@ impl<'m> Trainer<'m> {
         record.extend(d.metrics.iter().map(|(k, v)| (k.to_string(), *v)));
         self.state.step += 1;
         self.state.batch += 1;
-        if self.state.step % self.cfg.k as u64 == 0 {
+        if self.state.step.is_multiple_of(self.cfg.k as u64) {
             let g = self.model.g_step(batch, &mut self.state.rng)?;
             record.insert("g_loss".into(), g.loss.to_scalar::<f32>()?);
             let grads = g.loss.backward()?;

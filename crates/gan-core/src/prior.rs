@@ -73,7 +73,7 @@ impl LatentSpec {
                     StandardNormal.sample(rng)
                 }),
                 Latent::Uniform { low, high, .. } => {
-                    if !(low < high) {
+                    if low.is_nan() || high.is_nan() || low >= high {
                         candle_core::bail!("uniform prior needs low < high, got [{low}, {high}]")
                     }
                     fill(&mut data, n, width, offset, w, || {

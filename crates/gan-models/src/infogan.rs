@@ -205,7 +205,7 @@ impl Infogan {
         if cfg.z_dim == 0 || cfg.categorical.is_empty() || cfg.categorical.contains(&0) {
             bail!("infogan needs z_dim > 0 and at least one categorical code of at least one class")
         }
-        if !(cfg.continuous_range > 0.0) || cfg.lambda < 0.0 || cfg.lambda_cont < 0.0 {
+        if cfg.continuous_range.is_nan() || cfg.continuous_range <= 0.0 || cfg.lambda < 0.0 || cfg.lambda_cont < 0.0 {
             bail!("infogan needs continuous_range > 0 and non-negative lambdas")
         }
         let (g_vars, d_vars, q_vars) = (VarMap::new(), VarMap::new(), VarMap::new());
