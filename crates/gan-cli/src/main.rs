@@ -99,6 +99,21 @@ enum Command {
         #[arg(long, default_value_t = 1e-3)]
         lr_g: f64,
     },
+    /// Scores a run on the MNIST test set (InfoGAN: its categorical code as a classifier).
+    Eval {
+        /// The run folder.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Folder with the MNIST IDX files.
+        #[arg(long, default_value = gan_data::DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        /// Skip the canonical SHA-256 check.
+        #[arg(long)]
+        no_verify: bool,
+        /// cpu, cuda or metal.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
     /// Writes generated images from a run: a PNG grid or a safetensors tensor `images`.
     Sample {
         /// The run folder.
@@ -110,9 +125,12 @@ enum Command {
         /// Output file: .png (a grid) or .safetensors ([N,1,28,28] in [0,1]).
         #[arg(long)]
         out: PathBuf,
-        /// The digit to generate (conditional models only).
+        /// The label to generate (cgan), or the raw category of InfoGAN's first code.
         #[arg(long)]
         label: Option<u32>,
+        /// The digit to generate from an InfoGAN run, through the mapping `eval` saved.
+        #[arg(long, conflicts_with = "label")]
+        digit: Option<u32>,
         /// Seed of the noise.
         #[arg(long, default_value_t = 0)]
         seed: u64,
@@ -250,9 +268,22 @@ fn run(cli: Cli) -> Result<()> {
             n,
             out,
             label,
+            digit,
             seed,
             device,
-        } => sample(&checkpoint, n, &out, label, seed, &device),
+        } => {
+            let class = match digit {
+                Some(d) => Some(category_of_digit(&checkpoint, d)?),
+                None => label,
+            };
+            sample(&checkpoint, n, &out, class, seed, &device)
+        }
+        Command::Eval {
+            checkpoint,
+            data_dir,
+            no_verify,
+            device,
+        } => eval(&checkpoint, &data_dir, !no_verify, &device),
     }
 }
 
@@ -338,13 +369,29 @@ fn free_run_dir(kind: &str, seed: u64) -> PathBuf {
 
 /// The training split, fetching MNIST first when the folder lacks it.
 fn load_data(dir: &Path, verify: bool, device: &candle_core::Device) -> Result<gan_data::Split> {
+    load_split(dir, gan_data::SplitKind::Train, verify, device)
+}
+
+fn load_split(
+    dir: &Path,
+    kind: gan_data::SplitKind,
+    verify: bool,
+    device: &candle_core::Device,
+) -> Result<gan_data::Split> {
     let verify = if verify {
         gan_data::Verify::Canonical
     } else {
         gan_data::Verify::Skip
     };
     let have = |name: &str| dir.join(name).exists() || dir.join(format!("{name}.gz")).exists();
-    if !(have("train-images-idx3-ubyte") && have("train-labels-idx1-ubyte")) {
+    let prefix = if kind == gan_data::SplitKind::Train {
+        "train"
+    } else {
+        "t10k"
+    };
+    if !(have(&format!("{prefix}-images-idx3-ubyte"))
+        && have(&format!("{prefix}-labels-idx1-ubyte")))
+    {
         eprintln!("MNIST is not in {}: downloading it", dir.display());
         let report = gan_data::ensure_mnist(dir, gan_data::MIRRORS).with_context(|| {
             format!(
@@ -356,7 +403,93 @@ fn load_data(dir: &Path, verify: bool, device: &candle_core::Device) -> Result<g
         })?;
         eprintln!("{report}");
     }
-    gan_data::load_split(dir, gan_data::SplitKind::Train, verify, device)
+    gan_data::load_split(dir, kind, verify, device)
+}
+
+/// Where `eval` keeps InfoGAN's category-to-digit mapping in a run folder.
+const MAPPING_FILE: &str = "eval_infogan.json";
+
+fn category_of_digit(run_dir: &Path, digit: u32) -> Result<u32> {
+    if digit > 9 {
+        bail!("--digit must be 0-9, got {digit}")
+    }
+    let run = RunConfig::read(run_dir)?;
+    if run.model != "infogan" {
+        bail!("--digit picks a digit through InfoGAN's learned mapping; {} is a {} run (cgan takes --label)", run_dir.display(), run.model)
+    }
+    let path = run_dir.join(MAPPING_FILE);
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "{} has no digit mapping yet: run `gan-cli eval --checkpoint {}` first",
+            run_dir.display(),
+            run_dir.display()
+        )
+    })?;
+    let eval: gan_models::infogan::CodeEval = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not an InfoGAN evaluation", path.display()))?;
+    eval.category_of(digit as usize)
+        .with_context(|| format!("no category of this run is mapped to digit {digit}"))
+}
+
+fn eval(run_dir: &Path, data_dir: &Path, verify: bool, device: &str) -> Result<()> {
+    let device = gan_core::device::parse_device(device)?;
+    let run = RunConfig::read(run_dir)?;
+    if run.model != "infogan" {
+        bail!(
+            "eval scores InfoGAN runs (its categorical code as a classifier); {} is a {} run, \
+             which the evaluation suite does not cover yet",
+            run_dir.display(),
+            run.model
+        )
+    }
+    let cfg: InfoganConfig = serde_json::from_value(run.model_config.clone())?;
+    let model = gan_models::Infogan::new(cfg, &device, run.train.seed)?;
+    gan_core::engine::load_weights(&model, run_dir)?;
+    let test = load_split(data_dir, gan_data::SplitKind::Test, verify, &device)?;
+    let result = model.evaluate_codes(&test.images, &test.labels_u8)?;
+    println!(
+        "InfoGAN c1 as a classifier of the {} MNIST test images: accuracy {:.2}% (error {:.2}%)",
+        result.n,
+        100.0 * result.accuracy,
+        100.0 * (1.0 - result.accuracy)
+    );
+    println!(
+        "category -> digit: {}",
+        result
+            .category_to_digit
+            .iter()
+            .enumerate()
+            .map(|(c, d)| format!("{c}->{}", d.map_or("-".into(), |d| d.to_string())))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    println!("confusion (rows: category, columns: digit 0-9):");
+    for (c, row) in result.confusion.iter().enumerate() {
+        println!(
+            "  {c:>2} | {}",
+            row.iter()
+                .map(|v| format!("{v:>5}"))
+                .collect::<Vec<_>>()
+                .join("")
+        );
+    }
+    gan_core::checkpoint::atomic_write(
+        &run_dir.join(MAPPING_FILE),
+        serde_json::to_string_pretty(&result)?.as_bytes(),
+    )?;
+    // Traversals with rows ordered by digit 0-9, as the paper shows them.
+    let order: Vec<u32> = (0..10).filter_map(|d| result.category_of(d)).collect();
+    for fig in model.traversals(&order, &mut gan_core::prior::rng(run.train.seed, 1))? {
+        let path = run_dir
+            .join("samples")
+            .join(format!("{}_by_digit.png", fig.name));
+        gan_core::grid::save_grid(&path, &fig.images, fig.cols)?;
+    }
+    println!(
+        "wrote {} and samples/*_by_digit.png",
+        run_dir.join(MAPPING_FILE).display()
+    );
+    Ok(())
 }
 
 fn sample(

@@ -26,6 +26,8 @@ fn tiny_mnist(dir: &Path) {
     let labels: Vec<u8> = (0..64).map(|i| (i % 10) as u8).collect();
     write_idx(dir, "train-images-idx3-ubyte", 0x803, &[n, 28, 28], &px);
     write_idx(dir, "train-labels-idx1-ubyte", 0x801, &[n], &labels);
+    write_idx(dir, "t10k-images-idx3-ubyte", 0x803, &[n, 28, 28], &px);
+    write_idx(dir, "t10k-labels-idx1-ubyte", 0x801, &[n], &labels);
 }
 
 fn cli(args: &[&str]) -> Output {
@@ -263,5 +265,142 @@ fn unconditional_model_refuses_a_label() {
             out.to_str().unwrap(),
         ],
         "unconditional",
+    );
+}
+
+#[test]
+fn infogan_eval_mapping_and_digit_sampling() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    tiny_mnist(&data);
+    let data = data.to_str().unwrap();
+    let run = tmp.path().join("info");
+    let run_s = run.to_str().unwrap();
+    ok(&[
+        "infogan",
+        "--data-dir",
+        data,
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "16",
+        "--out",
+        run_s,
+        "--quiet",
+        "--no-verify",
+    ]);
+    for f in [
+        "c1_categories.png",
+        "c2_continuous.png",
+        "c3_continuous.png",
+    ] {
+        assert!(run.join("samples").join(f).exists(), "{f}");
+    }
+    let png = tmp.path().join("d.png");
+    fails(
+        &[
+            "sample",
+            "--checkpoint",
+            run_s,
+            "--digit",
+            "3",
+            "--out",
+            png.to_str().unwrap(),
+        ],
+        "gan-cli eval",
+    );
+
+    let out = cli(&[
+        "eval",
+        "--checkpoint",
+        run_s,
+        "--data-dir",
+        data,
+        "--no-verify",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("accuracy") && stdout.contains("confusion"),
+        "{stdout}"
+    );
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("eval_infogan.json")).unwrap())
+            .unwrap();
+    let acc = saved["accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&acc));
+    assert_eq!(saved["n"].as_u64(), Some(64));
+    assert!(run.join("samples/c1_categories_by_digit.png").exists());
+
+    ok(&[
+        "sample",
+        "--checkpoint",
+        run_s,
+        "--digit",
+        "3",
+        "--n",
+        "4",
+        "--out",
+        png.to_str().unwrap(),
+    ]);
+    fails(
+        &[
+            "sample",
+            "--checkpoint",
+            run_s,
+            "--digit",
+            "11",
+            "--out",
+            png.to_str().unwrap(),
+        ],
+        "0-9",
+    );
+
+    // eval of a run of another model is refused with a reason.
+    let gan = tmp.path().join("gan");
+    ok(&[
+        "gan",
+        "--data-dir",
+        data,
+        "--max-steps",
+        "1",
+        "--out",
+        gan.to_str().unwrap(),
+        "--z-dim",
+        "8",
+        "--hidden",
+        "32",
+        "--batch-size",
+        "16",
+        "--quiet",
+        "--no-verify",
+    ]);
+    fails(
+        &[
+            "eval",
+            "--checkpoint",
+            gan.to_str().unwrap(),
+            "--data-dir",
+            data,
+            "--no-verify",
+        ],
+        "is a gan run",
+    );
+    fails(
+        &[
+            "sample",
+            "--checkpoint",
+            gan.to_str().unwrap(),
+            "--digit",
+            "3",
+            "--out",
+            png.to_str().unwrap(),
+        ],
+        "InfoGAN",
     );
 }

@@ -386,7 +386,8 @@ impl<'m> Trainer<'m> {
                 if self.state.step.is_multiple_of(10) {
                     bar.set_message(running(&means));
                 }
-                if self.cfg.checkpoint_every > 0 && self.state.step.is_multiple_of(self.cfg.checkpoint_every)
+                if self.cfg.checkpoint_every > 0
+                    && self.state.step.is_multiple_of(self.cfg.checkpoint_every)
                 {
                     log.write_all(lines.as_bytes())?;
                     lines.clear();

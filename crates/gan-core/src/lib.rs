@@ -17,6 +17,7 @@ pub mod engine;
 pub mod grid;
 pub mod init;
 pub mod loss;
+pub mod metrics;
 pub mod nn;
 pub mod optim;
 pub mod prior;

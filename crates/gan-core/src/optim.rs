@@ -52,7 +52,8 @@ impl Adam {
     /// An optimizer over every floating-point variable of `vars`, in name order so that
     /// its state has stable names.
     pub fn new(vars: &VarMap, config: AdamConfig) -> Result<Self> {
-        if config.lr.is_nan() || config.lr <= 0.0
+        if config.lr.is_nan()
+            || config.lr <= 0.0
             || !(0.0..1.0).contains(&config.beta1)
             || !(0.0..1.0).contains(&config.beta2)
         {

@@ -205,7 +205,11 @@ impl Infogan {
         if cfg.z_dim == 0 || cfg.categorical.is_empty() || cfg.categorical.contains(&0) {
             bail!("infogan needs z_dim > 0 and at least one categorical code of at least one class")
         }
-        if cfg.continuous_range.is_nan() || cfg.continuous_range <= 0.0 || cfg.lambda < 0.0 || cfg.lambda_cont < 0.0 {
+        if cfg.continuous_range.is_nan()
+            || cfg.continuous_range <= 0.0
+            || cfg.lambda < 0.0
+            || cfg.lambda_cont < 0.0
+        {
             bail!("infogan needs continuous_range > 0 and non-negative lambdas")
         }
         let (g_vars, d_vars, q_vars) = (VarMap::new(), VarMap::new(), VarMap::new());
@@ -477,5 +481,46 @@ impl GanModel for Infogan {
         Ok(self
             .g
             .forward_t(&self.input(&z, &vec![c; n], &cont, rng)?, false)?)
+    }
+}
+
+/// How well the first categorical code classifies real digits without ever seeing a label.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CodeEval {
+    /// Images scored.
+    pub n: usize,
+    /// Fraction whose category maps to their digit under the best one-to-one mapping.
+    pub accuracy: f64,
+    /// `confusion[c][y]`: images of digit `y` that Q put in category `c`.
+    pub confusion: Vec<Vec<u64>>,
+    /// `category_to_digit[c]`, from the Hungarian algorithm on the confusion matrix.
+    pub category_to_digit: Vec<Option<usize>>,
+}
+
+impl CodeEval {
+    /// The category that generates `digit`, if one is mapped to it.
+    pub fn category_of(&self, digit: usize) -> Option<u32> {
+        self.category_to_digit
+            .iter()
+            .position(|m| *m == Some(digit))
+            .map(|c| c as u32)
+    }
+}
+
+impl Infogan {
+    /// Scores c1 as an unsupervised classifier of `images` (`[N, 1, 28, 28]` in [-1, 1])
+    /// with true `labels`: argmax Q(c1 | x), matched to digits by the Hungarian algorithm.
+    pub fn evaluate_codes(&self, images: &Tensor, labels: &[u8]) -> Result<CodeEval> {
+        let categories = self.classify(images)?;
+        let k = self.cfg.categorical[0];
+        let confusion = gan_core::metrics::confusion_matrix(&categories, labels, k, 10)?;
+        let category_to_digit = gan_core::metrics::best_assignment(&confusion)?;
+        let accuracy = gan_core::metrics::matched_accuracy(&confusion, &category_to_digit);
+        Ok(CodeEval {
+            n: labels.len(),
+            accuracy,
+            confusion,
+            category_to_digit,
+        })
     }
 }

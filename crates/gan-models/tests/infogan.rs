@@ -1,0 +1,115 @@
+//! InfoGAN: Q shares D's trunk, the information term falls as training starts, and the
+//! categorical code is scored as a classifier.
+
+use candle_core::{Device, Tensor};
+use gan_core::checkpoint::var_tensors;
+use gan_core::{GanModel, TrainConfig, Trainer};
+use gan_models::{Infogan, InfoganConfig};
+
+fn model(seed: u64) -> Infogan {
+    Infogan::new(InfoganConfig::default(), &Device::Cpu, seed).unwrap()
+}
+
+fn outputs(m: &Infogan, x: &Tensor) -> (Vec<f32>, Vec<f32>) {
+    let (logit, q) = m.discriminate(x, false).unwrap();
+    let q = Tensor::cat(&[&q.categorical[0], q.mean.as_ref().unwrap()], 1).unwrap();
+    (
+        logit.to_vec1().unwrap(),
+        q.flatten_all().unwrap().to_vec1().unwrap(),
+    )
+}
+
+fn nudge(vars: &candle_nn::VarMap, name: &str) {
+    let data = vars.data().lock().unwrap();
+    let var = data
+        .get(name)
+        .unwrap_or_else(|| panic!("no variable {name}: {:?}", data.keys()));
+    var.set(&(var.as_tensor() + 0.05).unwrap()).unwrap();
+}
+
+#[test]
+fn q_shares_the_discriminator_trunk() {
+    let m = model(0);
+    let x = Tensor::randn(0f32, 1.0, (4, 1, 28, 28), &Device::Cpu).unwrap();
+    let (d0, q0) = outputs(&m, &x);
+    let nets = m.networks();
+    let d_vars = nets.iter().find(|(n, _)| *n == "d").unwrap().1;
+    let q_vars = nets.iter().find(|(n, _)| *n == "q").unwrap().1;
+    assert!(
+        var_tensors(q_vars).keys().all(|k| !k.starts_with("trunk")),
+        "Q owns no trunk copy"
+    );
+
+    // Changing a trunk parameter changes both D's and Q's outputs.
+    nudge(d_vars, "trunk.c1.weight");
+    let (d1, q1) = outputs(&m, &x);
+    assert_ne!(d0, d1);
+    assert_ne!(q0, q1);
+
+    // Changing Q's head changes Q only.
+    nudge(q_vars, "out.weight");
+    let (d2, q2) = outputs(&m, &x);
+    assert_eq!(d1, d2);
+    assert_ne!(q1, q2);
+}
+
+#[test]
+fn information_term_falls_on_a_short_run() {
+    // Real-looking structure is not needed for Q to learn to read c back from G(z, c).
+    let images = Tensor::rand(-1f32, 1.0, (16 * 30, 1, 28, 28), &Device::Cpu).unwrap();
+    let labels = Tensor::zeros(16 * 30, candle_core::DType::U32, &Device::Cpu).unwrap();
+    let m = model(1);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = TrainConfig {
+        epochs: 1,
+        batch_size: 16,
+        seed: 1,
+        progress: false,
+        network_lr: [("g".to_string(), 1e-3), ("q".to_string(), 1e-3)].into(),
+        ..TrainConfig::default()
+    };
+    Trainer::new(&m, cfg, dir.path())
+        .unwrap()
+        .fit(&images, &labels)
+        .unwrap();
+    let log = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
+    let rows: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mean = |r: &[serde_json::Value], k: &str| {
+        r.iter().map(|v| v[k].as_f64().unwrap()).sum::<f64>() / r.len() as f64
+    };
+    let (first, last) = (&rows[..5], &rows[rows.len() - 5..]);
+    let (li0, li1) = (mean(first, "l_info"), mean(last, "l_info"));
+    assert!(li1 < li0 - 0.5, "L_I did not fall: {li0:.3} -> {li1:.3}");
+    assert!(mean(last, "mi_lower_bound") > mean(first, "mi_lower_bound"));
+    for f in [
+        "c1_categories.png",
+        "c2_continuous.png",
+        "c3_continuous.png",
+    ] {
+        assert!(dir.path().join("samples").join(f).exists(), "{f}");
+    }
+}
+
+#[test]
+fn categorical_code_scored_as_a_classifier() {
+    let m = model(2);
+    let images = Tensor::randn(0f32, 1.0, (30, 1, 28, 28), &Device::Cpu).unwrap();
+    let labels: Vec<u8> = (0..30).map(|i| (i % 10) as u8).collect();
+    let e = m.evaluate_codes(&images, &labels).unwrap();
+    assert_eq!(e.n, 30);
+    assert_eq!(e.confusion.iter().flatten().sum::<u64>(), 30);
+    let mut digits: Vec<usize> = e.category_to_digit.iter().map(|d| d.unwrap()).collect();
+    digits.sort();
+    assert_eq!(digits, (0..10).collect::<Vec<_>>(), "one-to-one mapping");
+    assert!((0.0..=1.0).contains(&e.accuracy));
+    assert!(m.evaluate_codes(&images, &labels[..29]).is_err());
+    let mut rng = gan_core::prior::rng(0, 0);
+    assert_eq!(
+        m.generate(3, Some(4), &mut rng).unwrap().dims(),
+        &[3, 1, 28, 28]
+    );
+    assert!(m.generate(3, Some(10), &mut rng).is_err());
+}
