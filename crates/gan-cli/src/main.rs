@@ -173,8 +173,9 @@ struct TrainArgs {
     /// Continue the run in this folder from its latest checkpoint.
     #[arg(long)]
     resume: Option<PathBuf>,
-    /// Also checkpoint every this many steps (0: at the end of each epoch only).
-    #[arg(long, default_value_t = 0)]
+    /// Also checkpoint every this many steps (0: at the end of each epoch only), so that
+    /// an interrupted run loses little.
+    #[arg(long, default_value_t = 500)]
     checkpoint_every: u64,
     /// Stop after this many discriminator steps in all.
     #[arg(long)]

@@ -350,6 +350,9 @@ impl<'m> Trainer<'m> {
             .context("opening metrics.jsonl")?;
         let mut summaries = Vec::new();
         while self.state.epoch < self.cfg.epochs {
+            if self.cfg.max_steps.is_some_and(|m| self.state.step >= m) {
+                break;
+            }
             let epoch = self.state.epoch;
             let started = Instant::now();
             let order = batches.epoch_indices(self.cfg.seed, epoch as u64);
