@@ -394,7 +394,7 @@ fn load_split(
         && have(&format!("{prefix}-labels-idx1-ubyte")))
     {
         eprintln!("MNIST is not in {}: downloading it", dir.display());
-        let report = gan_data::ensure_mnist(dir, gan_data::MIRRORS).with_context(|| {
+        let report = gan_data::ensure_mnist(dir, &gan_data::mirrors()).with_context(|| {
             format!(
                 "MNIST is missing from {} and could not be downloaded; import a local copy with \
                  `cargo xtask fetch-mnist --from DIR --dir {}` or point --data-dir at one",

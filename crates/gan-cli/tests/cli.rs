@@ -404,3 +404,71 @@ fn infogan_eval_mapping_and_digit_sampling() {
         "InfoGAN",
     );
 }
+
+/// A first run with no data: gan-cli downloads real MNIST (served from `../shared` by a
+/// local mirror the test starts, first mirror dead), verifies it and trains.
+#[test]
+fn first_run_fetches_mnist_from_a_mirror() {
+    let shared = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/data/mnist"
+    ));
+    if !shared.is_dir() {
+        eprintln!("skipped: ../shared/data/mnist not found");
+        return;
+    }
+    let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", server.server_addr().to_ip().unwrap());
+    let root = shared.to_path_buf();
+    let serving = std::thread::spawn(move || {
+        // Four files: train and test images and labels.
+        for _ in 0..4 {
+            let Ok(Some(req)) = server.recv_timeout(std::time::Duration::from_secs(60)) else {
+                return;
+            };
+            let name = req.url().trim_start_matches('/').to_string();
+            match std::fs::read(root.join(&name)) {
+                Ok(bytes) => req.respond(tiny_http::Response::from_data(bytes)).unwrap(),
+                Err(_) => req.respond(tiny_http::Response::empty(404)).unwrap(),
+            }
+        }
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("mnist");
+    let run = tmp.path().join("run");
+    // Port 9 (discard) on loopback refuses: the first mirror fails, the second serves.
+    let out = Command::new(env!("CARGO_BIN_EXE_gan-cli"))
+        .env("GAN_RS_MNIST_MIRRORS", format!("http://127.0.0.1:9/,{url}"))
+        .args([
+            "gan",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--max-steps",
+            "2",
+            "--quiet",
+        ])
+        .args([
+            "--z-dim",
+            "8",
+            "--hidden",
+            "32",
+            "--out",
+            run.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("downloading") && err.contains("downloaded from"),
+        "{err}"
+    );
+    for f in gan_data::MNIST_FILES
+        .iter()
+        .map(|f| format!("{}.gz", f.name))
+    {
+        assert!(data.join(&f).exists(), "{f} not stored");
+    }
+    assert!(run.join("checkpoints/latest.json").exists());
+    serving.join().unwrap();
+}

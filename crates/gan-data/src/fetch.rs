@@ -1,29 +1,53 @@
-//! Getting MNIST onto the machine: from public mirrors, or from a local copy. Every file
-//! is checked against its canonical SHA-256 and lands under its final name by an atomic
-//! rename, so an interrupted or corrupt transfer never leaves a file that later passes
-//! for good data.
+//! Getting MNIST onto the machine: from public mirrors, or from a local copy.
+//!
+//! Every file goes to a temporary file in the data folder, is checked against the SHA-256
+//! of its uncompressed content, synced, and only then renamed to its final name. A rename
+//! within a folder is atomic, so an interrupted or corrupt transfer never leaves a file
+//! that a later run could take for good data, and a good file already there is only ever
+//! replaced by another good one.
 
 use std::fmt;
-use std::io::{Read, Write};
+use std::fs::File;
+use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::idx::decompress;
-use crate::mnist::{locate, sha256_hex, MNIST_FILES};
+use crate::idx::GZIP_MAGIC;
+use crate::mnist::{content_sha256, locate, MNIST_FILES};
 
-/// Public MNIST mirrors, tried in order; each serves `<base><name>.gz`.
+/// Public MNIST mirrors, tried in order; each serves `<base><name>.gz`. Yann LeCun's
+/// original site is left out: it now often refuses automated downloads.
 pub const MIRRORS: &[&str] = &[
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
 ];
 
+/// Environment variable naming other mirrors (comma-separated base URLs).
+pub const MIRRORS_ENV: &str = "GAN_RS_MNIST_MIRRORS";
+
+/// The mirrors to use: those of `GAN_RS_MNIST_MIRRORS` (comma-separated base URLs) when
+/// it is set, for a local or institutional mirror, else [`MIRRORS`].
+pub fn mirrors() -> Vec<String> {
+    match std::env::var(MIRRORS_ENV) {
+        Ok(v) if !v.trim().is_empty() => v
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+        _ => MIRRORS.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
 /// A file to fetch: its canonical name and the SHA-256 of its uncompressed content.
+/// A parameter rather than the MNIST table so that tests can serve small fixtures.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileSpec {
-    /// Uncompressed name; mirrors serve `<name>.gz`, and it is stored as that.
+    /// Uncompressed name; mirrors serve `<name>.gz`.
     pub name: String,
     /// Lowercase hex SHA-256 of the uncompressed content.
     pub sha256: String,
@@ -43,28 +67,35 @@ pub fn mnist_specs() -> Vec<FileSpec> {
 /// What happened to one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// It was there and verified.
+    /// It was there already and verified; left untouched.
     AlreadyPresent,
-    /// Downloaded from this URL.
+    /// Downloaded from this URL and verified.
     Downloaded(String),
-    /// Copied from this local path.
+    /// Copied from this local path and verified.
     Imported(PathBuf),
 }
 
-/// What a fetch or import did, file by file.
+/// What a fetch or import did, file by file, for the user to see.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchReport {
     /// The data folder.
     pub dir: PathBuf,
-    /// `(file name, action)` in table order.
+    /// `(file name, action)` in the order of the specs.
     pub files: Vec<(String, Action)>,
+}
+
+impl FetchReport {
+    /// Whether nothing had to be fetched.
+    pub fn all_present(&self) -> bool {
+        self.files.iter().all(|(_, a)| *a == Action::AlreadyPresent)
+    }
 }
 
 impl fmt::Display for FetchReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (name, action) in &self.files {
             match action {
-                Action::AlreadyPresent => writeln!(f, "{name}: already present and verified")?,
+                Action::AlreadyPresent => writeln!(f, "{name}: already present, verified")?,
                 Action::Downloaded(url) => writeln!(f, "{name}: downloaded from {url}, verified")?,
                 Action::Imported(p) => {
                     writeln!(f, "{name}: imported from {}, verified", p.display())?
@@ -75,172 +106,279 @@ impl fmt::Display for FetchReport {
     }
 }
 
-/// Whether `dir` holds `spec` with the right content.
+/// Whether `dir` already holds `spec` with the right content (a corrupt copy is not).
 fn present(dir: &Path, spec: &FileSpec) -> bool {
     locate(dir, &spec.name)
-        .and_then(|p| std::fs::read(&p).ok())
-        .and_then(|b| decompress(&b, &spec.name).ok())
-        .is_some_and(|raw| sha256_hex(&raw) == spec.sha256)
+        .and_then(|p| content_sha256(&p).ok())
+        .is_some_and(|sha| sha == spec.sha256)
 }
 
-/// Writes `bytes` (the file as served, usually gzip) as `dir/<stored>` once their
-/// decompressed content matches `spec`: temporary file, fsync, rename.
-fn store_verified(
-    dir: &Path,
-    stored: &str,
-    spec: &FileSpec,
-    bytes: &[u8],
-    origin: &str,
-) -> Result<()> {
-    let raw = decompress(bytes, origin)?;
-    let got = sha256_hex(&raw);
-    if got != spec.sha256 {
-        bail!(
-            "{origin}: SHA-256 mismatch for {}: expected {}, found {got}",
-            spec.name,
-            spec.sha256
-        )
-    }
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let dest = dir.join(stored);
-    let tmp = dir.join(format!(".{stored}.{}.part", std::process::id()));
-    let result = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &dest)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.with_context(|| format!("writing {}", dest.display()))
+/// A temporary file in the destination folder, removed when dropped unless committed:
+/// every early return and `?` cleans up by itself.
+struct Staged {
+    path: PathBuf,
+    file: Option<File>,
 }
 
-/// Downloads `url` into memory with a progress bar.
-fn download(agent: &ureq::Agent, url: &str) -> Result<Vec<u8>> {
-    let mut resp = agent
-        .get(url)
-        .call()
-        .with_context(|| format!("GET {url}"))?;
-    let len = resp.body().content_length();
+impl Staged {
+    fn new(dir: &Path, stem: &str) -> Result<Self> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let unique = COUNTER.fetch_add(1, Ordering::Relaxed);
+        // A leading dot and a `.part` suffix: no loader looks for such a name.
+        let path = dir.join(format!(".{stem}.{}-{unique}.part", std::process::id()));
+        let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(Self {
+            path,
+            file: Some(file),
+        })
+    }
+
+    fn file(&mut self) -> &mut File {
+        self.file.as_mut().expect("open until committed")
+    }
+
+    /// Verifies the content against `spec`, syncs, and renames to `<name>` or `<name>.gz`
+    /// (after what the bytes are, not what they were called), removing a copy under the
+    /// other name that the loader would otherwise pick first.
+    fn commit(mut self, dir: &Path, spec: &FileSpec, origin: &str) -> Result<PathBuf> {
+        let file = self.file.take().expect("committed once");
+        file.sync_all()
+            .with_context(|| format!("syncing {}", self.path.display()))?;
+        drop(file);
+        let found = content_sha256(&self.path).with_context(|| format!("checking {origin}"))?;
+        if found != spec.sha256 {
+            bail!(
+                "{origin}: SHA-256 mismatch for {}: expected {}, found {found}",
+                spec.name,
+                spec.sha256
+            )
+        }
+        let mut head = [0u8; 2];
+        let gz = File::open(&self.path)
+            .and_then(|mut f| f.read_exact(&mut head))
+            .is_ok()
+            && head == GZIP_MAGIC;
+        let (name, other) = if gz {
+            (format!("{}.gz", spec.name), spec.name.clone())
+        } else {
+            (spec.name.clone(), format!("{}.gz", spec.name))
+        };
+        let dest = dir.join(name);
+        std::fs::rename(&self.path, &dest)
+            .with_context(|| format!("renaming {} to {}", self.path.display(), dest.display()))?;
+        if let Ok(d) = File::open(dir) {
+            // Persist the rename itself; not every platform can sync a folder.
+            let _ = d.sync_all();
+        }
+        let other = dir.join(other);
+        if other.is_file() {
+            std::fs::remove_file(&other)
+                .with_context(|| format!("removing the stale {}", other.display()))?;
+        }
+        Ok(dest)
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        self.file.take();
+        if self.path.exists() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// A progress bar of bytes; indicatif hides it by itself when stderr is no terminal.
+fn progress_bar(len: Option<u64>, label: &str) -> ProgressBar {
     let bar = match len {
         Some(n) => ProgressBar::new(n),
         None => ProgressBar::no_length(),
     };
-    bar.set_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    bar.set_message(url.rsplit('/').next().unwrap_or(url).to_string());
-    let mut reader = resp
-        .body_mut()
-        .with_config()
-        .limit(256 * 1024 * 1024)
-        .reader();
-    let mut out = Vec::with_capacity(len.unwrap_or(0) as usize);
-    let mut buf = [0u8; 64 * 1024];
+    let template = if len.is_some() {
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"
+    } else {
+        "{msg} {spinner} {bytes} {bytes_per_sec}"
+    };
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(label.to_string());
+    bar
+}
+
+/// The HTTP client: bounded waits so that a dead mirror fails over instead of hanging.
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_connect(Some(Duration::from_secs(15)))
+        .timeout_recv_response(Some(Duration::from_secs(30)))
+        .timeout_per_read(Some(Duration::from_secs(60)))
+        .timeout_global(Some(Duration::from_secs(15 * 60)))
+        .build()
+        .into()
+}
+
+/// The largest file accepted from a mirror: MNIST's biggest is 10 MB gzipped, 47 MB raw.
+const MAX_DOWNLOAD: u64 = 256 * 1024 * 1024;
+
+/// Downloads `url` and stores it in `dir` as `spec`, verified. Errors leave the URL out:
+/// the caller lists them after it.
+fn download_one(agent: &ureq::Agent, url: &str, dir: &Path, spec: &FileSpec) -> Result<()> {
+    // `identity`: the file as the mirror holds it, byte for byte, so Content-Length holds.
+    let mut resp = agent
+        .get(url)
+        .header("Accept-Encoding", "identity")
+        .call()
+        .context("request failed")?;
+    let len = resp.body().content_length();
+    if let Some(n) = len.filter(|&n| n > MAX_DOWNLOAD) {
+        bail!("{n} bytes announced, more than the {MAX_DOWNLOAD} an MNIST file can be")
+    }
+    let mut reader = resp.body_mut().with_config().limit(MAX_DOWNLOAD).reader();
+    let mut staged = Staged::new(dir, &spec.name)?;
+    let bar = progress_bar(len, &format!("{}.gz", spec.name));
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
     loop {
-        let n = reader
-            .read(&mut buf)
-            .with_context(|| format!("reading {url}"))?;
-        if n == 0 {
-            break;
-        }
-        out.extend_from_slice(&buf[..n]);
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                bar.abandon();
+                return Err(e).with_context(|| format!("transfer failed after {total} bytes"));
+            }
+        };
+        staged
+            .file()
+            .write_all(&buf[..n])
+            .with_context(|| format!("writing {}", staged.path.display()))?;
+        total += n as u64;
         bar.inc(n as u64);
     }
     bar.finish_and_clear();
-    if let Some(n) = len {
-        if out.len() as u64 != n {
-            bail!("{url}: transfer cut short: {} of {n} bytes", out.len())
-        }
+    if let Some(n) = len.filter(|&n| n != total) {
+        bail!("transfer cut short: {total} of {n} bytes")
     }
-    Ok(out)
+    staged.commit(dir, spec, "the download")?;
+    Ok(())
 }
 
-/// Downloads each spec missing from `dir` from the first mirror that serves it intact.
-/// Files already present and verified are kept.
-pub fn download_files(dir: &Path, mirrors: &[&str], specs: &[FileSpec]) -> Result<FetchReport> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_connect(Some(Duration::from_secs(15)))
-        .timeout_global(Some(Duration::from_secs(600)))
-        .build()
-        .into();
+/// Tries each mirror in turn for one file; the error lists every mirror's failure.
+fn download_from_mirrors<S: AsRef<str>>(
+    agent: &ureq::Agent,
+    dir: &Path,
+    mirrors: &[S],
+    spec: &FileSpec,
+) -> Result<String> {
+    if mirrors.is_empty() {
+        bail!("no mirror to download {} from", spec.name)
+    }
+    let mut failures = Vec::new();
+    for base in mirrors {
+        let base = base.as_ref();
+        let sep = if base.ends_with('/') { "" } else { "/" };
+        let url = format!("{base}{sep}{}.gz", spec.name);
+        match download_one(agent, &url, dir, spec) {
+            Ok(()) => return Ok(url),
+            Err(e) => failures.push(format!("  {url}: {e:#}")),
+        }
+    }
+    bail!(
+        "could not download {}: every mirror failed:\n{}",
+        spec.name,
+        failures.join("\n")
+    )
+}
+
+/// Downloads every spec into `dir` from the first mirror that serves it intact, replacing
+/// what is there (a good copy stays until its replacement is verified).
+pub fn download_files<S: AsRef<str>>(
+    dir: &Path,
+    mirrors: &[S],
+    specs: &[FileSpec],
+) -> Result<FetchReport> {
+    fetch_files(dir, mirrors, specs, false)
+}
+
+/// Like [`download_files`], but keeps the specs already present and verified in `dir`:
+/// running it twice downloads nothing the second time.
+pub fn ensure_files<S: AsRef<str>>(
+    dir: &Path,
+    mirrors: &[S],
+    specs: &[FileSpec],
+) -> Result<FetchReport> {
+    fetch_files(dir, mirrors, specs, true)
+}
+
+fn fetch_files<S: AsRef<str>>(
+    dir: &Path,
+    mirrors: &[S],
+    specs: &[FileSpec],
+    keep_present: bool,
+) -> Result<FetchReport> {
+    let agent = agent();
+    let mut files = Vec::new();
+    for spec in specs {
+        let action = if keep_present && present(dir, spec) {
+            Action::AlreadyPresent
+        } else {
+            Action::Downloaded(download_from_mirrors(&agent, dir, mirrors, spec)?)
+        };
+        files.push((spec.name.clone(), action));
+    }
+    Ok(FetchReport {
+        dir: dir.into(),
+        files,
+    })
+}
+
+/// Downloads the four canonical MNIST files into `dir`, replacing what is there.
+pub fn download_mnist<S: AsRef<str>>(dir: &Path, mirrors: &[S]) -> Result<FetchReport> {
+    download_files(dir, mirrors, &mnist_specs())
+}
+
+/// Makes sure `dir` holds verified MNIST: keeps what is there and good, downloads the rest
+/// (a corrupt copy counts as missing).
+pub fn ensure_mnist<S: AsRef<str>>(dir: &Path, mirrors: &[S]) -> Result<FetchReport> {
+    ensure_files(dir, mirrors, &mnist_specs())
+}
+
+/// Copies the specs from the folder `from` (each raw or .gz) into `dir`, verified; those
+/// already in `dir` and verified are kept. Compression is kept as found.
+pub fn import_files(from: &Path, dir: &Path, specs: &[FileSpec]) -> Result<FetchReport> {
+    if !from.is_dir() {
+        bail!("{}: no such folder to import MNIST from", from.display())
+    }
     let mut files = Vec::new();
     for spec in specs {
         if present(dir, spec) {
             files.push((spec.name.clone(), Action::AlreadyPresent));
             continue;
         }
-        let mut failures = Vec::new();
-        let mut done = None;
-        for base in mirrors {
-            let url = format!("{base}{}.gz", spec.name);
-            let attempt = download(&agent, &url).and_then(|bytes| {
-                store_verified(dir, &format!("{}.gz", spec.name), spec, &bytes, &url)
-            });
-            match attempt {
-                Ok(()) => {
-                    done = Some(url);
-                    break;
-                }
-                Err(e) => failures.push(format!("  {url}: {e:#}")),
-            }
-        }
-        match done {
-            Some(url) => files.push((spec.name.clone(), Action::Downloaded(url))),
-            None => bail!(
-                "could not download {}: every mirror failed:\n{}",
-                spec.name,
-                failures.join("\n")
-            ),
-        }
-    }
-    Ok(FetchReport {
-        dir: dir.into(),
-        files,
-    })
-}
-
-/// Downloads the canonical MNIST files missing from `dir`.
-pub fn download_mnist(dir: &Path, mirrors: &[&str]) -> Result<FetchReport> {
-    download_files(dir, mirrors, &mnist_specs())
-}
-
-/// Makes sure `dir` holds verified MNIST: keeps what is there, downloads the rest.
-pub fn ensure_mnist(dir: &Path, mirrors: &[&str]) -> Result<FetchReport> {
-    download_mnist(dir, mirrors)
-}
-
-/// Copies the MNIST files of `from` (raw or .gz) into `dir`, verified; files already in
-/// `dir` and verified are kept.
-pub fn import_mnist(from: &Path, dir: &Path) -> Result<FetchReport> {
-    let mut files = Vec::new();
-    for spec in mnist_specs() {
-        if present(dir, &spec) {
-            files.push((spec.name.clone(), Action::AlreadyPresent));
-            continue;
-        }
         let Some(src) = locate(from, &spec.name) else {
             bail!(
-                "{}: missing (neither {} nor {}.gz)",
-                from.display(),
+                "{}: missing (neither {} nor {}.gz is there)",
+                from.join(&spec.name).display(),
                 spec.name,
                 spec.name
             )
         };
-        let bytes = std::fs::read(&src).with_context(|| format!("reading {}", src.display()))?;
-        let stored = src
-            .file_name()
-            .expect("a file")
-            .to_string_lossy()
-            .to_string();
-        store_verified(dir, &stored, &spec, &bytes, &src.display().to_string())?;
+        let origin = src.display().to_string();
+        let input = File::open(&src).with_context(|| format!("cannot open {origin}"))?;
+        let mut staged = Staged::new(dir, &spec.name)?;
+        std::io::copy(&mut BufReader::new(input), staged.file())
+            .with_context(|| format!("copying {origin} to {}", dir.display()))?;
+        staged.commit(dir, spec, &origin)?;
         files.push((spec.name.clone(), Action::Imported(src)));
     }
     Ok(FetchReport {
         dir: dir.into(),
         files,
     })
+}
+
+/// Imports the four canonical MNIST files from a local copy (raw or .gz) into `dir`.
+pub fn import_mnist(from: &Path, dir: &Path) -> Result<FetchReport> {
+    import_files(from, dir, &mnist_specs())
 }

@@ -1,6 +1,8 @@
 //! The IDX format of the MNIST files: a big-endian magic number (0x0803 for images,
-//! 0x0801 for labels), the dimensions, then unsigned bytes. Files may be gzip-compressed;
-//! that is told by their first two bytes, not by their name.
+//! 0x0801 for labels), the big-endian u32 dimensions, then unsigned bytes.
+//!
+//! Files may be gzip-compressed; that is told by their first two bytes, not by their name,
+//! because mirrors and local copies do not agree on names (some gunzip and keep `.gz`).
 
 use std::io::Read;
 use std::path::Path;
@@ -11,21 +13,27 @@ use anyhow::{bail, Context, Result};
 pub const IMAGES_MAGIC: u32 = 0x0000_0803;
 /// Magic number of an IDX file of u8 labels (1 dimension).
 pub const LABELS_MAGIC: u32 = 0x0000_0801;
+/// The first two bytes of every gzip stream.
+pub const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
 /// Images as stored: `n` row-major `rows x cols` grey images, one byte a pixel.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// The size is kept rather than assumed so that only the code that needs 28x28 (the
+/// models' loader) rejects other sizes.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdxImages {
     /// Number of images.
     pub n: usize,
-    /// Height.
+    /// Height in pixels.
     pub rows: usize,
-    /// Width.
+    /// Width in pixels.
     pub cols: usize,
     /// `n * rows * cols` pixels, 0 (black) to 255 (white).
     pub pixels: Vec<u8>,
 }
 
-/// The file's bytes, decompressed when they are gzip.
+/// Reads a file and gunzips it when it is gzip. A missing file says how to get MNIST,
+/// since that is by far the most common reason.
 pub fn read_raw(path: &Path) -> Result<Vec<u8>> {
     let bytes = std::fs::read(path).with_context(|| {
         format!(
@@ -36,45 +44,53 @@ pub fn read_raw(path: &Path) -> Result<Vec<u8>> {
     decompress(&bytes, &path.display().to_string())
 }
 
-/// Gunzips `bytes` if they start with the gzip magic; returns them as they are otherwise.
+/// Gunzips `bytes` if they start with the gzip magic, returns them as they are otherwise
+/// (`name` is for error messages).
 pub fn decompress(bytes: &[u8], name: &str) -> Result<Vec<u8>> {
-    if bytes.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(bytes)
-            .read_to_end(&mut out)
-            .with_context(|| format!("{name}: corrupt gzip data"))?;
-        Ok(out)
-    } else {
-        Ok(bytes.to_vec())
+    if !bytes.starts_with(&GZIP_MAGIC) {
+        return Ok(bytes.to_vec());
     }
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(bytes)
+        .read_to_end(&mut out)
+        .with_context(|| format!("{name}: corrupt gzip data"))?;
+    Ok(out)
 }
 
+/// The dimensions after checking magic and header length.
 fn header(bytes: &[u8], name: &str, magic: u32, ndims: usize) -> Result<Vec<usize>> {
-    let word = |i: usize| u32::from_be_bytes(bytes[4 * i..4 * i + 4].try_into().expect("4 bytes"));
-    if bytes.len() >= 4 && word(0) != magic {
-        bail!(
-            "{name}: wrong magic number {:#010x}, expected {magic:#010x}: not an IDX file of this kind",
-            word(0)
-        )
-    }
+    let word = |i: usize| -> Option<u32> {
+        let b = bytes.get(4 * i..4 * i + 4)?;
+        Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    };
     let need = 4 + 4 * ndims;
-    if bytes.len() < need {
-        bail!(
-            "{name}: truncated header: {} bytes, an IDX header needs {need}",
+    match word(0) {
+        Some(found) if found != magic => bail!(
+            "{name}: wrong magic number: expected {magic:#010x}, found {found:#010x} \
+             (not an IDX {} file)",
+            if magic == IMAGES_MAGIC {
+                "images"
+            } else {
+                "labels"
+            }
+        ),
+        _ if bytes.len() < need => bail!(
+            "{name}: truncated header: an IDX header needs {need} bytes, the file has {}",
             bytes.len()
-        )
+        ),
+        _ => Ok((1..=ndims).filter_map(word).map(|d| d as usize).collect()),
     }
-    Ok((1..=ndims).map(|i| word(i) as usize).collect())
 }
 
+/// The payload after a header of `offset` bytes, which must be exactly `expected` bytes.
 fn body<'a>(bytes: &'a [u8], name: &str, offset: usize, expected: usize) -> Result<&'a [u8]> {
     let got = bytes.len() - offset;
     if got < expected {
-        bail!("{name}: truncated data: the header promises {expected} bytes, the file has {got}")
+        bail!("{name}: truncated data: expected {expected} bytes after the header, found {got}")
     }
     if got > expected {
         bail!(
-            "{name}: {} bytes of trailing data after the {expected} the header promises",
+            "{name}: {} bytes of trailing data after the {expected} the header announces",
             got - expected
         )
     }
@@ -85,7 +101,10 @@ fn body<'a>(bytes: &'a [u8], name: &str, offset: usize, expected: usize) -> Resu
 pub fn parse_images(bytes: &[u8], name: &str) -> Result<IdxImages> {
     let dims = header(bytes, name, IMAGES_MAGIC, 3)?;
     let (n, rows, cols) = (dims[0], dims[1], dims[2]);
-    let pixels = body(bytes, name, 16, n * rows * cols)?.to_vec();
+    let Some(len) = n.checked_mul(rows).and_then(|x| x.checked_mul(cols)) else {
+        bail!("{name}: impossible dimensions {n} x {rows} x {cols}")
+    };
+    let pixels = body(bytes, name, 16, len)?.to_vec();
     Ok(IdxImages {
         n,
         rows,
@@ -94,7 +113,8 @@ pub fn parse_images(bytes: &[u8], name: &str) -> Result<IdxImages> {
     })
 }
 
-/// Parses a labels file held in memory; every label must be a digit 0-9.
+/// Parses a labels file held in memory; every label must be a digit 0-9, because the
+/// conditional models one-hot encode them into 10 classes.
 pub fn parse_labels(bytes: &[u8], name: &str) -> Result<Vec<u8>> {
     let n = header(bytes, name, LABELS_MAGIC, 1)?[0];
     let labels = body(bytes, name, 8, n)?.to_vec();
@@ -114,7 +134,7 @@ pub fn read_idx_labels(path: &Path) -> Result<Vec<u8>> {
     parse_labels(&read_raw(path)?, &path.display().to_string())
 }
 
-/// Encodes images as an IDX file (for tests and tools that write MNIST-format data).
+/// Encodes images as an IDX file, so tests and tools can write MNIST-format data.
 pub fn encode_images(images: &IdxImages) -> Vec<u8> {
     let mut out = IMAGES_MAGIC.to_be_bytes().to_vec();
     for d in [images.n, images.rows, images.cols] {

@@ -3,30 +3,70 @@
 use candle_core::{Device, Tensor};
 use gan_data::Batches;
 
-#[test]
-fn each_index_once_per_epoch_and_reproducible() {
-    let b = Batches::new(103, 10, false).unwrap();
-    let e0 = b.epoch_indices(7, 0);
-    assert_eq!(e0.len(), 11);
-    assert_eq!(e0.last().unwrap().len(), 3);
-    let mut all: Vec<u32> = e0.concat();
-    all.sort();
-    assert_eq!(all, (0..103).collect::<Vec<_>>());
-    assert_eq!(e0, b.epoch_indices(7, 0));
-    assert_ne!(e0, b.epoch_indices(7, 1));
-    assert_ne!(e0, b.epoch_indices(8, 0));
-    assert_ne!(e0.concat(), (0..103).collect::<Vec<_>>(), "not shuffled");
+fn sorted(mut v: Vec<u32>) -> Vec<u32> {
+    v.sort_unstable();
+    v
 }
 
 #[test]
-fn drop_last_and_bad_sizes() {
+fn each_index_once_per_epoch() {
+    let b = Batches::new(103, 10, false).unwrap();
+    assert_eq!(b.num_batches(), 11);
+    for epoch in 0..5 {
+        let e = b.epoch_indices(7, epoch);
+        assert_eq!(e.len(), 11);
+        assert!(e[..10].iter().all(|x| x.len() == 10));
+        assert_eq!(e[10].len(), 3, "the last batch keeps the remainder");
+        assert_eq!(sorted(e.concat()), (0..103).collect::<Vec<_>>());
+    }
+}
+
+#[test]
+fn order_depends_on_seed_and_epoch_only() {
+    let b = Batches::new(103, 10, false).unwrap();
+    let e0 = b.epoch_indices(7, 0);
+    assert_eq!(e0, b.epoch_indices(7, 0), "same seed and epoch, same order");
+    assert_eq!(
+        e0,
+        Batches::new(103, 10, false).unwrap().epoch_indices(7, 0)
+    );
+    assert_ne!(e0, b.epoch_indices(7, 1), "a new epoch reshuffles");
+    assert_ne!(e0, b.epoch_indices(8, 0), "another seed, another order");
+    assert_ne!(e0.concat(), (0..103).collect::<Vec<_>>(), "not shuffled");
+    // Epochs are independent: epoch 3 does not depend on having drawn 0-2 first.
+    let late = b.epoch_indices(7, 3);
+    for e in 0..3 {
+        b.epoch_indices(7, e);
+    }
+    assert_eq!(late, b.epoch_indices(7, 3));
+}
+
+#[test]
+fn drop_last_leaves_out_the_partial_batch() {
     let b = Batches::new(103, 10, true).unwrap();
     assert_eq!(b.num_batches(), 10);
-    assert!(b.epoch_indices(0, 0).iter().all(|x| x.len() == 10));
-    assert!(Batches::new(10, 0, false).is_err());
+    let e = b.epoch_indices(0, 0);
+    assert_eq!(e.len(), 10);
+    assert!(e.iter().all(|x| x.len() == 10));
+    let all = sorted(e.concat());
+    all.windows(2)
+        .for_each(|w| assert!(w[0] < w[1], "an index twice"));
+    assert!(all.iter().all(|&i| i < 103));
+    // Exact multiples lose nothing either way.
+    assert_eq!(Batches::new(100, 10, true).unwrap().num_batches(), 10);
+    assert_eq!(Batches::new(100, 10, false).unwrap().num_batches(), 10);
+}
+
+#[test]
+fn bad_sizes_are_errors() {
+    let e = Batches::new(10, 0, false).unwrap_err().to_string();
+    assert!(e.contains("batch size"), "{e}");
     assert!(Batches::new(0, 4, false).is_err());
-    assert!(Batches::new(3, 4, true).is_err());
-    assert!(Batches::new(3, 4, false).is_ok());
+    let e = Batches::new(3, 4, true).unwrap_err().to_string();
+    assert!(e.contains("no full batch"), "{e}");
+    let b = Batches::new(3, 4, false).unwrap();
+    assert_eq!(b.epoch_indices(1, 0).len(), 1);
+    assert_eq!(b.epoch_indices(1, 0)[0].len(), 3);
 }
 
 #[test]
@@ -37,14 +77,30 @@ fn batches_gather_matching_images_and_labels() {
         .unwrap();
     let labels = Tensor::new(&[0u32, 1, 2, 3, 4, 5], &Device::Cpu).unwrap();
     let b = Batches::new(6, 4, false).unwrap();
-    let mut seen = 0;
-    for batch in b.epoch(&images, &labels, 3, 0) {
+    let expected = b.epoch_indices(3, 0);
+    let mut seen = Vec::new();
+    for (batch, idx) in b.epoch(&images, &labels, 3, 0).zip(&expected) {
         let (x, y) = batch.unwrap();
+        assert_eq!(x.dims(), &[idx.len(), 1, 1, 2]);
+        let y = y.to_vec1::<u32>().unwrap();
+        assert_eq!(&y, idx, "the batch follows epoch_indices");
         let x = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        for (i, l) in y.to_vec1::<u32>().unwrap().into_iter().enumerate() {
-            assert_eq!(x[2 * i], 2.0 * l as f32);
-            seen += 1;
+        for (i, l) in y.iter().enumerate() {
+            assert_eq!(x[2 * i], 2.0 * *l as f32, "image and label stay paired");
         }
+        seen.extend(y);
     }
-    assert_eq!(seen, 6);
+    assert_eq!(sorted(seen), vec![0, 1, 2, 3, 4, 5]);
+    assert_eq!(b.epoch(&images, &labels, 3, 0).count(), 2);
+}
+
+#[test]
+fn mismatched_tensors_are_an_error() {
+    let images = Tensor::zeros((5, 1, 2, 2), candle_core::DType::F32, &Device::Cpu).unwrap();
+    let labels = Tensor::zeros(6, candle_core::DType::U32, &Device::Cpu).unwrap();
+    let b = Batches::new(6, 4, false).unwrap();
+    let all: Vec<_> = b.epoch(&images, &labels, 0, 0).collect();
+    assert_eq!(all.len(), 1);
+    let e = all.into_iter().next().unwrap().unwrap_err().to_string();
+    assert!(e.contains("images") && e.contains("6 examples"), "{e}");
 }

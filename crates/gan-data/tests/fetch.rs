@@ -1,12 +1,14 @@
-//! Downloads against a local HTTP server the test starts (loopback only), and imports.
+//! Downloads against local HTTP servers the tests start (loopback only), and imports.
 
-use std::io::Write;
+use std::io::{Read, Write};
+use std::net::TcpListener;
 use std::path::Path;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use gan_data::fetch::{Action, FileSpec};
-use gan_data::idx::encode_labels;
-use gan_data::{download_files, import_mnist};
+use gan_data::idx::{encode_labels, read_idx_labels};
+use gan_data::{download_files, ensure_files, import_files};
 
 fn gz(bytes: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -14,47 +16,60 @@ fn gz(bytes: &[u8]) -> Vec<u8> {
     e.finish().unwrap()
 }
 
-/// What the test server does with a request.
-#[derive(Clone)]
-enum Reply {
-    NotFound,
-    Body(Vec<u8>),
+const NAME: &str = "tiny-labels-idx1-ubyte";
+
+fn spec(content: &[u8]) -> FileSpec {
+    FileSpec {
+        name: NAME.into(),
+        sha256: gan_data::mnist::sha256_hex(content),
+    }
 }
 
-/// Serves `requests` requests with `reply`, then stops. Returns its base URL.
-fn serve(reply: Reply, requests: usize) -> (String, JoinHandle<()>) {
+/// A test server: answers at most `requests` requests with `reply(path)` (status, body),
+/// then stops. Returns its base URL.
+fn serve(
+    requests: usize,
+    reply: impl Fn(&str) -> (u16, Vec<u8>) + Send + 'static,
+) -> (String, JoinHandle<usize>) {
     let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
     let url = format!("http://{}/", server.server_addr().to_ip().unwrap());
     let handle = std::thread::spawn(move || {
-        for _ in 0..requests {
-            let Ok(Some(req)) = server.recv_timeout(std::time::Duration::from_secs(20)) else {
-                return;
+        let mut served = 0;
+        while served < requests {
+            let Ok(Some(req)) = server.recv_timeout(Duration::from_secs(20)) else {
+                break;
             };
-            match &reply {
-                Reply::NotFound => req.respond(tiny_http::Response::empty(404)).unwrap(),
-                Reply::Body(b) => req
-                    .respond(tiny_http::Response::from_data(b.clone()))
-                    .unwrap(),
-            }
+            let (status, body) = reply(req.url());
+            let _ = req.respond(tiny_http::Response::from_data(body).with_status_code(status));
+            served += 1;
         }
+        served
     });
     (url, handle)
+}
+
+/// A loopback port nothing listens on: connecting to it is refused.
+fn refused_url() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", l.local_addr().unwrap());
+    drop(l);
+    url
 }
 
 /// Answers one request with a Content-Length of `len` but only `body`, then closes the
 /// connection: a transfer cut off midway.
 fn serve_truncated(body: Vec<u8>, len: usize) -> (String, JoinHandle<()>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/", listener.local_addr().unwrap());
     let handle = std::thread::spawn(move || {
         let (mut stream, _) = listener.accept().unwrap();
         stream
-            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
         let mut request = Vec::new();
         let mut buf = [0u8; 1024];
         while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-            match std::io::Read::read(&mut stream, &mut buf) {
+            match stream.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => request.extend_from_slice(&buf[..n]),
             }
@@ -62,18 +77,13 @@ fn serve_truncated(body: Vec<u8>, len: usize) -> (String, JoinHandle<()>) {
         let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n");
         let _ = stream.write_all(head.as_bytes());
         let _ = stream.write_all(&body);
+        let _ = stream.flush();
         let _ = stream.shutdown(std::net::Shutdown::Both);
     });
     (url, handle)
 }
 
-fn spec(content: &[u8]) -> FileSpec {
-    FileSpec {
-        name: "tiny-labels-idx1-ubyte".into(),
-        sha256: gan_data::mnist::sha256_hex(content),
-    }
-}
-
+/// The names in `dir`, temporary files included (they start with a dot).
 fn names_in(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = match std::fs::read_dir(dir) {
         Ok(rd) => rd
@@ -85,85 +95,237 @@ fn names_in(dir: &Path) -> Vec<String> {
     v
 }
 
+fn labels(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 3 % 10) as u8).collect()
+}
+
 #[test]
-fn falls_back_to_second_mirror_and_verifies() {
-    let content = encode_labels(&[1, 2, 3, 4]);
-    let (bad, h1) = serve(Reply::NotFound, 1);
-    let (good, h2) = serve(Reply::Body(gz(&content)), 1);
+fn falls_back_to_the_next_mirror_and_verifies() {
+    let content = encode_labels(&labels(50));
+    let (missing, h1) = serve(1, |_| (404, b"no such file".to_vec()));
+    let body = gz(&content);
+    let (good, h2) = serve(1, move |path| {
+        assert_eq!(path, format!("/{NAME}.gz"), "mirrors serve <name>.gz");
+        (200, body.clone())
+    });
+    let dead = refused_url();
     let dir = tempfile::tempdir().unwrap();
-    let report = download_files(dir.path(), &[&bad, &good], &[spec(&content)]).unwrap();
+    let report = ensure_files(dir.path(), &[&dead, &missing, &good], &[spec(&content)]).unwrap();
     assert_eq!(
-        report.files[0].1,
-        Action::Downloaded(format!("{good}tiny-labels-idx1-ubyte.gz"))
+        report.files,
+        vec![(
+            NAME.to_string(),
+            Action::Downloaded(format!("{good}{NAME}.gz"))
+        )]
     );
-    assert_eq!(names_in(dir.path()), vec!["tiny-labels-idx1-ubyte.gz"]);
-    assert_eq!(
-        gan_data::idx::read_idx_labels(&dir.path().join("tiny-labels-idx1-ubyte.gz")).unwrap(),
-        vec![1, 2, 3, 4]
-    );
-    h1.join().unwrap();
-    h2.join().unwrap();
-    // Idempotent: no server needed the second time.
-    let again = download_files(dir.path(), &["http://127.0.0.1:9/"], &[spec(&content)]).unwrap();
+    assert!(report
+        .to_string()
+        .contains(&format!("downloaded from {good}")));
+    assert_eq!(names_in(dir.path()), vec![format!("{NAME}.gz")]);
+    let stored = dir.path().join(format!("{NAME}.gz"));
+    assert_eq!(read_idx_labels(&stored).unwrap(), labels(50));
+    assert_eq!((h1.join().unwrap(), h2.join().unwrap()), (1, 1));
+
+    // Idempotent: the second time needs no server at all.
+    let again = ensure_files(dir.path(), &[refused_url()], &[spec(&content)]).unwrap();
     assert_eq!(again.files[0].1, Action::AlreadyPresent);
-    assert!(again.to_string().contains("already present"));
+    assert!(again.all_present());
+    assert!(again.to_string().contains("already present"), "{again}");
+}
+
+#[test]
+fn every_mirror_failing_lists_each_failure() {
+    let content = encode_labels(&labels(5));
+    let (missing, h) = serve(1, |_| (404, vec![]));
+    let dead = refused_url();
+    let dir = tempfile::tempdir().unwrap();
+    let e = format!(
+        "{:#}",
+        ensure_files(dir.path(), &[&missing, &dead], &[spec(&content)]).unwrap_err()
+    );
+    assert!(e.contains("every mirror failed"), "{e}");
+    assert!(
+        e.contains(&format!("{missing}{NAME}.gz")) && e.contains("404"),
+        "{e}"
+    );
+    assert!(e.contains(&format!("{dead}{NAME}.gz")), "{e}");
+    assert!(
+        names_in(dir.path()).is_empty(),
+        "{:?}",
+        names_in(dir.path())
+    );
+    h.join().unwrap();
 }
 
 #[test]
 fn corrupt_download_leaves_nothing() {
-    let content = encode_labels(&[1, 2, 3, 4]);
-    let (url, h) = serve(Reply::Body(gz(&encode_labels(&[9, 9, 9, 9]))), 1);
+    let content = encode_labels(&labels(20));
+    let wrong = gz(&encode_labels(&[9; 20]));
+    let (url, h) = serve(1, move |_| (200, wrong.clone()));
     let dir = tempfile::tempdir().unwrap();
-    let err = format!(
+    let e = format!(
         "{:#}",
-        download_files(dir.path(), &[&url], &[spec(&content)]).unwrap_err()
+        ensure_files(dir.path(), &[&url], &[spec(&content)]).unwrap_err()
     );
-    assert!(
-        err.contains("SHA-256 mismatch") && err.contains(&url),
-        "{err}"
+    let want = gan_data::mnist::sha256_hex(&content);
+    assert!(e.contains("SHA-256 mismatch") && e.contains(&url), "{e}");
+    assert!(e.contains(&format!("expected {want}")), "{e}");
+    assert_eq!(
+        names_in(dir.path()),
+        Vec::<String>::new(),
+        "no final, no temp file"
     );
-    assert!(
-        names_in(dir.path()).is_empty(),
-        "left {:?}",
-        names_in(dir.path())
+    h.join().unwrap();
+}
+
+#[test]
+fn corrupt_gzip_download_leaves_nothing() {
+    let content = encode_labels(&labels(300));
+    let mut bad = gz(&content);
+    let n = bad.len();
+    bad.truncate(n - 6); // the CRC and length trailer, cut
+    let (url, h) = serve(1, move |_| (200, bad.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let e = format!(
+        "{:#}",
+        ensure_files(dir.path(), &[&url], &[spec(&content)]).unwrap_err()
     );
+    assert!(e.contains("corrupt gzip"), "{e}");
+    assert_eq!(names_in(dir.path()), Vec::<String>::new());
     h.join().unwrap();
 }
 
 #[test]
 fn interrupted_download_leaves_nothing() {
-    let content = encode_labels(&(0..200).map(|i| (i % 10) as u8).collect::<Vec<_>>());
+    let content = encode_labels(&labels(2000));
     let body = gz(&content);
     let (url, h) = serve_truncated(body[..body.len() / 2].to_vec(), body.len());
     let dir = tempfile::tempdir().unwrap();
-    let err = format!(
+    let e = format!(
         "{:#}",
-        download_files(dir.path(), &[&url], &[spec(&content)]).unwrap_err()
+        ensure_files(dir.path(), &[&url], &[spec(&content)]).unwrap_err()
     );
-    assert!(err.contains("every mirror failed"), "{err}");
-    assert!(
-        names_in(dir.path()).is_empty(),
-        "left {:?}",
-        names_in(dir.path())
-    );
+    assert!(e.contains("every mirror failed") && e.contains(&url), "{e}");
+    assert!(e.contains("transfer"), "the cut is what failed: {e}");
+    assert_eq!(names_in(dir.path()), Vec::<String>::new());
     h.join().unwrap();
 }
 
 #[test]
-fn import_refuses_non_canonical_files() {
+fn a_corrupt_copy_is_replaced_and_download_files_refreshes() {
+    let content = encode_labels(&labels(30));
+    let dir = tempfile::tempdir().unwrap();
+    // A raw copy with the wrong content: the loader would pick it before the .gz.
+    std::fs::write(dir.path().join(NAME), encode_labels(&[0; 30])).unwrap();
+    let body = gz(&content);
+    let (url, h) = serve(2, move |_| (200, body.clone()));
+    let report = ensure_files(dir.path(), &[&url], &[spec(&content)]).unwrap();
+    assert!(matches!(report.files[0].1, Action::Downloaded(_)));
+    assert_eq!(
+        names_in(dir.path()),
+        vec![format!("{NAME}.gz")],
+        "the stale copy is gone"
+    );
+    // download_files fetches even what is present.
+    let report = download_files(dir.path(), &[&url], &[spec(&content)]).unwrap();
+    assert!(matches!(report.files[0].1, Action::Downloaded(_)));
+    assert_eq!(h.join().unwrap(), 2);
+    assert_eq!(names_in(dir.path()), vec![format!("{NAME}.gz")]);
+}
+
+#[test]
+fn uncompressed_bodies_are_stored_raw() {
+    let content = encode_labels(&labels(8));
+    let body = content.clone();
+    let (url, h) = serve(1, move |_| (200, body.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    ensure_files(dir.path(), &[url.trim_end_matches('/')], &[spec(&content)]).unwrap();
+    assert_eq!(names_in(dir.path()), vec![NAME.to_string()]);
+    assert_eq!(std::fs::read(dir.path().join(NAME)).unwrap(), content);
+    h.join().unwrap();
+}
+
+#[test]
+fn import_keeps_compression_verifies_and_is_idempotent() {
+    let a = encode_labels(&labels(10));
+    let b = encode_labels(&labels(11));
+    let specs = [
+        FileSpec {
+            name: "a-idx1-ubyte".into(),
+            sha256: gan_data::mnist::sha256_hex(&a),
+        },
+        FileSpec {
+            name: "b-idx1-ubyte".into(),
+            sha256: gan_data::mnist::sha256_hex(&b),
+        },
+    ];
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("a-idx1-ubyte"), &a).unwrap();
+    std::fs::write(src.path().join("b-idx1-ubyte.gz"), gz(&b)).unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    let dir = dst.path().join("nested/data");
+    let report = import_files(src.path(), &dir, &specs).unwrap();
+    assert_eq!(
+        report.files[1].1,
+        Action::Imported(src.path().join("b-idx1-ubyte.gz"))
+    );
+    assert_eq!(names_in(&dir), vec!["a-idx1-ubyte", "b-idx1-ubyte.gz"]);
+    assert_eq!(
+        read_idx_labels(&dir.join("b-idx1-ubyte.gz")).unwrap(),
+        labels(11)
+    );
+    assert!(report.to_string().contains("imported from"), "{report}");
+
+    let again = import_files(src.path(), &dir, &specs).unwrap();
+    assert!(again.all_present(), "{again}");
+    assert_eq!(
+        again.to_string().lines().count(),
+        3,
+        "one line per file, then the folder"
+    );
+}
+
+#[test]
+fn import_refuses_non_canonical_or_missing_files() {
     let src = tempfile::tempdir().unwrap();
     for f in gan_data::MNIST_FILES {
         std::fs::write(src.path().join(f.name), encode_labels(&[1])).unwrap();
     }
     let dst = tempfile::tempdir().unwrap();
-    let err = format!("{:#}", import_mnist(src.path(), dst.path()).unwrap_err());
-    assert!(
-        err.contains("SHA-256 mismatch") && err.contains("train-images-idx3-ubyte"),
-        "{err}"
+    let e = format!(
+        "{:#}",
+        gan_data::import_mnist(src.path(), dst.path()).unwrap_err()
     );
-    assert!(names_in(dst.path()).is_empty());
+    assert!(
+        e.contains("SHA-256 mismatch") && e.contains("train-images-idx3-ubyte"),
+        "{e}"
+    );
+    assert_eq!(names_in(dst.path()), Vec::<String>::new());
+
     let empty = tempfile::tempdir().unwrap();
-    assert!(
-        format!("{:#}", import_mnist(empty.path(), dst.path()).unwrap_err()).contains("missing")
+    let e = format!(
+        "{:#}",
+        gan_data::import_mnist(empty.path(), dst.path()).unwrap_err()
     );
+    assert!(
+        e.contains("missing") && e.contains("train-images-idx3-ubyte"),
+        "{e}"
+    );
+    let e = format!(
+        "{:#}",
+        gan_data::import_mnist(&empty.path().join("nope"), dst.path()).unwrap_err()
+    );
+    assert!(e.contains("no such folder"), "{e}");
+}
+
+#[test]
+fn mirrors_default_to_the_public_ones() {
+    // Only asserts the default when the variable is unset, not to race other tests.
+    if std::env::var_os(gan_data::fetch::MIRRORS_ENV).is_none() {
+        assert_eq!(gan_data::mirrors(), gan_data::MIRRORS);
+    }
+    assert!(gan_data::MIRRORS.len() >= 2);
+    assert!(gan_data::MIRRORS
+        .iter()
+        .all(|m| m.starts_with("https://") && m.ends_with('/')));
 }
