@@ -107,6 +107,12 @@ impl Adam {
             let Some(g) = grads.get(p.var.as_tensor()) else {
                 continue;
             };
+            // A variable's gradient can still carry the graph it was computed from (conv
+            // and batch-norm backward passes build it from tracked activations). Without
+            // detaching it, each new moment would hold the previous one and its graph, and
+            // memory would grow by the size of the network every step.
+            let g = g.detach();
+            let g = &g;
             p.m = ((&p.m * beta1)? + (g * (1.0 - beta1))?)?;
             p.v = ((&p.v * beta2)? + (g.sqr()? * (1.0 - beta2))?)?;
             let denom = ((&p.v * c2)?.sqrt()? + eps)?;
@@ -194,6 +200,38 @@ mod tests {
             }
         }
         assert_eq!(opt.steps(), 3);
+    }
+
+    /// The moments hold values, not graphs: after a step on a loss whose gradient is built
+    /// from tracked tensors, the moment tensors have no backprop history.
+    #[test]
+    fn moments_do_not_keep_the_graph() {
+        let dev = Device::Cpu;
+        let vars = VarMap::new();
+        let w = vars
+            .get((3, 3), "w", candle_nn::Init::Const(0.3), DType::F32, &dev)
+            .unwrap();
+        let x = vars
+            .get((3, 3), "x", candle_nn::Init::Const(0.7), DType::F32, &dev)
+            .unwrap();
+        let mut opt = Adam::new(&vars, AdamConfig::default()).unwrap();
+        for _ in 0..3 {
+            let loss = w
+                .matmul(&x.exp().unwrap())
+                .unwrap()
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap();
+            opt.step(&loss.backward().unwrap()).unwrap();
+        }
+        for p in &opt.params {
+            assert!(
+                !p.m.track_op() && !p.v.track_op(),
+                "moment of {} tracks its history",
+                p.name
+            );
+        }
     }
 
     #[test]
