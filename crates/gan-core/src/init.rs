@@ -16,7 +16,10 @@ use crate::prior::Rng;
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum WeightInit {
     /// N(0, std²) weights, batch-norm scales N(1, std²): the DCGAN paper's scheme (0.02).
-    Normal { std: f32 },
+    Normal {
+        /// Standard deviation.
+        std: f32,
+    },
     /// U(-1/sqrt(fan_in), 1/sqrt(fan_in)), PyTorch's default for linear and conv layers:
     /// it keeps activations of a deep MLP at a usable scale.
     FanInUniform,

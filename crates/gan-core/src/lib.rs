@@ -11,6 +11,8 @@
 //! A model implements [`engine::GanModel`]; training it is then
 //! `Trainer::new(&model, config, run_dir)?.fit(&images, &labels)?`.
 
+#![warn(missing_docs)]
+
 pub mod checkpoint;
 pub mod device;
 pub mod engine;

@@ -24,11 +24,24 @@ pub fn rng(seed: u64, stream: u64) -> Rng {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Latent {
     /// `dim` independent N(0, 1) variables.
-    Gaussian { dim: usize },
+    Gaussian {
+        /// Number of variables.
+        dim: usize,
+    },
     /// `dim` independent U(low, high) variables: GAN noise, or InfoGAN's continuous codes.
-    Uniform { dim: usize, low: f32, high: f32 },
+    Uniform {
+        /// Number of variables.
+        dim: usize,
+        /// Lower bound.
+        low: f32,
+        /// Upper bound (exclusive).
+        high: f32,
+    },
     /// A uniform categorical variable over `k` classes, fed to the network one-hot.
-    Categorical { k: usize },
+    Categorical {
+        /// Number of classes.
+        k: usize,
+    },
 }
 
 impl Latent {
