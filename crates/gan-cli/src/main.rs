@@ -9,6 +9,14 @@ use gan_core::loss::GeneratorLoss;
 use gan_core::{AdamConfig, GanModel, RunConfig, TrainConfig, Trainer};
 use gan_models::{CganConfig, DcganConfig, GanConfig, InfoganConfig};
 
+/// Prints a line on stdout; a reader that went away (`| head`) is no reason to panic.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+
 #[derive(Parser)]
 #[command(
     name = "gan-cli",
@@ -448,13 +456,13 @@ fn eval(run_dir: &Path, data_dir: &Path, verify: bool, device: &str) -> Result<(
     gan_core::engine::load_weights(&model, run_dir)?;
     let test = load_split(data_dir, gan_data::SplitKind::Test, verify, &device)?;
     let result = model.evaluate_codes(&test.images, &test.labels_u8)?;
-    println!(
+    say!(
         "InfoGAN c1 as a classifier of the {} MNIST test images: accuracy {:.2}% (error {:.2}%)",
         result.n,
         100.0 * result.accuracy,
         100.0 * (1.0 - result.accuracy)
     );
-    println!(
+    say!(
         "category -> digit: {}",
         result
             .category_to_digit
@@ -464,9 +472,9 @@ fn eval(run_dir: &Path, data_dir: &Path, verify: bool, device: &str) -> Result<(
             .collect::<Vec<_>>()
             .join(" ")
     );
-    println!("confusion (rows: category, columns: digit 0-9):");
+    say!("confusion (rows: category, columns: digit 0-9):");
     for (c, row) in result.confusion.iter().enumerate() {
-        println!(
+        say!(
             "  {c:>2} | {}",
             row.iter()
                 .map(|v| format!("{v:>5}"))
@@ -486,7 +494,7 @@ fn eval(run_dir: &Path, data_dir: &Path, verify: bool, device: &str) -> Result<(
             .join(format!("{}_by_digit.png", fig.name));
         gan_core::grid::save_grid(&path, &fig.images, fig.cols)?;
     }
-    println!(
+    say!(
         "wrote {} and samples/*_by_digit.png",
         run_dir.join(MAPPING_FILE).display()
     );
