@@ -519,7 +519,7 @@ impl<'m> Trainer<'m> {
         for (net, opt) in &self.opts {
             save_tensors(
                 &tmp.join(format!("{net}.adam.safetensors")),
-                &opt.state(),
+                &opt.state()?,
                 &meta,
             )?;
             self.state.adam_steps.insert(net.clone(), opt.steps());

@@ -80,9 +80,12 @@ pub mod device;
 pub mod engine;
 pub mod grid;
 pub mod init;
+mod kernels;
+pub mod layers;
 pub mod loss;
 pub mod metrics;
 pub mod nn;
+pub mod ops;
 pub mod optim;
 pub mod prior;
 

@@ -6,8 +6,13 @@
 
 use std::collections::HashMap;
 
-use candle_core::{backprop::GradStore, Result, Tensor, Var};
+use std::sync::Mutex;
+
+use candle_core::{
+    backprop::GradStore, CpuStorage, DType, InplaceOp2, Layout, Result, Tensor, Var,
+};
 use candle_nn::VarMap;
+use rayon::prelude::*;
 
 /// Adam's hyper-parameters.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -35,6 +40,9 @@ impl Default for AdamConfig {
 }
 
 /// Adam over one network's variables.
+///
+/// On the CPU the update is one fused in-place pass per variable (moments kept as plain
+/// vectors, the weights updated where they lie); elsewhere it runs as tensor ops.
 pub struct Adam {
     params: Vec<Param>,
     step: u64,
@@ -44,14 +52,98 @@ pub struct Adam {
 struct Param {
     name: String,
     var: Var,
-    m: Tensor,
-    v: Tensor,
+    moments: Moments,
+}
+
+enum Moments {
+    /// CPU `f32` variables: updated in place by [`FusedAdam`].
+    Host { m: Vec<f32>, v: Vec<f32> },
+    /// Anything else: candle ops, one new tensor per moment and step.
+    Tensors { m: Tensor, v: Tensor },
+}
+
+impl Moments {
+    fn zeros(var: &Var, fused: bool) -> Result<Self> {
+        let t = var.as_tensor();
+        Ok(if fused && t.device().is_cpu() && t.dtype() == DType::F32 {
+            let n = t.elem_count();
+            Moments::Host {
+                m: vec![0.0; n],
+                v: vec![0.0; n],
+            }
+        } else {
+            Moments::Tensors {
+                m: t.zeros_like()?,
+                v: t.zeros_like()?,
+            }
+        })
+    }
+}
+
+/// One Adam update of a weight in place, reading its gradient and updating its moments.
+struct FusedAdam<'a> {
+    m: Mutex<&'a mut [f32]>,
+    v: Mutex<&'a mut [f32]>,
+    lr: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    c1: f32,
+    c2: f32,
+}
+
+impl InplaceOp2 for FusedAdam<'_> {
+    fn name(&self) -> &'static str {
+        "gan-fused-adam"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<()> {
+        let (Some((a, b)), Some((c, d))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
+        else {
+            candle_core::bail!("fused Adam needs contiguous weights and gradients")
+        };
+        let CpuStorage::F32(w) = s1 else {
+            candle_core::bail!("fused Adam needs f32 weights")
+        };
+        let g = &s2.as_slice::<f32>()?[c..d];
+        let w = &mut w[a..b];
+        let (mut m, mut v) = (self.m.lock().unwrap(), self.v.lock().unwrap());
+        if w.len() != g.len() || m.len() != w.len() || v.len() != w.len() {
+            candle_core::bail!("fused Adam: weight, gradient and moments differ in size")
+        }
+        let (b1, b2, eps) = (self.beta1, self.beta2, self.eps);
+        let (step, c2) = (self.lr * self.c1, self.c2);
+        const CHUNK: usize = 1 << 14;
+        w.par_chunks_mut(CHUNK)
+            .zip(g.par_chunks(CHUNK))
+            .zip(m.par_chunks_mut(CHUNK))
+            .zip(v.par_chunks_mut(CHUNK))
+            .for_each(|(((w, g), m), v)| {
+                for i in 0..w.len() {
+                    let gi = g[i];
+                    m[i] = b1 * m[i] + (1.0 - b1) * gi;
+                    v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
+                    w[i] -= step * m[i] / ((v[i] * c2).sqrt() + eps);
+                }
+            });
+        Ok(())
+    }
 }
 
 impl Adam {
     /// An optimizer over every floating-point variable of `vars`, in name order so that
     /// its state has stable names.
     pub fn new(vars: &VarMap, config: AdamConfig) -> Result<Self> {
+        Self::build(vars, config, true)
+    }
+
+    fn build(vars: &VarMap, config: AdamConfig, fused: bool) -> Result<Self> {
         if config.lr.is_nan()
             || config.lr <= 0.0
             || !(0.0..1.0).contains(&config.beta1)
@@ -68,8 +160,7 @@ impl Adam {
                 Ok(Param {
                     name: name.clone(),
                     var: var.clone(),
-                    m: var.zeros_like()?,
-                    v: var.zeros_like()?,
+                    moments: Moments::zeros(var, fused)?,
                 })
             })
             .collect::<Result<_>>()?;
@@ -112,24 +203,51 @@ impl Adam {
             // detaching it, each new moment would hold the previous one and its graph, and
             // memory would grow by the size of the network every step.
             let g = g.detach();
-            let g = &g;
-            p.m = ((&p.m * beta1)? + (g * (1.0 - beta1))?)?;
-            p.v = ((&p.v * beta2)? + (g.sqr()? * (1.0 - beta2))?)?;
-            let denom = ((&p.v * c2)?.sqrt()? + eps)?;
-            let update = ((&p.m * (lr * c1))? / denom)?;
-            p.var.set(&p.var.as_tensor().sub(&update)?)?;
+            match &mut p.moments {
+                Moments::Host { m, v } => {
+                    let op = FusedAdam {
+                        m: Mutex::new(m.as_mut_slice()),
+                        v: Mutex::new(v.as_mut_slice()),
+                        lr: lr as f32,
+                        beta1: beta1 as f32,
+                        beta2: beta2 as f32,
+                        eps: eps as f32,
+                        c1: c1 as f32,
+                        c2: c2 as f32,
+                    };
+                    p.var.as_tensor().inplace_op2(&g.contiguous()?, &op)?;
+                }
+                Moments::Tensors { m, v } => {
+                    let g = &g;
+                    *m = ((&*m * beta1)? + (g * (1.0 - beta1))?)?;
+                    *v = ((&*v * beta2)? + (g.sqr()? * (1.0 - beta2))?)?;
+                    let denom = ((&*v * c2)?.sqrt()? + eps)?;
+                    let update = ((&*m * (lr * c1))? / denom)?;
+                    p.var.set(&p.var.as_tensor().sub(&update)?)?;
+                }
+            }
         }
         Ok(())
     }
 
     /// The moments, named `m.<var>` and `v.<var>`, for a checkpoint.
-    pub fn state(&self) -> HashMap<String, Tensor> {
+    pub fn state(&self) -> Result<HashMap<String, Tensor>> {
         let mut out = HashMap::new();
         for p in &self.params {
-            out.insert(format!("m.{}", p.name), p.m.clone());
-            out.insert(format!("v.{}", p.name), p.v.clone());
+            let (m, v) = match &p.moments {
+                Moments::Host { m, v } => {
+                    let t = p.var.as_tensor();
+                    (
+                        Tensor::from_slice(m, t.shape(), t.device())?,
+                        Tensor::from_slice(v, t.shape(), t.device())?,
+                    )
+                }
+                Moments::Tensors { m, v } => (m.clone(), v.clone()),
+            };
+            out.insert(format!("m.{}", p.name), m);
+            out.insert(format!("v.{}", p.name), v);
         }
-        out
+        Ok(out)
     }
 
     /// Restores moments and step count written by [`Adam::state`] and [`Adam::steps`].
@@ -137,7 +255,8 @@ impl Adam {
     /// error, not a silent restart.
     pub fn load_state(&mut self, state: &HashMap<String, Tensor>, steps: u64) -> Result<()> {
         for p in &mut self.params {
-            for (key, slot) in [("m", &mut p.m), ("v", &mut p.v)] {
+            let mut loaded = Vec::with_capacity(2);
+            for key in ["m", "v"] {
                 let name = format!("{key}.{}", p.name);
                 let Some(t) = state.get(&name) else {
                     candle_core::bail!("optimizer state has no {name}")
@@ -149,7 +268,18 @@ impl Adam {
                         p.var.dims()
                     )
                 }
-                *slot = t.to_device(p.var.device())?.to_dtype(p.var.dtype())?;
+                loaded.push(t.to_device(p.var.device())?.to_dtype(p.var.dtype())?);
+            }
+            let (tm, tv) = (&loaded[0], &loaded[1]);
+            match &mut p.moments {
+                Moments::Host { m, v } => {
+                    *m = tm.flatten_all()?.to_vec1::<f32>()?;
+                    *v = tv.flatten_all()?.to_vec1::<f32>()?;
+                }
+                Moments::Tensors { m, v } => {
+                    *m = tm.clone();
+                    *v = tv.clone();
+                }
             }
         }
         self.step = steps;
@@ -214,7 +344,7 @@ mod tests {
         let x = vars
             .get((3, 3), "x", candle_nn::Init::Const(0.7), DType::F32, &dev)
             .unwrap();
-        let mut opt = Adam::new(&vars, AdamConfig::default()).unwrap();
+        let mut opt = Adam::build(&vars, AdamConfig::default(), false).unwrap();
         for _ in 0..3 {
             let loss = w
                 .matmul(&x.exp().unwrap())
@@ -226,8 +356,11 @@ mod tests {
             opt.step(&loss.backward().unwrap()).unwrap();
         }
         for p in &opt.params {
+            let Moments::Tensors { m, v } = &p.moments else {
+                panic!("the reference path keeps tensor moments")
+            };
             assert!(
-                !p.m.track_op() && !p.v.track_op(),
+                !m.track_op() && !v.track_op(),
                 "moment of {} tracks its history",
                 p.name
             );
@@ -244,11 +377,11 @@ mod tests {
         let mut opt = Adam::new(&vars, AdamConfig::default()).unwrap();
         opt.step(&w.sqr().unwrap().sum_all().unwrap().backward().unwrap())
             .unwrap();
-        let state = opt.state();
+        let state = opt.state().unwrap();
         let mut other = Adam::new(&vars, AdamConfig::default()).unwrap();
         other.load_state(&state, opt.steps()).unwrap();
         assert_eq!(
-            other.state()["m.w"].to_vec2::<f32>().unwrap(),
+            other.state().unwrap()["m.w"].to_vec2::<f32>().unwrap(),
             state["m.w"].to_vec2::<f32>().unwrap()
         );
         let small = VarMap::new();
@@ -258,5 +391,59 @@ mod tests {
         let mut wrong = Adam::new(&small, AdamConfig::default()).unwrap();
         let err = wrong.load_state(&state, 1).unwrap_err().to_string();
         assert!(err.contains("shape"), "{err}");
+    }
+
+    /// The fused in-place update and the tensor-op update agree over several steps.
+    #[test]
+    fn fused_matches_tensor_ops() {
+        let dev = Device::Cpu;
+        let run = |fused: bool| {
+            let vars = VarMap::new();
+            let w = vars
+                .get(
+                    (7, 5),
+                    "w",
+                    candle_nn::Init::Randn {
+                        mean: 0.,
+                        stdev: 1.,
+                    },
+                    DType::F32,
+                    &dev,
+                )
+                .unwrap();
+            let start: Vec<f32> = (0..35)
+                .map(|i| ((i * 37 % 11) as f32 - 5.0) / 3.0)
+                .collect();
+            let init = Tensor::from_vec(start, (7, 5), &dev).unwrap();
+            vars.data().lock().unwrap()["w"].set(&init).unwrap();
+            let mut opt = Adam::build(
+                &vars,
+                AdamConfig {
+                    lr: 0.05,
+                    ..Default::default()
+                },
+                fused,
+            )
+            .unwrap();
+            for _ in 0..4 {
+                let loss = (w.sqr().unwrap().sin().unwrap()).sum_all().unwrap();
+                opt.step(&loss.backward().unwrap()).unwrap();
+            }
+            let state = opt.state().unwrap();
+            (
+                w.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                state["v.w"]
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap(),
+            )
+        };
+        let (a, va) = run(true);
+        let (b, vb) = run(false);
+        for (x, y) in a.iter().zip(&b).chain(va.iter().zip(&vb)) {
+            assert!((x - y).abs() < 1e-5 * (1.0 + y.abs()), "{x} vs {y}");
+        }
+        assert!(a.iter().zip(&b).any(|(x, _)| x.abs() > 0.0));
     }
 }

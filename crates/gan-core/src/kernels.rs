@@ -1,0 +1,325 @@
+//! Plain CPU loops over `f32` slices behind the custom ops of [`crate::ops`]: matrix
+//! products through the `gemm` crate (strided operands, so no transpose is ever copied),
+//! im2col/col2im for convolutions, and batch-norm statistics.
+//!
+//! Everything here is row-major and contiguous unless a stride says otherwise.
+
+use rayon::prelude::*;
+
+/// A matrix operand: its data and (row stride, column stride) in elements.
+#[derive(Clone, Copy)]
+pub(crate) struct Mat<'a> {
+    pub data: &'a [f32],
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl<'a> Mat<'a> {
+    /// A row-major `rows x cols` matrix.
+    pub fn rows(data: &'a [f32], cols: usize) -> Self {
+        Self {
+            data,
+            rs: cols,
+            cs: 1,
+        }
+    }
+
+    /// The transpose of a row-major matrix with `cols` columns, without copying.
+    pub fn t(data: &'a [f32], cols: usize) -> Self {
+        Self {
+            data,
+            rs: 1,
+            cs: cols,
+        }
+    }
+}
+
+fn parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
+    let threads = candle_core::utils::get_num_threads();
+    // Threads cost more than they bring on small products.
+    if threads > 1 && m * n * k > 32 * 32 * 32 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    }
+}
+
+/// `dst[m, n] = a[m, k] * b[k, n]`, or `dst += a * b` with `accumulate`; `dst` row-major.
+pub(crate) fn matmul(
+    dst: &mut [f32],
+    accumulate: bool,
+    a: Mat,
+    b: Mat,
+    m: usize,
+    n: usize,
+    k: usize,
+) {
+    assert!(dst.len() >= m * n, "gemm destination too small");
+    assert!(m == 0 || k == 0 || a.data.len() > (m - 1) * a.rs + (k - 1) * a.cs);
+    assert!(k == 0 || n == 0 || b.data.len() > (k - 1) * b.rs + (n - 1) * b.cs);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst[..m * n].fill(0.0);
+        }
+        return;
+    }
+    // SAFETY: the asserts above keep every index the strides reach inside the slices, and
+    // `dst` is borrowed mutably, so it aliases neither operand.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism(m, n, k),
+        )
+    }
+}
+
+/// Geometry of a 2-D convolution (or of the convolution a transposed one inverts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ConvGeom {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: usize,
+    pub pad: usize,
+    pub oh: usize,
+    pub ow: usize,
+}
+
+impl ConvGeom {
+    /// Rows of the column matrix: `c * kh * kw`.
+    pub fn k(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+
+    /// Columns of the column matrix: `n * oh * ow`.
+    pub fn cols(&self) -> usize {
+        self.n * self.oh * self.ow
+    }
+
+    /// Input row `iy` read by output row `oy` through kernel row `ki`, if inside.
+    #[inline]
+    fn src(&self, o: usize, k: usize, size: usize) -> Option<usize> {
+        (o * self.stride + k)
+            .checked_sub(self.pad)
+            .filter(|&i| i < size)
+    }
+}
+
+/// `x [n, c, h, w]` to columns `[c*kh*kw, n*oh*ow]`: row `(ci, ki, kj)`, column
+/// `(ni, oy, ox)` holds the input pixel that kernel tap meets at that output pixel.
+pub(crate) fn im2col(x: &[f32], g: &ConvGeom) -> Vec<f32> {
+    let (p, cols) = (g.oh * g.ow, g.cols());
+    let mut out = vec![0f32; g.k() * cols];
+    if cols == 0 {
+        return out;
+    }
+    out.par_chunks_mut(cols).enumerate().for_each(|(r, row)| {
+        let (ci, ki, kj) = (r / (g.kh * g.kw), (r / g.kw) % g.kh, r % g.kw);
+        for ni in 0..g.n {
+            let plane = &x[(ni * g.c + ci) * g.h * g.w..][..g.h * g.w];
+            let dst = &mut row[ni * p..][..p];
+            for oy in 0..g.oh {
+                let Some(iy) = g.src(oy, ki, g.h) else {
+                    continue;
+                };
+                let src = &plane[iy * g.w..][..g.w];
+                let d = &mut dst[oy * g.ow..][..g.ow];
+                for (ox, v) in d.iter_mut().enumerate() {
+                    if let Some(ix) = g.src(ox, kj, g.w) {
+                        *v = src[ix];
+                    }
+                }
+            }
+        }
+    });
+    out
+}
+
+/// The adjoint of [`im2col`]: sums each column entry back into the input pixel it came
+/// from, giving `[n, c, h, w]`.
+pub(crate) fn col2im(cols: &[f32], g: &ConvGeom) -> Vec<f32> {
+    let (p, ncols) = (g.oh * g.ow, g.cols());
+    let mut out = vec![0f32; g.n * g.c * g.h * g.w];
+    if out.is_empty() {
+        return out;
+    }
+    out.par_chunks_mut(g.h * g.w)
+        .enumerate()
+        .for_each(|(plane_idx, plane)| {
+            let (ni, ci) = (plane_idx / g.c, plane_idx % g.c);
+            for ki in 0..g.kh {
+                for kj in 0..g.kw {
+                    let r = (ci * g.kh + ki) * g.kw + kj;
+                    let src = &cols[r * ncols + ni * p..][..p];
+                    for oy in 0..g.oh {
+                        let Some(iy) = g.src(oy, ki, g.h) else {
+                            continue;
+                        };
+                        let s = &src[oy * g.ow..][..g.ow];
+                        let d = &mut plane[iy * g.w..][..g.w];
+                        for (ox, v) in s.iter().enumerate() {
+                            if let Some(ix) = g.src(ox, kj, g.w) {
+                                d[ix] += v;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    out
+}
+
+/// `[a, b, p]` to `[b, a, p]`, adding `bias[a]` to every element on the way.
+pub(crate) fn swap01(x: &[f32], a: usize, b: usize, p: usize, bias: Option<&[f32]>) -> Vec<f32> {
+    let mut out = vec![0f32; a * b * p];
+    if out.is_empty() {
+        return out;
+    }
+    out.par_chunks_mut(a * p).enumerate().for_each(|(bi, dst)| {
+        for ai in 0..a {
+            let add = bias.map_or(0.0, |b| b[ai]);
+            let src = &x[(ai * b + bi) * p..][..p];
+            for (d, s) in dst[ai * p..][..p].iter_mut().zip(src) {
+                *d = s + add;
+            }
+        }
+    });
+    out
+}
+
+/// Sum over `[n, c, p]` for each `c`.
+pub(crate) fn channel_sums(x: &[f32], n: usize, c: usize, p: usize) -> Vec<f32> {
+    let mut out = vec![0f64; c];
+    if p == 1 {
+        for row in x.chunks_exact(c).take(n) {
+            for (o, &v) in out.iter_mut().zip(row) {
+                *o += v as f64;
+            }
+        }
+        return out.into_iter().map(|v| v as f32).collect();
+    }
+    for ni in 0..n {
+        for (ci, o) in out.iter_mut().enumerate() {
+            *o += x[(ni * c + ci) * p..][..p]
+                .iter()
+                .map(|&v| v as f64)
+                .sum::<f64>();
+        }
+    }
+    out.into_iter().map(|v| v as f32).collect()
+}
+
+/// Per-channel mean and biased variance of `[n, c, p]`, in two passes for accuracy.
+pub(crate) fn channel_moments(x: &[f32], n: usize, c: usize, p: usize) -> (Vec<f32>, Vec<f32>) {
+    let count = (n * p) as f64;
+    let mean: Vec<f64> = channel_sums(x, n, c, p)
+        .into_iter()
+        .map(|s| s as f64 / count)
+        .collect();
+    let mut var = vec![0f64; c];
+    for ni in 0..n {
+        for (ci, v) in var.iter_mut().enumerate() {
+            let m = mean[ci];
+            *v += x[(ni * c + ci) * p..][..p]
+                .iter()
+                .map(|&e| (e as f64 - m) * (e as f64 - m))
+                .sum::<f64>();
+        }
+    }
+    (
+        mean.into_iter().map(|v| v as f32).collect(),
+        var.into_iter().map(|v| (v / count) as f32).collect(),
+    )
+}
+
+/// Applies `f(channel, element)` in place to every element of `[n, c, p]`, in parallel.
+pub(crate) fn per_channel_mut(
+    x: &mut [f32],
+    c: usize,
+    p: usize,
+    f: impl Fn(usize, &mut f32) + Sync,
+) {
+    if p == 1 {
+        x.par_chunks_mut(c * 64).for_each(|chunk| {
+            for (i, v) in chunk.iter_mut().enumerate() {
+                f(i % c, v)
+            }
+        });
+    } else {
+        x.par_chunks_mut(p).enumerate().for_each(|(plane, chunk)| {
+            let ci = plane % c;
+            chunk.iter_mut().for_each(|v| f(ci, v))
+        });
+    }
+}
+
+/// Per channel of `[n, c, p]`: `sum(g)` and `sum(g * (x - mean))`, the two reductions of
+/// batch norm's backward pass.
+pub(crate) fn channel_grad_sums(
+    g: &[f32],
+    x: &[f32],
+    mean: &[f32],
+    n: usize,
+    c: usize,
+    p: usize,
+) -> (Vec<f64>, Vec<f64>) {
+    let (mut sg, mut sgx) = (vec![0f64; c], vec![0f64; c]);
+    for ni in 0..n {
+        for ci in 0..c {
+            let off = (ni * c + ci) * p;
+            let (gs, xs) = (&g[off..off + p], &x[off..off + p]);
+            let m = mean[ci];
+            let (mut a, mut b) = (0f32, 0f32);
+            for (&gv, &xv) in gs.iter().zip(xs) {
+                a += gv;
+                b += gv * (xv - m);
+            }
+            sg[ci] += a as f64;
+            sgx[ci] += b as f64;
+        }
+    }
+    (sg, sgx)
+}
+
+/// `out = f(channel, out, x)` elementwise over `[n, c, p]`, in parallel.
+pub(crate) fn per_channel_zip(
+    out: &mut [f32],
+    x: &[f32],
+    c: usize,
+    p: usize,
+    f: impl Fn(usize, f32, f32) -> f32 + Sync,
+) {
+    let chunk = if p == 1 { c * 64 } else { p };
+    out.par_chunks_mut(chunk)
+        .zip(x.par_chunks(chunk))
+        .enumerate()
+        .for_each(|(j, (o, xs))| {
+            for (i, (ov, &xv)) in o.iter_mut().zip(xs).enumerate() {
+                let ci = if p == 1 { i % c } else { j % c };
+                *ov = f(ci, *ov, xv);
+            }
+        });
+}

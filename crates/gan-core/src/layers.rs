@@ -1,0 +1,163 @@
+//! Layers over the fast ops of [`crate::ops`], drop-in for candle-nn's: the same
+//! constructors, the same variable names and shapes (`weight`, `bias`, `running_mean`,
+//! `running_var`), so checkpoints are interchangeable, and `Module`/`ModuleT` as usual.
+
+use candle_core::{Module, ModuleT, Result, Tensor, Var};
+use candle_nn::{Init, VarBuilder};
+
+use crate::ops::{self, ConvSpec};
+
+/// A fully connected layer, `x W^T + b`.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Linear {
+    /// The weight `[out, in]`.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+}
+
+/// A linear layer from `input` to `output` features, PyTorch's initialisation.
+pub fn linear(input: usize, output: usize, vb: VarBuilder) -> Result<Linear> {
+    let bound = 1.0 / (input as f64).sqrt();
+    let uniform = Init::Uniform {
+        lo: -bound,
+        up: bound,
+    };
+    Ok(Linear {
+        weight: vb.get_with_hints((output, input), "weight", uniform)?,
+        bias: vb.get_with_hints(output, "bias", uniform)?,
+    })
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        ops::linear(x, &self.weight, &self.bias)
+    }
+}
+
+/// A 2-D convolution with a square kernel.
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    weight: Tensor,
+    bias: Tensor,
+    spec: ConvSpec,
+}
+
+/// A convolution from `input` to `output` channels with a `kernel x kernel` window.
+pub fn conv2d(
+    input: usize,
+    output: usize,
+    kernel: usize,
+    spec: ConvSpec,
+    vb: VarBuilder,
+) -> Result<Conv2d> {
+    let bound = 1.0 / ((input * kernel * kernel) as f64).sqrt();
+    let uniform = Init::Uniform {
+        lo: -bound,
+        up: bound,
+    };
+    Ok(Conv2d {
+        weight: vb.get_with_hints((output, input, kernel, kernel), "weight", uniform)?,
+        bias: vb.get_with_hints(output, "bias", uniform)?,
+        spec,
+    })
+}
+
+impl Module for Conv2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        ops::conv2d(x, &self.weight, &self.bias, self.spec)
+    }
+}
+
+/// A transposed 2-D convolution (the upsampling layer of DCGAN-style generators).
+#[derive(Debug, Clone)]
+pub struct ConvTranspose2d {
+    weight: Tensor,
+    bias: Tensor,
+    spec: ConvSpec,
+}
+
+/// A transposed convolution from `input` to `output` channels; its kernel is stored
+/// `[input, output, kernel, kernel]` as in PyTorch.
+pub fn conv_transpose2d(
+    input: usize,
+    output: usize,
+    kernel: usize,
+    spec: ConvSpec,
+    vb: VarBuilder,
+) -> Result<ConvTranspose2d> {
+    let bound = 1.0 / ((output * kernel * kernel) as f64).sqrt();
+    let uniform = Init::Uniform {
+        lo: -bound,
+        up: bound,
+    };
+    Ok(ConvTranspose2d {
+        weight: vb.get_with_hints((input, output, kernel, kernel), "weight", uniform)?,
+        bias: vb.get_with_hints(output, "bias", uniform)?,
+        spec,
+    })
+}
+
+impl Module for ConvTranspose2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        ops::conv_transpose2d(x, &self.weight, &self.bias, self.spec)
+    }
+}
+
+/// Batch normalisation over dimension 1 of `[N, C, ...]`, with learned scale and shift
+/// and running statistics for evaluation.
+#[derive(Debug, Clone)]
+pub struct BatchNorm {
+    weight: Tensor,
+    bias: Tensor,
+    running_mean: Var,
+    running_var: Var,
+    eps: f64,
+    momentum: f64,
+}
+
+/// A batch norm over `channels` with PyTorch's defaults: eps 1e-5, momentum 0.1.
+pub fn batch_norm(channels: usize, vb: VarBuilder) -> Result<BatchNorm> {
+    let stat = |name: &str, init: f64| -> Result<Var> {
+        let t = vb.get_with_hints(channels, name, Init::Const(init))?;
+        // The VarMap hands out the variable's own tensor: wrapping it again as a Var
+        // shares the storage, so `set` updates what checkpoints save.
+        Var::from_tensor(&t)
+    };
+    Ok(BatchNorm {
+        weight: vb.get_with_hints(channels, "weight", Init::Const(1.0))?,
+        bias: vb.get_with_hints(channels, "bias", Init::Const(0.0))?,
+        running_mean: stat("running_mean", 0.0)?,
+        running_var: stat("running_var", 1.0)?,
+        eps: 1e-5,
+        momentum: 0.1,
+    })
+}
+
+impl ModuleT for BatchNorm {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let c = self.weight.dim(0)?;
+        let mut shape = vec![1; x.rank()];
+        shape[1] = c;
+        if !train {
+            let scale = (&self.weight / (self.running_var.as_tensor() + self.eps)?.sqrt()?)?;
+            let shift = (&self.bias - (self.running_mean.as_tensor() * &scale)?)?;
+            return x
+                .broadcast_mul(&scale.reshape(shape.as_slice())?)?
+                .broadcast_add(&shift.reshape(shape.as_slice())?);
+        }
+        let (y, stats) = ops::batch_norm_train(x, &self.weight, &self.bias, self.eps)?;
+        let m = self.momentum;
+        let unbiased = stats.count as f64 / (stats.count.max(2) - 1) as f64;
+        let rm = ((self.running_mean.as_tensor() * (1.0 - m))? + (stats.mean * m)?)?;
+        let rv = ((self.running_var.as_tensor() * (1.0 - m))? + (stats.var * (m * unbiased))?)?;
+        self.running_mean.set(&rm.detach())?;
+        self.running_var.set(&rv.detach())?;
+        Ok(y)
+    }
+}

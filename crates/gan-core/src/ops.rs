@@ -1,0 +1,599 @@
+//! Fast CPU training ops as candle custom ops, each with its analytic backward pass.
+//!
+//! candle's stock CPU path is slow exactly where GANs spend their time: its transposed
+//! convolution is a naive loop (and the backward of every convolution uses one), batch
+//! norm and leaky ReLU are built from a dozen elementwise ops each way, and a linear
+//! layer materialises the transpose of its weight gradient. The ops here do each layer
+//! in one pass: convolutions as im2col/col2im plus one matrix product per gradient,
+//! matrix products with strided operands instead of copied transposes, batch norm and
+//! leaky ReLU as single loops. Gradients are only computed for inputs that need them
+//! (a data batch or detached fakes get none).
+//!
+//! Every function falls back to candle's own ops for tensors that are not `f32` on the
+//! CPU (CUDA, Metal), so models use these unconditionally. The tests in
+//! `tests/ops.rs` check values and gradients against that fallback.
+
+use std::sync::{Arc, Mutex};
+
+use candle_core::{
+    bail, CpuStorage, CustomOp1, CustomOp3, DType, Device, Layout, Result, Shape, Storage, Tensor,
+    D,
+};
+
+use crate::kernels::{self, ConvGeom, Mat};
+
+/// True where the custom kernels run: `f32` tensors on the CPU.
+fn on_fast_path(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == DType::F32
+}
+
+/// The contiguous `f32` data of a CPU storage under `layout`.
+fn data<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+    let Some((start, end)) = l.contiguous_offsets() else {
+        bail!("gan-core ops need contiguous inputs")
+    };
+    Ok(&s.as_slice::<f32>()?[start..end])
+}
+
+/// Runs `f` on the data of CPU tensors (made contiguous first).
+fn with_data<R>(ts: &[&Tensor], f: impl FnOnce(&[&[f32]]) -> Result<R>) -> Result<R> {
+    let owned: Vec<Tensor> = ts.iter().map(|t| t.contiguous()).collect::<Result<_>>()?;
+    let guards: Vec<_> = owned.iter().map(|t| t.storage_and_layout()).collect();
+    let mut slices = Vec::with_capacity(guards.len());
+    for (g, l) in &guards {
+        match &**g {
+            Storage::Cpu(s) => slices.push(data(s, l)?),
+            _ => bail!("gan-core ops: backward on a non-CPU tensor"),
+        }
+    }
+    f(&slices)
+}
+
+fn cpu(v: Vec<f32>, shape: impl Into<Shape>) -> Result<Tensor> {
+    Tensor::from_vec(v, shape, &Device::Cpu)
+}
+
+/// The gradient of an input, computed only when something upstream needs it.
+fn wanted(t: &Tensor, f: impl FnOnce() -> Result<Tensor>) -> Result<Option<Tensor>> {
+    if t.track_op() {
+        f().map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+// ---------------------------------------------------------------- linear
+
+struct LinearOp;
+
+impl CustomOp3 for LinearOp {
+    fn name(&self) -> &'static str {
+        "gan-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, w, b) = (data(s1, l1)?, data(s2, l2)?, data(s3, l3)?);
+        let (n, i) = l1.shape().dims2()?;
+        let (o, _) = l2.shape().dims2()?;
+        let mut y: Vec<f32> = Vec::with_capacity(n * o);
+        for _ in 0..n {
+            y.extend_from_slice(b);
+        }
+        kernels::matmul(&mut y, true, Mat::rows(x, i), Mat::t(w, i), n, o, i);
+        Ok((CpuStorage::F32(y), (n, o).into()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (n, i) = x.dims2()?;
+        let o = w.dim(0)?;
+        with_data(&[x, w, grad], |d| {
+            let (xd, wd, g) = (d[0], d[1], d[2]);
+            let dx = wanted(x, || {
+                let mut dx = vec![0f32; n * i];
+                kernels::matmul(&mut dx, false, Mat::rows(g, o), Mat::rows(wd, i), n, i, o);
+                cpu(dx, (n, i))
+            })?;
+            let dw = wanted(w, || {
+                let mut dw = vec![0f32; o * i];
+                kernels::matmul(&mut dw, false, Mat::t(g, o), Mat::rows(xd, i), o, i, n);
+                cpu(dw, (o, i))
+            })?;
+            let db = wanted(b, || cpu(kernels::channel_sums(g, n, o, 1), o))?;
+            Ok((dx, dw, db))
+        })
+    }
+}
+
+/// `x W^T + b` for `x [N, in]`, `W [out, in]` (PyTorch's and candle-nn's layout), `b [out]`.
+pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if on_fast_path(x) && x.rank() == 2 {
+        x.contiguous()?
+            .apply_op3_arc(w, b, Arc::new(Box::new(LinearOp)))
+    } else {
+        x.broadcast_matmul(&w.t()?)?.broadcast_add(b)
+    }
+}
+
+// ---------------------------------------------------------------- convolutions
+
+/// Stride and padding of a square-kernel convolution (dilation 1, one group).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvSpec {
+    /// Step between kernel positions.
+    pub stride: usize,
+    /// Zeros added on each side of the input.
+    pub padding: usize,
+    /// Extra rows and columns on one side of a transposed convolution's output (less
+    /// than `stride`); ignored by ordinary convolutions.
+    pub output_padding: usize,
+}
+
+impl Default for ConvSpec {
+    fn default() -> Self {
+        Self {
+            stride: 1,
+            padding: 0,
+            output_padding: 0,
+        }
+    }
+}
+
+fn conv_geom(x: &[usize], w: &[usize], spec: ConvSpec) -> Result<ConvGeom> {
+    let [n, c, h, wd] = x else {
+        bail!("conv2d input must be [N, C, H, W], got {x:?}")
+    };
+    let [_, wc, kh, kw] = w else {
+        bail!("conv2d kernel must be [O, C, KH, KW], got {w:?}")
+    };
+    if c != wc || spec.stride == 0 || h + 2 * spec.padding < *kh || wd + 2 * spec.padding < *kw {
+        bail!("conv2d: input {x:?} does not fit kernel {w:?} with {spec:?}")
+    }
+    Ok(ConvGeom {
+        n: *n,
+        c: *c,
+        h: *h,
+        w: *wd,
+        kh: *kh,
+        kw: *kw,
+        stride: spec.stride,
+        pad: spec.padding,
+        oh: (h + 2 * spec.padding - kh) / spec.stride + 1,
+        ow: (wd + 2 * spec.padding - kw) / spec.stride + 1,
+    })
+}
+
+struct Conv2dOp(ConvSpec);
+
+impl CustomOp3 for Conv2dOp {
+    fn name(&self) -> &'static str {
+        "gan-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, w, b) = (data(s1, l1)?, data(s2, l2)?, data(s3, l3)?);
+        let g = conv_geom(l1.dims(), l2.dims(), self.0)?;
+        let o = l2.dims()[0];
+        let cols = kernels::im2col(x, &g);
+        let mut y = vec![0f32; o * g.cols()];
+        let np = g.cols();
+        kernels::matmul(
+            &mut y,
+            false,
+            Mat::rows(w, g.k()),
+            Mat::rows(&cols, np),
+            o,
+            np,
+            g.k(),
+        );
+        let y = kernels::swap01(&y, o, g.n, g.oh * g.ow, Some(b));
+        Ok((CpuStorage::F32(y), (g.n, o, g.oh, g.ow).into()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let g = conv_geom(x.dims(), w.dims(), self.0)?;
+        let (o, np, p) = (w.dim(0)?, g.cols(), g.oh * g.ow);
+        with_data(&[x, w, grad], |d| {
+            let (xd, wd, gr) = (d[0], d[1], d[2]);
+            // [N, O, P] -> [O, N*P], the layout of the forward product.
+            let gt = kernels::swap01(gr, g.n, o, p, None);
+            let db = wanted(b, || cpu(kernels::channel_sums(gr, g.n, o, p), o))?;
+            let dw = wanted(w, || {
+                let cols = kernels::im2col(xd, &g);
+                let mut dw = vec![0f32; o * g.k()];
+                kernels::matmul(
+                    &mut dw,
+                    false,
+                    Mat::rows(&gt, np),
+                    Mat::t(&cols, np),
+                    o,
+                    g.k(),
+                    np,
+                );
+                cpu(dw, w.shape())
+            })?;
+            let dx = wanted(x, || {
+                let mut dcols = vec![0f32; g.k() * np];
+                kernels::matmul(
+                    &mut dcols,
+                    false,
+                    Mat::t(wd, g.k()),
+                    Mat::rows(&gt, np),
+                    g.k(),
+                    np,
+                    o,
+                );
+                cpu(kernels::col2im(&dcols, &g), x.shape())
+            })?;
+            Ok((dx, dw, db))
+        })
+    }
+}
+
+/// 2-D convolution of `x [N, C, H, W]` with `w [O, C, K, K]` plus `b [O]`.
+pub fn conv2d(x: &Tensor, w: &Tensor, b: &Tensor, spec: ConvSpec) -> Result<Tensor> {
+    if on_fast_path(x) {
+        x.contiguous()?
+            .apply_op3_arc(w, b, Arc::new(Box::new(Conv2dOp(spec))))
+    } else {
+        x.conv2d(w, spec.padding, spec.stride, 1, 1)?
+            .broadcast_add(&b.reshape((1, (), 1, 1))?)
+    }
+}
+
+/// The geometry of the convolution a transposed convolution is the adjoint of: its input
+/// is the transposed convolution's output.
+fn conv_t_geom(x: &[usize], w: &[usize], spec: ConvSpec) -> Result<ConvGeom> {
+    let [n, c, h, wd] = x else {
+        bail!("conv_transpose2d input must be [N, C, H, W], got {x:?}")
+    };
+    let [wc, o, kh, kw] = w else {
+        bail!("conv_transpose2d kernel must be [C, O, KH, KW], got {w:?}")
+    };
+    let s = spec.stride;
+    let full = |i: usize, k: usize| {
+        ((i.max(1) - 1) * s + k + spec.output_padding).checked_sub(2 * spec.padding)
+    };
+    let (Some(oh), Some(ow)) = (full(*h, *kh), full(*wd, *kw)) else {
+        bail!("conv_transpose2d: padding {spec:?} larger than the output of {x:?}")
+    };
+    if c != wc || s == 0 || spec.output_padding >= s || *h == 0 || *wd == 0 {
+        bail!("conv_transpose2d: input {x:?} does not fit kernel {w:?} with {spec:?}")
+    }
+    Ok(ConvGeom {
+        n: *n,
+        c: *o,
+        h: oh,
+        w: ow,
+        kh: *kh,
+        kw: *kw,
+        stride: s,
+        pad: spec.padding,
+        oh: *h,
+        ow: *wd,
+    })
+}
+
+struct ConvTranspose2dOp(ConvSpec);
+
+impl CustomOp3 for ConvTranspose2dOp {
+    fn name(&self) -> &'static str {
+        "gan-conv-transpose2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, w, b) = (data(s1, l1)?, data(s2, l2)?, data(s3, l3)?);
+        let g = conv_t_geom(l1.dims(), l2.dims(), self.0)?;
+        let cin = l1.dims()[1];
+        let np = g.cols();
+        let xt = kernels::swap01(x, g.n, cin, g.oh * g.ow, None);
+        let mut cols = vec![0f32; g.k() * np];
+        kernels::matmul(
+            &mut cols,
+            false,
+            Mat::t(w, g.k()),
+            Mat::rows(&xt, np),
+            g.k(),
+            np,
+            cin,
+        );
+        let mut y = kernels::col2im(&cols, &g);
+        kernels::per_channel_mut(&mut y, g.c, g.h * g.w, |c, v| *v += b[c]);
+        Ok((CpuStorage::F32(y), (g.n, g.c, g.h, g.w).into()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let g = conv_t_geom(x.dims(), w.dims(), self.0)?;
+        let (cin, np, p) = (x.dim(1)?, g.cols(), g.oh * g.ow);
+        with_data(&[x, w, grad], |d| {
+            let (xd, wd, gr) = (d[0], d[1], d[2]);
+            let gcols = kernels::im2col(gr, &g);
+            let db = wanted(b, || {
+                cpu(kernels::channel_sums(gr, g.n, g.c, g.h * g.w), g.c)
+            })?;
+            let dx = wanted(x, || {
+                let mut dxt = vec![0f32; cin * np];
+                kernels::matmul(
+                    &mut dxt,
+                    false,
+                    Mat::rows(wd, g.k()),
+                    Mat::rows(&gcols, np),
+                    cin,
+                    np,
+                    g.k(),
+                );
+                cpu(kernels::swap01(&dxt, cin, g.n, p, None), x.shape())
+            })?;
+            let dw = wanted(w, || {
+                let xt = kernels::swap01(xd, g.n, cin, p, None);
+                let mut dw = vec![0f32; cin * g.k()];
+                kernels::matmul(
+                    &mut dw,
+                    false,
+                    Mat::rows(&xt, np),
+                    Mat::t(&gcols, np),
+                    cin,
+                    g.k(),
+                    np,
+                );
+                cpu(dw, w.shape())
+            })?;
+            Ok((dx, dw, db))
+        })
+    }
+}
+
+/// Transposed 2-D convolution of `x [N, C, H, W]` with `w [C, O, K, K]` plus `b [O]`:
+/// the output is `(H - 1) * stride - 2 * padding + K + output_padding` high.
+pub fn conv_transpose2d(x: &Tensor, w: &Tensor, b: &Tensor, spec: ConvSpec) -> Result<Tensor> {
+    if on_fast_path(x) {
+        x.contiguous()?
+            .apply_op3_arc(w, b, Arc::new(Box::new(ConvTranspose2dOp(spec))))
+    } else {
+        x.conv_transpose2d(w, spec.padding, spec.output_padding, spec.stride, 1)?
+            .broadcast_add(&b.reshape((1, (), 1, 1))?)
+    }
+}
+
+// ---------------------------------------------------------------- batch norm
+
+/// The per-channel batch statistics a training-mode batch norm used.
+#[derive(Debug, Clone)]
+pub struct BatchStats {
+    /// Mean over the batch (and positions).
+    pub mean: Tensor,
+    /// Biased variance over the batch (and positions), the one that normalised.
+    pub var: Tensor,
+    /// Values each channel's statistics came from (for the unbiased running variance).
+    pub count: usize,
+}
+
+type Moments = Arc<Mutex<Option<(Vec<f32>, Vec<f32>)>>>;
+
+struct BatchNormOp {
+    eps: f64,
+    moments: Moments,
+}
+
+fn ncp(dims: &[usize]) -> Result<(usize, usize, usize)> {
+    if dims.len() < 2 {
+        bail!("batch norm needs [N, C, ...], got {dims:?}")
+    }
+    Ok((dims[0], dims[1], dims[2..].iter().product()))
+}
+
+impl CustomOp3 for BatchNormOp {
+    fn name(&self) -> &'static str {
+        "gan-batch-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, gamma, beta) = (data(s1, l1)?, data(s2, l2)?, data(s3, l3)?);
+        let (n, c, p) = ncp(l1.dims())?;
+        let (mean, var) = kernels::channel_moments(x, n, c, p);
+        let scale: Vec<f32> = (0..c)
+            .map(|i| gamma[i] / (var[i] as f64 + self.eps).sqrt() as f32)
+            .collect();
+        let shift: Vec<f32> = (0..c).map(|i| beta[i] - mean[i] * scale[i]).collect();
+        let mut y = x.to_vec();
+        kernels::per_channel_mut(&mut y, c, p, |i, v| *v = *v * scale[i] + shift[i]);
+        *self.moments.lock().unwrap() = Some((mean, var));
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (n, c, p) = ncp(x.dims())?;
+        let Some((mean, var)) = self.moments.lock().unwrap().clone() else {
+            bail!("batch norm backward before its forward")
+        };
+        let m = (n * p) as f64;
+        with_data(&[x, gamma, grad], |d| {
+            let (xd, gm, g) = (d[0], d[1], d[2]);
+            // sum(g) and sum(g * (x - mean)) per channel.
+            let (sum_g, sum_gx) = kernels::channel_grad_sums(g, xd, &mean, n, c, p);
+            let inv: Vec<f64> = var
+                .iter()
+                .map(|&v| 1.0 / (v as f64 + self.eps).sqrt())
+                .collect();
+            let dgamma = wanted(gamma, || {
+                cpu((0..c).map(|i| (sum_gx[i] * inv[i]) as f32).collect(), c)
+            })?;
+            let dbeta = wanted(beta, || cpu(sum_g.iter().map(|&v| v as f32).collect(), c))?;
+            let dx = wanted(x, || {
+                // dx = a g + b x + k per channel, from
+                // dx = gamma inv (g - sum_g / m - xhat sum(g xhat) / m).
+                let a: Vec<f32> = (0..c).map(|i| (gm[i] as f64 * inv[i]) as f32).collect();
+                let b: Vec<f64> = (0..c)
+                    .map(|i| -(gm[i] as f64) * inv[i].powi(3) * sum_gx[i] / m)
+                    .collect();
+                let k: Vec<f32> = (0..c)
+                    .map(|i| {
+                        (-(gm[i] as f64) * inv[i] * sum_g[i] / m - b[i] * mean[i] as f64) as f32
+                    })
+                    .collect();
+                let b: Vec<f32> = b.into_iter().map(|v| v as f32).collect();
+                let mut dx = g.to_vec();
+                kernels::per_channel_zip(&mut dx, xd, c, p, |i, gv, xv| {
+                    a[i] * gv + b[i] * xv + k[i]
+                });
+                cpu(dx, x.shape())
+            })?;
+            Ok((dx, dgamma, dbeta))
+        })
+    }
+}
+
+/// Training-mode batch norm of `x [N, C, ...]` with scale `gamma [C]` and shift
+/// `beta [C]`: normalised by the batch's own per-channel mean and biased variance,
+/// which are returned for the running averages.
+pub fn batch_norm_train(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+) -> Result<(Tensor, BatchStats)> {
+    let (n, c, p) = ncp(x.dims())?;
+    if on_fast_path(x) {
+        let moments: Moments = Arc::default();
+        let op = BatchNormOp {
+            eps,
+            moments: moments.clone(),
+        };
+        let y = x
+            .contiguous()?
+            .apply_op3_arc(gamma, beta, Arc::new(Box::new(op)))?;
+        let Some((mean, var)) = moments.lock().unwrap().clone() else {
+            bail!("batch norm forward left no statistics")
+        };
+        let stats = BatchStats {
+            mean: cpu(mean, c)?,
+            var: cpu(var, c)?,
+            count: n * p,
+        };
+        return Ok((y, stats));
+    }
+    // [N, C, P] -> [C, N*P] so that each channel's values sit in one row.
+    let flat = x.reshape((n, c, p))?.transpose(0, 1)?.reshape((c, n * p))?;
+    let mean = flat.mean_keepdim(D::Minus1)?;
+    let centred = flat.broadcast_sub(&mean)?;
+    let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+    let y = centred
+        .broadcast_div(&(&var + eps)?.sqrt()?)?
+        .broadcast_mul(&gamma.reshape((c, 1))?)?
+        .broadcast_add(&beta.reshape((c, 1))?)?
+        .reshape((c, n, p))?
+        .transpose(0, 1)?
+        .reshape(x.shape())?;
+    let stats = BatchStats {
+        mean: mean.flatten_all()?.detach(),
+        var: var.flatten_all()?.detach(),
+        count: n * p,
+    };
+    Ok((y, stats))
+}
+
+// ---------------------------------------------------------------- leaky ReLU
+
+struct LeakyReluOp(f32);
+
+impl CustomOp1 for LeakyReluOp {
+    fn name(&self) -> &'static str {
+        "gan-leaky-relu"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let a = self.0;
+        let y = data(s, l)?
+            .iter()
+            .map(|&v| if v > 0.0 { v } else { a * v })
+            .collect();
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let a = self.0;
+        with_data(&[x, grad], |d| {
+            let dx = d[0]
+                .iter()
+                .zip(d[1])
+                .map(|(&x, &g)| if x > 0.0 { g } else { a * g })
+                .collect();
+            cpu(dx, x.shape()).map(Some)
+        })
+    }
+}
+
+/// `max(x, 0) + slope * min(x, 0)`; slope 0 is ReLU. The gradient at 0 is `slope`.
+pub fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
+    if on_fast_path(x) {
+        x.contiguous()?
+            .apply_op1_arc(Arc::new(Box::new(LeakyReluOp(slope as f32))))
+    } else {
+        // relu(x) (1 - slope) + slope x: two cheap ops instead of candle-nn's masks.
+        (x.relu()? * (1.0 - slope))? + (x * slope)?
+    }
+}
+
+/// ReLU through the same fused kernel as [`leaky_relu`].
+pub fn relu(x: &Tensor) -> Result<Tensor> {
+    leaky_relu(x, 0.0)
+}

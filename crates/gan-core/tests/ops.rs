@@ -1,0 +1,301 @@
+//! The fast ops against candle's own ops: same values, same gradients, on random inputs
+//! of odd shapes, strides, paddings and batch 1.
+
+use candle_core::{Device, Result, Tensor, Var};
+use gan_core::ops::{self, ConvSpec};
+
+/// Deterministic values in [-1, 1) without an RNG crate.
+fn rand(shape: &[usize], seed: u64) -> Tensor {
+    let n: usize = shape.iter().product();
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let v: Vec<f32> = (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+fn close(what: &str, a: &Tensor, b: &Tensor) {
+    assert_eq!(a.dims(), b.dims(), "{what}: shapes");
+    let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert!(
+            (x - y).abs() <= 1e-4 * scale,
+            "{what}: element {i}: {x} vs {y} (scale {scale})"
+        );
+    }
+}
+
+/// Runs `fast` and `reference` on the same variables, compares outputs and the gradients
+/// of `sum(out * r)` for a random `r`.
+fn check(
+    what: &str,
+    inputs: &[Tensor],
+    fast: impl Fn(&[Tensor]) -> Result<Tensor>,
+    reference: impl Fn(&[Tensor]) -> Result<Tensor>,
+) {
+    let run = |f: &dyn Fn(&[Tensor]) -> Result<Tensor>| -> Result<(Tensor, Vec<Tensor>)> {
+        let vars: Vec<Var> = inputs
+            .iter()
+            .map(|t| Var::from_tensor(t).unwrap())
+            .collect();
+        let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+        let y = f(&ts)?;
+        let r = rand(y.dims(), 99);
+        let grads = (&y * &r)?.sum_all()?.backward()?;
+        let g: Vec<Tensor> = ts.iter().map(|t| grads.get(t).unwrap().clone()).collect();
+        Ok((y, g))
+    };
+    let (y1, g1) = run(&fast).unwrap();
+    let (y2, g2) = match run(&reference) {
+        Ok(r) => r,
+        // candle 0.11's conv2d backward returns a wrongly shaped input gradient when the
+        // stride does not divide H + 2p - k. Those layers are linear in each input, so
+        // central differences give the exact gradient (up to rounding) instead.
+        Err(_) => {
+            let y = reference(inputs).unwrap();
+            (y, numeric_gradients(inputs, &reference))
+        }
+    };
+    close(&format!("{what} forward"), &y1, &y2);
+    for (i, (a, b)) in g1.iter().zip(&g2).enumerate() {
+        close(&format!("{what} gradient of input {i}"), a, b);
+    }
+}
+
+/// Gradients of `sum(f(inputs) * r)` by central differences, one element at a time.
+fn numeric_gradients(inputs: &[Tensor], f: &impl Fn(&[Tensor]) -> Result<Tensor>) -> Vec<Tensor> {
+    let r = rand(f(inputs).unwrap().dims(), 99);
+    let value = |ts: &[Tensor]| -> f64 {
+        let y = f(ts).unwrap().to_dtype(candle_core::DType::F64).unwrap();
+        let r = r.to_dtype(candle_core::DType::F64).unwrap();
+        (y * r)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    };
+    (0..inputs.len())
+        .map(|i| {
+            let base = inputs[i].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let h = 0.5f32;
+            let g: Vec<f32> = (0..base.len())
+                .map(|j| {
+                    let mut at = |d: f32| {
+                        let mut v = base.clone();
+                        v[j] += d;
+                        let mut ts = inputs.to_vec();
+                        ts[i] = Tensor::from_vec(v, inputs[i].dims(), &Device::Cpu).unwrap();
+                        value(&ts)
+                    };
+                    ((at(h) - at(-h)) / (2.0 * h as f64)) as f32
+                })
+                .collect();
+            Tensor::from_vec(g, inputs[i].dims(), &Device::Cpu).unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn linear_matches_candle() {
+    for (i, &(n, fin, fout)) in [(1, 3, 4), (5, 7, 3), (64, 74, 130)].iter().enumerate() {
+        let inputs = [
+            rand(&[n, fin], i as u64),
+            rand(&[fout, fin], 10 + i as u64),
+            rand(&[fout], 20 + i as u64),
+        ];
+        check(
+            &format!("linear {n}x{fin}->{fout}"),
+            &inputs,
+            |t| ops::linear(&t[0], &t[1], &t[2]),
+            |t| t[0].matmul(&t[1].t()?)?.broadcast_add(&t[2]),
+        );
+    }
+}
+
+#[test]
+fn conv2d_matches_candle() {
+    let cases = [
+        // (input dims, out channels, kernel, stride, padding)
+        ([1, 1, 5, 5], 2, 3, 1, 0),
+        ([2, 3, 7, 6], 4, 3, 2, 1),
+        ([3, 4, 14, 14], 5, 4, 2, 1),
+        ([2, 2, 9, 8], 3, 2, 3, 2),
+        ([1, 3, 6, 7], 1, 1, 1, 0),
+    ];
+    for (i, (x, o, k, stride, padding)) in cases.into_iter().enumerate() {
+        let spec = ConvSpec {
+            stride,
+            padding,
+            ..Default::default()
+        };
+        let inputs = [
+            rand(&x, i as u64),
+            rand(&[o, x[1], k, k], 30 + i as u64),
+            rand(&[o], 40 + i as u64),
+        ];
+        check(
+            &format!("conv2d {x:?} k{k} s{stride} p{padding}"),
+            &inputs,
+            |t| ops::conv2d(&t[0], &t[1], &t[2], spec),
+            |t| {
+                t[0].conv2d(&t[1], padding, stride, 1, 1)?
+                    .broadcast_add(&t[2].reshape((1, o, 1, 1))?)
+            },
+        );
+    }
+}
+
+#[test]
+fn conv_transpose2d_matches_candle() {
+    let cases = [
+        // (input dims, out channels, kernel, stride, padding, output padding)
+        ([1, 3, 4, 4], 2, 4, 2, 1, 0),
+        ([2, 5, 7, 7], 3, 4, 2, 1, 0),
+        ([2, 3, 5, 6], 2, 3, 2, 0, 1),
+        ([1, 2, 3, 3], 1, 3, 1, 1, 0),
+        ([3, 1, 2, 5], 4, 2, 3, 0, 2),
+    ];
+    for (i, (x, o, k, stride, padding, output_padding)) in cases.into_iter().enumerate() {
+        let spec = ConvSpec {
+            stride,
+            padding,
+            output_padding,
+        };
+        let inputs = [
+            rand(&x, 50 + i as u64),
+            rand(&[x[1], o, k, k], 60 + i as u64),
+            rand(&[o], 70 + i as u64),
+        ];
+        check(
+            &format!("conv_transpose2d {x:?} k{k} s{stride} p{padding} op{output_padding}"),
+            &inputs,
+            |t| ops::conv_transpose2d(&t[0], &t[1], &t[2], spec),
+            |t| {
+                t[0].conv_transpose2d(&t[1], padding, output_padding, stride, 1)?
+                    .broadcast_add(&t[2].reshape((1, o, 1, 1))?)
+            },
+        );
+    }
+}
+
+/// Batch norm written with plain candle ops, the textbook way.
+fn batch_norm_reference(x: &Tensor, gamma: &Tensor, beta: &Tensor) -> Result<Tensor> {
+    let c = x.dim(1)?;
+    let mut shape = vec![1; x.rank()];
+    shape[1] = c;
+    let axes: Vec<usize> = (0..x.rank()).filter(|&a| a != 1).collect();
+    let mut mean = x.clone();
+    for &a in axes.iter().rev() {
+        mean = mean.mean_keepdim(a)?;
+    }
+    let centred = x.broadcast_sub(&mean)?;
+    let mut var = centred.sqr()?;
+    for &a in axes.iter().rev() {
+        var = var.mean_keepdim(a)?;
+    }
+    centred
+        .broadcast_div(&(var + 1e-5)?.sqrt()?)?
+        .broadcast_mul(&gamma.reshape(shape.as_slice())?)?
+        .broadcast_add(&beta.reshape(shape.as_slice())?)
+}
+
+#[test]
+fn batch_norm_matches_candle() {
+    let cases: [&[usize]; 4] = [&[8, 5], &[4, 3, 5, 5], &[1, 2, 3, 3], &[64, 130]];
+    for (i, x) in cases.into_iter().enumerate() {
+        let c = x[1];
+        let inputs = [
+            (rand(x, 80 + i as u64) * 3.0).unwrap(),
+            rand(&[c], 90 + i as u64),
+            rand(&[c], 100 + i as u64),
+        ];
+        check(
+            &format!("batch norm {x:?}"),
+            &inputs,
+            |t| Ok(ops::batch_norm_train(&t[0], &t[1], &t[2], 1e-5)?.0),
+            |t| batch_norm_reference(&t[0], &t[1], &t[2]),
+        );
+    }
+}
+
+#[test]
+fn batch_norm_reports_batch_statistics() {
+    let x = Tensor::new(&[[1f32, 10.0], [3.0, 20.0]], &Device::Cpu).unwrap();
+    let one = Tensor::ones(2, candle_core::DType::F32, &Device::Cpu).unwrap();
+    let zero = one.zeros_like().unwrap();
+    let (_, stats) = ops::batch_norm_train(&x, &one, &zero, 1e-5).unwrap();
+    assert_eq!(stats.mean.to_vec1::<f32>().unwrap(), [2.0, 15.0]);
+    assert_eq!(stats.var.to_vec1::<f32>().unwrap(), [1.0, 25.0]);
+    assert_eq!(stats.count, 2);
+}
+
+#[test]
+fn leaky_relu_matches_candle() {
+    for slope in [0.0, 0.1, 0.2] {
+        let inputs = [rand(&[3, 4, 5], 7)];
+        check(
+            &format!("leaky relu {slope}"),
+            &inputs,
+            |t| ops::leaky_relu(&t[0], slope),
+            |t| {
+                let neg = t[0].minimum(0.0)?;
+                (t[0].maximum(0.0)? + (neg * slope)?)
+            },
+        );
+    }
+}
+
+#[test]
+fn gradients_only_where_needed() {
+    // A data batch (not a variable) gets no gradient; the weights still do.
+    let x = rand(&[2, 3, 6, 6], 1);
+    let w = Var::from_tensor(&rand(&[4, 3, 3, 3], 2)).unwrap();
+    let b = Var::from_tensor(&rand(&[4], 3)).unwrap();
+    let spec = ConvSpec::default();
+    let y = ops::conv2d(&x, &w, &b, spec).unwrap();
+    let grads = y.sum_all().unwrap().backward().unwrap();
+    assert!(grads.get(&x).is_none());
+    let reference = x
+        .conv2d(&w, 0, 1, 1, 1)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    close(
+        "weight gradient",
+        grads.get(&w).unwrap(),
+        reference.get(&w).unwrap(),
+    );
+    let db = grads.get(&b).unwrap().to_vec1::<f32>().unwrap();
+    assert!(db.iter().all(|&v| (v - 2.0 * 16.0).abs() < 1e-4), "{db:?}");
+}
+
+#[test]
+fn bad_shapes_are_errors() {
+    let x = rand(&[1, 3, 4, 4], 1);
+    let w = rand(&[2, 5, 3, 3], 2);
+    let b = rand(&[2], 3);
+    let err = ops::conv2d(&x, &w, &b, ConvSpec::default()).unwrap_err();
+    assert!(err.to_string().contains("does not fit"), "{err}");
+    let big = rand(&[2, 3, 9, 9], 4);
+    assert!(ops::conv2d(&x, &big, &b, ConvSpec::default()).is_err());
+    let spec = ConvSpec {
+        stride: 2,
+        padding: 0,
+        output_padding: 2,
+    };
+    let wt = rand(&[3, 2, 3, 3], 5);
+    assert!(ops::conv_transpose2d(&x, &wt, &b, spec).is_err());
+    assert!(ops::batch_norm_train(&rand(&[4], 1), &b, &b, 1e-5).is_err());
+}
