@@ -73,7 +73,7 @@ pub struct Figure {
 /// discriminator by ascending its stochastic gradient", `g_step` "update the generator
 /// by descending its stochastic gradient". The fakes given to the discriminator must be
 /// `detach()`ed so that its step costs no generator backward pass.
-pub trait GanModel {
+pub trait GanModel: Send + Sync {
     /// Short name of the model (`gan`, `dcgan`, ...); checkpoints carry it.
     fn kind(&self) -> &'static str;
     /// The model's hyper-parameters; a checkpoint resumes only into the same ones.
@@ -450,8 +450,10 @@ impl<'m> Trainer<'m> {
         Ok(summaries)
     }
 
-    /// One discriminator step, and a generator step after every k-th.
-    fn train_step(&mut self, batch: &Batch) -> Result<BTreeMap<String, f32>> {
+    /// One discriminator step, and a generator step after every k-th: the unit of work
+    /// [`Trainer::fit`] repeats, public for benchmarks and hand-written loops. Returns
+    /// the step's losses and metrics by name.
+    pub fn train_step(&mut self, batch: &Batch) -> Result<BTreeMap<String, f32>> {
         let mut record = BTreeMap::new();
         let d = self.model.d_step(batch, &mut self.state.rng)?;
         record.insert("d_loss".into(), d.loss.to_scalar::<f32>()?);

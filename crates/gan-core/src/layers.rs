@@ -2,10 +2,44 @@
 //! constructors, the same variable names and shapes (`weight`, `bias`, `running_mean`,
 //! `running_var`), so checkpoints are interchangeable, and `Module`/`ModuleT` as usual.
 
+use std::borrow::Cow;
+use std::cell::Cell;
+
 use candle_core::{Module, ModuleT, Result, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 
-use crate::ops::{self, ConvSpec};
+use crate::ops;
+pub use crate::ops::ConvSpec;
+
+thread_local! {
+    static FROZEN: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` with the weights of every layer it calls treated as constants: gradients
+/// still flow through the layers to their inputs, but none is computed for the weights.
+///
+/// A generator step passes its fakes through the discriminator only to reach the
+/// generator; the discriminator's weight gradients would be thrown away, and they cost
+/// about a third of its backward pass. Batch norm still updates its running statistics.
+pub fn frozen<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            FROZEN.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(FROZEN.with(|c| c.replace(true)));
+    f()
+}
+
+/// A weight as this call should see it: itself, or a constant view of it when frozen.
+fn param(t: &Tensor) -> Cow<'_, Tensor> {
+    if FROZEN.with(|c| c.get()) {
+        Cow::Owned(t.detach())
+    } else {
+        Cow::Borrowed(t)
+    }
+}
 
 /// A fully connected layer, `x W^T + b`.
 #[derive(Debug, Clone)]
@@ -36,7 +70,7 @@ pub fn linear(input: usize, output: usize, vb: VarBuilder) -> Result<Linear> {
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        ops::linear(x, &self.weight, &self.bias)
+        ops::linear(x, &param(&self.weight), &param(&self.bias))
     }
 }
 
@@ -70,7 +104,7 @@ pub fn conv2d(
 
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        ops::conv2d(x, &self.weight, &self.bias, self.spec)
+        ops::conv2d(x, &param(&self.weight), &param(&self.bias), self.spec)
     }
 }
 
@@ -105,7 +139,7 @@ pub fn conv_transpose2d(
 
 impl Module for ConvTranspose2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        ops::conv_transpose2d(x, &self.weight, &self.bias, self.spec)
+        ops::conv_transpose2d(x, &param(&self.weight), &param(&self.bias), self.spec)
     }
 }
 
@@ -151,7 +185,8 @@ impl ModuleT for BatchNorm {
                 .broadcast_mul(&scale.reshape(shape.as_slice())?)?
                 .broadcast_add(&shift.reshape(shape.as_slice())?);
         }
-        let (y, stats) = ops::batch_norm_train(x, &self.weight, &self.bias, self.eps)?;
+        let (y, stats) =
+            ops::batch_norm_train(x, &param(&self.weight), &param(&self.bias), self.eps)?;
         let m = self.momentum;
         let unbiased = stats.count as f64 / (stats.count.max(2) - 1) as f64;
         let rm = ((self.running_mean.as_tensor() * (1.0 - m))? + (stats.mean * m)?)?;

@@ -75,6 +75,7 @@
 
 #![warn(missing_docs)]
 
+pub mod alloc;
 pub mod checkpoint;
 pub mod device;
 pub mod engine;

@@ -2,11 +2,16 @@
 
 use candle_core::{Result, Tensor};
 
-/// Leaky ReLU as `(1 - a) relu(x) + a x`: two cheap element-wise ops whose backward
-/// candle already has, rather than candle-nn's comparison-mask version, which is an order
-/// of magnitude slower in the backward pass on CPU.
+/// Leaky ReLU through the fused kernel of [`crate::ops::leaky_relu`]: candle-nn's
+/// version builds its backward pass from comparison masks and casts, an order of
+/// magnitude slower on CPU.
 pub fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
-    x.relu()?.affine(1.0 - slope, 0.0)? + x.affine(slope, 0.0)?
+    crate::ops::leaky_relu(x, slope)
+}
+
+/// ReLU through the same fused kernel (candle's backward of `relu` also builds masks).
+pub fn relu(x: &Tensor) -> Result<Tensor> {
+    crate::ops::relu(x)
 }
 
 #[cfg(test)]

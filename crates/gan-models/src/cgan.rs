@@ -130,8 +130,10 @@ impl GanModel for Cgan {
 
     fn g_step(&self, batch: &Batch, rng: &mut Rng) -> Result<StepOutput> {
         let y = self.random_labels(batch.images.dim(0)?, rng)?;
-        let fake = self.critic(&self.fake(&y, rng)?, &y)?;
-        Ok(StepOutput::new(generator_loss(&fake, self.cfg.g_loss)?))
+        let fake = self.fake(&y, rng)?;
+        // D is only passed through: no gradient for its weights.
+        let logit = gan_core::layers::frozen(|| self.critic(&fake, &y))?;
+        Ok(StepOutput::new(generator_loss(&logit, self.cfg.g_loss)?))
     }
 
     /// One row per digit 0-9, ten samples each.

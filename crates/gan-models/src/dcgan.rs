@@ -5,15 +5,15 @@
 
 use anyhow::Result;
 use candle_core::{DType, Device, Module, ModuleT, Tensor};
-use candle_nn::{
-    batch_norm, conv2d, conv_transpose2d, BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig,
-    ConvTranspose2d, ConvTranspose2dConfig, VarBuilder, VarMap,
+use candle_nn::{VarBuilder, VarMap};
+use gan_core::layers::{
+    batch_norm, conv2d, conv_transpose2d, frozen, BatchNorm, Conv2d, ConvSpec, ConvTranspose2d,
 };
 use serde::{Deserialize, Serialize};
 
 use gan_core::init::{reinit, WeightInit};
 use gan_core::loss::{binary_accuracy, discriminator_loss, generator_loss, GeneratorLoss};
-use gan_core::nn::leaky_relu;
+use gan_core::nn::{leaky_relu, relu};
 use gan_core::prior::{rng, Latent, LatentSpec, Rng};
 use gan_core::{Batch, Figure, GanModel, StepOutput};
 
@@ -42,16 +42,7 @@ impl Default for DcganConfig {
 }
 
 fn bn(n: usize, vb: VarBuilder) -> candle_core::Result<BatchNorm> {
-    batch_norm(
-        n,
-        BatchNormConfig {
-            eps: 1e-5,
-            remove_mean: true,
-            affine: true,
-            momentum: 0.1,
-        },
-        vb,
-    )
+    batch_norm(n, vb)
 }
 
 fn up(
@@ -62,13 +53,12 @@ fn up(
     padding: usize,
     vb: VarBuilder,
 ) -> candle_core::Result<ConvTranspose2d> {
-    let cfg = ConvTranspose2dConfig {
+    let spec = ConvSpec {
         padding,
-        output_padding: 0,
         stride,
-        dilation: 1,
+        output_padding: 0,
     };
-    conv_transpose2d(i, o, k, cfg, vb)
+    conv_transpose2d(i, o, k, spec, vb)
 }
 
 fn down(
@@ -83,10 +73,10 @@ fn down(
         i,
         o,
         k,
-        Conv2dConfig {
+        ConvSpec {
             padding,
             stride,
-            ..Default::default()
+            output_padding: 0,
         },
         vb,
     )
@@ -116,8 +106,8 @@ impl Generator {
     pub(crate) fn forward_t(&self, z: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let (b, d) = z.dims2()?;
         let x = self.proj.forward(&z.reshape((b, d, 1, 1))?)?;
-        let x = self.bn0.forward_t(&x, train)?.relu()?;
-        let x = self.bn1.forward_t(&self.up1.forward(&x)?, train)?.relu()?;
+        let x = relu(&self.bn0.forward_t(&x, train)?)?;
+        let x = relu(&self.bn1.forward_t(&self.up1.forward(&x)?, train)?)?;
         self.up2.forward(&x)?.tanh()
     }
 }
@@ -221,10 +211,10 @@ impl GanModel for Dcgan {
     }
 
     fn g_step(&self, batch: &Batch, rng: &mut Rng) -> Result<StepOutput> {
-        let fake = self
-            .d
-            .forward_t(&self.fake(batch.images.dim(0)?, rng, true)?, true)?;
-        Ok(StepOutput::new(generator_loss(&fake, self.cfg.g_loss)?))
+        let fake = self.fake(batch.images.dim(0)?, rng, true)?;
+        // D is only passed through: no gradient for its weights.
+        let logit = frozen(|| self.d.forward_t(&fake, true))?;
+        Ok(StepOutput::new(generator_loss(&logit, self.cfg.g_loss)?))
     }
 
     fn figures(&self, rng: &mut Rng) -> Result<Vec<Figure>> {

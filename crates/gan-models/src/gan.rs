@@ -7,7 +7,8 @@
 
 use anyhow::Result;
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{linear, Linear, VarBuilder, VarMap};
+use candle_nn::{VarBuilder, VarMap};
+use gan_core::layers::{frozen, linear, Linear};
 use serde::{Deserialize, Serialize};
 
 use gan_core::init::{reinit, WeightInit};
@@ -150,8 +151,10 @@ impl GanModel for Gan {
     }
 
     fn g_step(&self, batch: &Batch, rng: &mut Rng) -> Result<StepOutput> {
-        let fake = self.critic(&self.fake(batch.images.dim(0)?, rng)?)?;
-        Ok(StepOutput::new(generator_loss(&fake, self.cfg.g_loss)?))
+        let fake = self.fake(batch.images.dim(0)?, rng)?;
+        // D is only passed through: no gradient for its weights.
+        let logit = frozen(|| self.critic(&fake))?;
+        Ok(StepOutput::new(generator_loss(&logit, self.cfg.g_loss)?))
     }
 
     fn figures(&self, rng: &mut Rng) -> Result<Vec<Figure>> {

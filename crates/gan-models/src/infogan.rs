@@ -12,9 +12,10 @@
 
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Module, ModuleT, Tensor, D};
-use candle_nn::{
-    batch_norm, conv2d, conv_transpose2d, linear, BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig,
-    ConvTranspose2d, ConvTranspose2dConfig, Linear, VarBuilder, VarMap,
+use candle_nn::{VarBuilder, VarMap};
+use gan_core::layers::{
+    batch_norm, conv2d, conv_transpose2d, frozen, linear, BatchNorm, Conv2d, ConvSpec,
+    ConvTranspose2d, Linear,
 };
 use serde::{Deserialize, Serialize};
 
@@ -22,7 +23,7 @@ use gan_core::init::{reinit, WeightInit};
 use gan_core::loss::{
     binary_accuracy, cross_entropy, discriminator_loss, gaussian_nll, generator_loss, GeneratorLoss,
 };
-use gan_core::nn::leaky_relu;
+use gan_core::nn::{leaky_relu, relu};
 use gan_core::prior::{one_hot, rng, Latent, LatentSpec, Rng};
 use gan_core::{Batch, Figure, GanModel, StepOutput};
 
@@ -76,16 +77,7 @@ impl InfoganConfig {
 }
 
 fn bn(n: usize, vb: VarBuilder) -> candle_core::Result<BatchNorm> {
-    batch_norm(
-        n,
-        BatchNormConfig {
-            eps: 1e-5,
-            remove_mean: true,
-            affine: true,
-            momentum: 0.1,
-        },
-        vb,
-    )
+    batch_norm(n, vb)
 }
 
 /// G(z, c): FC 1024, FC 7x7x128, up-convolutions to 14x14x64 and 28x28x1 (paper, C.1).
@@ -101,11 +93,10 @@ struct Generator {
 
 impl Generator {
     fn new(input: usize, vb: VarBuilder) -> candle_core::Result<Self> {
-        let up = ConvTranspose2dConfig {
+        let up = ConvSpec {
             padding: 1,
             output_padding: 0,
             stride: 2,
-            dilation: 1,
         };
         Ok(Self {
             fc1: linear(input, 1024, vb.pp("fc1"))?,
@@ -120,10 +111,10 @@ impl Generator {
 
     fn forward_t(&self, zc: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let b = zc.dim(0)?;
-        let x = self.bn1.forward_t(&self.fc1.forward(zc)?, train)?.relu()?;
-        let x = self.bn2.forward_t(&self.fc2.forward(&x)?, train)?.relu()?;
+        let x = relu(&self.bn1.forward_t(&self.fc1.forward(zc)?, train)?)?;
+        let x = relu(&self.bn2.forward_t(&self.fc2.forward(&x)?, train)?)?;
         let x = x.reshape((b, 128, 7, 7))?;
-        let x = self.bn3.forward_t(&self.up1.forward(&x)?, train)?.relu()?;
+        let x = relu(&self.bn3.forward_t(&self.up1.forward(&x)?, train)?)?;
         self.up2.forward(&x)?.tanh()
     }
 }
@@ -139,10 +130,10 @@ struct Trunk {
 
 impl Trunk {
     fn new(vb: VarBuilder) -> candle_core::Result<Self> {
-        let down = Conv2dConfig {
+        let down = ConvSpec {
             padding: 1,
             stride: 2,
-            ..Default::default()
+            output_padding: 0,
         };
         Ok(Self {
             c1: conv2d(1, 64, 4, down, vb.pp("c1"))?,
@@ -264,6 +255,17 @@ impl Infogan {
         let h = self.trunk.forward_t(x, train)?;
         let logit = self.d_head.forward(&h)?.squeeze(1)?;
         Ok((logit, self.q_from(&h, train)?))
+    }
+
+    /// As [`Infogan::discriminate`] for the generator step, which updates G and Q only:
+    /// D's trunk and head are passed through without gradients for their weights.
+    fn discriminate_for_g(&self, x: &Tensor) -> Result<(Tensor, QOutput)> {
+        let (h, logit) = frozen(|| -> Result<_> {
+            let h = self.trunk.forward_t(x, true)?;
+            let logit = self.d_head.forward(&h)?.squeeze(1)?;
+            Ok((h, logit))
+        })?;
+        Ok((logit, self.q_from(&h, true)?))
     }
 
     fn q_from(&self, h: &Tensor, train: bool) -> Result<QOutput> {
@@ -417,7 +419,7 @@ impl GanModel for Infogan {
         let m = batch.images.dim(0)?;
         let sample = self.prior.sample(m, rng, &self.device)?;
         let fake = self.g.forward_t(&sample.z, true)?;
-        let (logit, q) = self.discriminate(&fake, true)?;
+        let (logit, q) = self.discriminate_for_g(&fake)?;
         let adv = generator_loss(&logit, self.cfg.g_loss)?;
         let mut l_cat = Tensor::zeros((), DType::F32, &self.device)?;
         let mut entropy = 0.0;
