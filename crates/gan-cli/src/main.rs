@@ -193,7 +193,13 @@ struct TrainArgs {
     quiet: bool,
 }
 
+/// See `gan_core::alloc`: large buffers are reused instead of faulted in every step.
+#[global_allocator]
+static ALLOC: gan_core::alloc::Allocator = gan_core::alloc::Allocator;
+
 fn main() {
+    gan_core::alloc::keep_freed_memory();
+    gan_core::alloc::one_thread_pool();
     if let Err(e) = run(Cli::parse()) {
         eprintln!("error: {e:#}");
         std::process::exit(1);

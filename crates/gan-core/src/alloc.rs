@@ -12,6 +12,7 @@
 //!
 //! fn main() {
 //!     gan_core::alloc::keep_freed_memory();
+//!     gan_core::alloc::one_thread_pool();
 //!     // ... train
 //! }
 //! ```
@@ -30,6 +31,16 @@ pub fn keep_freed_memory() {
     // SAFETY: setting an option has no memory-safety preconditions; it is only not
     // synchronised, hence the advice to call it before spawning threads.
     unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, -1) }
+}
+
+/// Runs candle's own element-wise thread pool single-threaded unless the user chose
+/// otherwise with `CANDLE_NUM_THREADS`. The heavy work of a step (matrix products,
+/// convolutions, batch norm, Adam) runs on rayon's pool; a second pool of spinning
+/// threads on the same cores only slows it. Call first thing in `main`.
+pub fn one_thread_pool() {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
 }
 
 /// mimalloc's current purge delay in milliseconds (-1: never), to check the setting.

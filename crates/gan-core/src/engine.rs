@@ -454,6 +454,14 @@ impl<'m> Trainer<'m> {
     /// [`Trainer::fit`] repeats, public for benchmarks and hand-written loops. Returns
     /// the step's losses and metrics by name.
     pub fn train_step(&mut self, batch: &Batch) -> Result<BTreeMap<String, f32>> {
+        // The step runs on a thread of rayon's pool, which the matrix products and
+        // kernels of `ops` also use: the calling thread would otherwise sit beside the
+        // pool's threads on the same cores, and each parallel section would pay a
+        // hand-off between them.
+        rayon::scope(|_| self.step_in_pool(batch))
+    }
+
+    fn step_in_pool(&mut self, batch: &Batch) -> Result<BTreeMap<String, f32>> {
         let mut record = BTreeMap::new();
         let d = self.model.d_step(batch, &mut self.state.rng)?;
         record.insert("d_loss".into(), d.loss.to_scalar::<f32>()?);
