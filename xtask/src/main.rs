@@ -2,7 +2,9 @@
 //!
 //! - `fetch-mnist [--from DIR] [--dir DIR]`: put verified MNIST in the data folder;
 //! - `run --device cpu|cuda|metal -- ARGS`: run gan-cli built with that device's feature;
-//! - `build --device ...`: only build it.
+//! - `build --device ...`: only build it;
+//! - `bench [--model M] [--vs-pytorch] [--device D]`: training and generation throughput
+//!   of each model, beside the PyTorch twin in `bench/` with `--vs-pytorch`.
 //!
 //! The device subcommands exist because candle's GPU backends are cargo features: the
 //! feature has to be chosen at build time, and remembering which one is xtask's job.
@@ -52,7 +54,27 @@ enum Task {
         #[arg(long, value_enum, default_value = "cpu")]
         device: DeviceKind,
     },
-    // A `bench` subcommand (timings of the training step per device) goes here later.
+    /// Training and generation throughput (images/s) of each model at its default batch
+    /// size, with machine, threads, candle version and commit; `--vs-pytorch` runs the
+    /// same networks and steps in PyTorch (bench/bench.py, in the virtualenv bench/.venv,
+    /// created on first use) and prints the ratio.
+    Bench {
+        /// gan, dcgan, cgan, infogan or all.
+        #[arg(long, default_value = "all")]
+        model: String,
+        /// Also run the PyTorch implementation and compare.
+        #[arg(long)]
+        vs_pytorch: bool,
+        /// Device to train on (cuda/metal build the matching candle backend).
+        #[arg(long, value_enum, default_value = "cpu")]
+        device: DeviceKind,
+        /// Timed steps per model (after warm-up); the median step is reported.
+        #[arg(long, default_value_t = 30)]
+        steps: usize,
+        /// Batch size.
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -125,11 +147,223 @@ fn cargo(verb: &str, device: DeviceKind, args: &[String]) -> Result<ExitCode> {
     }
 }
 
+/// One model's figures as the benchmark scripts print them (one JSON object per line).
+fn figures(stdout: &[u8]) -> Result<Vec<serde_json::Value>> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter(|l| l.trim_start().starts_with('{'))
+        .map(|l| serde_json::from_str(l).with_context(|| format!("bad benchmark line {l:?}")))
+        .collect()
+}
+
+fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
+fn candle_version(root: &Path) -> String {
+    let lock = std::fs::read_to_string(root.join("Cargo.lock")).unwrap_or_default();
+    let mut lines = lock.lines();
+    while let Some(l) = lines.next() {
+        if l == "name = \"candle-core\"" {
+            if let Some(v) = lines.next().and_then(|v| v.strip_prefix("version = ")) {
+                return v.trim_matches('"').to_string();
+            }
+        }
+    }
+    "unknown".into()
+}
+
+fn git_commit(root: &Path) -> String {
+    let out = |args: &[&str]| {
+        Command::new("git")
+            .current_dir(root)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let head = out(&["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    let dirty =
+        out(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    if dirty {
+        format!("{head}+changes")
+    } else {
+        head
+    }
+}
+
+/// The virtualenv's python, created and filled from bench/requirements.txt when missing.
+fn pytorch_python(root: &Path) -> Result<PathBuf> {
+    let venv = root.join("bench/.venv");
+    let python = venv.join("bin/python");
+    let ready = Command::new(&python)
+        .args(["-c", "import torch"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ready {
+        return Ok(python);
+    }
+    let setup = root.join("bench/setup_venv.sh");
+    eprintln!(
+        "setting up PyTorch in {} ({})",
+        venv.display(),
+        setup.display()
+    );
+    let status = Command::new("bash")
+        .arg(&setup)
+        .current_dir(root)
+        .status()
+        .with_context(|| format!("cannot run {}", setup.display()))?;
+    if !status.success() {
+        bail!(
+            "{} failed ({status}): see its output above",
+            setup.display()
+        )
+    }
+    Ok(python)
+}
+
+fn bench(
+    model: &str,
+    vs_pytorch: bool,
+    device: DeviceKind,
+    steps: usize,
+    batch: usize,
+) -> Result<()> {
+    let root = workspace_root()?;
+    let threads = std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let device_name = match device {
+        DeviceKind::Cpu => "cpu",
+        DeviceKind::Cuda => "cuda",
+        DeviceKind::Metal => "metal",
+    };
+    println!(
+        "machine: {} ({} logical CPUs), threads {threads}, device {device_name}, candle {}, commit {}",
+        cpu_name(),
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        candle_version(&root),
+        git_commit(&root)
+    );
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(&cargo);
+    cmd.current_dir(&root)
+        .args(["bench", "-q", "-p", "gan-models", "--bench", "throughput"]);
+    if let Some(f) = device.feature() {
+        cmd.args(["--features", f]);
+    }
+    let args = [
+        "--model".to_string(),
+        model.to_string(),
+        "--steps".into(),
+        steps.to_string(),
+        "--batch".into(),
+        batch.to_string(),
+        "--device".into(),
+        device_name.into(),
+        "--json".into(),
+    ];
+    cmd.arg("--").args(&args);
+    cmd.stderr(std::process::Stdio::inherit());
+    let out = cmd.output().context("cannot run cargo bench")?;
+    if !out.status.success() {
+        bail!("the Rust benchmark failed ({})", out.status)
+    }
+    let ours = figures(&out.stdout)?;
+    let theirs = if vs_pytorch {
+        let python = pytorch_python(&root)?;
+        let out = Command::new(&python)
+            .current_dir(&root)
+            .arg("bench/bench.py")
+            .args([
+                "--model",
+                model,
+                "--steps",
+                &steps.to_string(),
+                "--batch",
+                &batch.to_string(),
+            ])
+            .args(["--threads", &threads.to_string(), "--json"])
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .context("cannot run bench/bench.py")?;
+        if !out.status.success() {
+            bail!("bench/bench.py failed ({})", out.status)
+        }
+        figures(&out.stdout)?
+    } else {
+        Vec::new()
+    };
+    let num = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_f64());
+    println!(
+        "| model | batch | gan-rs train img/s | gan-rs ms/step | gan-rs generate img/s |{}",
+        if vs_pytorch {
+            " PyTorch train img/s | PyTorch ms/step | PyTorch generate img/s | train ratio |"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "|---|---|---|---|---|{}",
+        if vs_pytorch { "---|---|---|---|" } else { "" }
+    );
+    for o in &ours {
+        let name = o.get("model").and_then(|m| m.as_str()).unwrap_or("?");
+        let mut row = format!(
+            "| {name} | {} | {:.1} | {:.1} | {:.1} |",
+            o.get("batch").and_then(|b| b.as_u64()).unwrap_or(0),
+            num(o, "train_img_per_s").unwrap_or(f64::NAN),
+            num(o, "train_ms_per_step").unwrap_or(f64::NAN),
+            num(o, "gen_img_per_s").unwrap_or(f64::NAN),
+        );
+        if vs_pytorch {
+            let t = theirs
+                .iter()
+                .find(|t| t.get("model").and_then(|m| m.as_str()) == Some(name));
+            match t {
+                Some(t) => {
+                    let (a, b) = (
+                        num(o, "train_img_per_s").unwrap_or(f64::NAN),
+                        num(t, "train_img_per_s").unwrap_or(f64::NAN),
+                    );
+                    row += &format!(
+                        " {b:.1} | {:.1} | {:.1} | {:.2}x |",
+                        num(t, "train_ms_per_step").unwrap_or(f64::NAN),
+                        num(t, "gen_img_per_s").unwrap_or(f64::NAN),
+                        a / b
+                    );
+                }
+                None => row += " - | - | - | - |",
+            }
+        }
+        println!("{row}");
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let result = match Cli::parse().task {
         Task::FetchMnist { from, dir } => fetch_mnist(from, dir).map(|()| ExitCode::SUCCESS),
         Task::Run { device, args } => cargo("run", device, &args),
         Task::Build { device } => cargo("build", device, &[]),
+        Task::Bench {
+            model,
+            vs_pytorch,
+            device,
+            steps,
+            batch,
+        } => bench(&model, vs_pytorch, device, steps, batch).map(|()| ExitCode::SUCCESS),
     };
     // The whole chain of causes, without the backtrace `RUST_BACKTRACE` would add: the
     // messages already say which file and what is wrong.

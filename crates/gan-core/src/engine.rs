@@ -361,43 +361,56 @@ impl<'m> Trainer<'m> {
             let mut means: BTreeMap<String, (f64, usize)> = BTreeMap::new();
             let mut seen = 0usize;
             let mut lines = String::new();
-            for idx in &order[self.state.batch..] {
-                if self.cfg.max_steps.is_some_and(|m| self.state.step >= m) {
-                    break;
+            // The next batches are gathered on another thread while this one trains.
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Batch>>(2);
+            let pending = &order[self.state.batch..];
+            std::thread::scope(|scope| -> Result<()> {
+                scope.spawn(move || {
+                    for idx in pending {
+                        let batch = gather(images, labels, idx);
+                        // A closed channel means training stopped early: nothing to do.
+                        if tx.send(batch).is_err() {
+                            break;
+                        }
+                    }
+                });
+                // By value: leaving the loop early drops the receiver, which ends the
+                // producer instead of leaving it blocked on a full channel.
+                for batch in rx {
+                    if self.cfg.max_steps.is_some_and(|m| self.state.step >= m) {
+                        break;
+                    }
+                    let batch = batch?;
+                    let mut record = self.train_step(&batch)?;
+                    seen += batch.images.dim(0)?;
+                    for (k, v) in &record {
+                        let e = means.entry(k.clone()).or_default();
+                        e.0 += *v as f64;
+                        e.1 += 1;
+                    }
+                    record.insert("epoch".into(), epoch as f32);
+                    let mut line = serde_json::Map::new();
+                    line.insert("step".into(), self.state.step.into());
+                    for (k, v) in &record {
+                        line.insert(k.clone(), serde_json::json!(v));
+                    }
+                    lines.push_str(&serde_json::Value::Object(line).to_string());
+                    lines.push('\n');
+                    bar.inc(1);
+                    if self.state.step.is_multiple_of(10) {
+                        bar.set_message(running(&means));
+                    }
+                    if self.cfg.checkpoint_every > 0
+                        && self.state.step.is_multiple_of(self.cfg.checkpoint_every)
+                    {
+                        log.write_all(lines.as_bytes())?;
+                        lines.clear();
+                        self.state.seconds += started.elapsed().as_secs_f64();
+                        self.checkpoint()?;
+                    }
                 }
-                let idx = Tensor::new(idx.as_slice(), images.device())?;
-                let batch = Batch {
-                    images: images.index_select(&idx, 0)?,
-                    labels: labels.index_select(&idx, 0)?,
-                };
-                let mut record = self.train_step(&batch)?;
-                seen += idx.dim(0)?;
-                for (k, v) in &record {
-                    let e = means.entry(k.clone()).or_default();
-                    e.0 += *v as f64;
-                    e.1 += 1;
-                }
-                record.insert("epoch".into(), epoch as f32);
-                let mut line = serde_json::Map::new();
-                line.insert("step".into(), self.state.step.into());
-                for (k, v) in &record {
-                    line.insert(k.clone(), serde_json::json!(v));
-                }
-                lines.push_str(&serde_json::Value::Object(line).to_string());
-                lines.push('\n');
-                bar.inc(1);
-                if self.state.step.is_multiple_of(10) {
-                    bar.set_message(running(&means));
-                }
-                if self.cfg.checkpoint_every > 0
-                    && self.state.step.is_multiple_of(self.cfg.checkpoint_every)
-                {
-                    log.write_all(lines.as_bytes())?;
-                    lines.clear();
-                    self.state.seconds += started.elapsed().as_secs_f64();
-                    self.checkpoint()?;
-                }
-            }
+                Ok(())
+            })?;
             log.write_all(lines.as_bytes())?;
             let finished_epoch = self.state.batch == order.len();
             if finished_epoch {
@@ -576,6 +589,15 @@ impl<'m> Trainer<'m> {
         ));
         bar
     }
+}
+
+/// The batch of rows `idx` of the training set.
+fn gather(images: &Tensor, labels: &Tensor, idx: &[u32]) -> Result<Batch> {
+    let idx = Tensor::new(idx, images.device())?;
+    Ok(Batch {
+        images: images.index_select(&idx, 0)?,
+        labels: labels.index_select(&idx, 0)?,
+    })
 }
 
 fn running(means: &BTreeMap<String, (f64, usize)>) -> String {

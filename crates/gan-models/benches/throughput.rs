@@ -97,11 +97,7 @@ fn measure(kind: &str, args: &Args, device: &Device) -> Result<Figures> {
     let b = args.batch;
     let n = 16 * b;
     let images = Tensor::rand(-1f32, 1f32, (n, 1, 28, 28), device)?;
-    let labels = Tensor::from_vec(
-        (0..n as u32).map(|i| i % 10).collect::<Vec<_>>(),
-        n,
-        device,
-    )?;
+    let labels = Tensor::from_vec((0..n as u32).map(|i| i % 10).collect::<Vec<_>>(), n, device)?;
     let batch = |i: usize| -> Result<Batch> {
         let start = (i * b) % n;
         Ok(Batch {
@@ -189,7 +185,12 @@ fn breakdown(model: &dyn GanModel, batch: &Batch, steps: usize) -> Result<()> {
     let ms = |i: usize| 1e3 * t[i] / steps as f64;
     eprintln!(
         "breakdown ms/step: D fwd {:.1} bwd {:.1} adam {:.1} | G fwd {:.1} bwd {:.1} adam {:.1}",
-        ms(0), ms(1), ms(2), ms(3), ms(4), ms(5)
+        ms(0),
+        ms(1),
+        ms(2),
+        ms(3),
+        ms(4),
+        ms(5)
     );
     Ok(())
 }
