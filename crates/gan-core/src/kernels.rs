@@ -93,6 +93,45 @@ pub(crate) fn matmul(
     }
 }
 
+/// A new row-major `a[m, k] * b[k, n]`, written straight into fresh memory (no zeroing
+/// pass first: the product overwrites every element).
+pub(crate) fn product(a: Mat, b: Mat, m: usize, n: usize, k: usize) -> Vec<f32> {
+    if m == 0 || n == 0 || k == 0 {
+        return vec![0.0; m * n];
+    }
+    assert!(a.data.len() > (m - 1) * a.rs + (k - 1) * a.cs);
+    assert!(b.data.len() > (k - 1) * b.rs + (n - 1) * b.cs);
+    let mut out: Vec<f32> = Vec::with_capacity(m * n);
+    // SAFETY: the operands' extents are checked above; the destination is the vector's
+    // spare capacity of m * n elements, which gemm writes in full without reading
+    // (`read_dst` false), so every element is initialised before `set_len`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.spare_capacity_mut().as_mut_ptr().cast::<f32>(),
+            1,
+            n as isize,
+            false,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism(m, n, k),
+        );
+        out.set_len(m * n);
+    }
+    out
+}
+
 /// Geometry of a 2-D convolution (or of the convolution a transposed one inverts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ConvGeom {
@@ -117,6 +156,20 @@ impl ConvGeom {
     /// Columns of the column matrix: `n * oh * ow`.
     pub fn cols(&self) -> usize {
         self.n * self.oh * self.ow
+    }
+
+    /// The outputs `lo..hi` (of `outputs`) whose input `o * stride + k - pad` lies
+    /// inside `0..size`: the rest meet padding.
+    #[inline]
+    fn valid(&self, k: usize, size: usize, outputs: usize) -> (usize, usize) {
+        let s = self.stride;
+        // o * s + k >= pad  <=>  o >= ceil((pad - k) / s)
+        let lo = self.pad.saturating_sub(k).div_ceil(s);
+        // o * s + k - pad < size  <=>  o * s < size + pad - k
+        let hi = (size + self.pad)
+            .checked_sub(k)
+            .map_or(0, |lim| lim.div_ceil(s));
+        (lo.min(outputs), hi.min(outputs).max(lo.min(outputs)))
     }
 
     /// Input row `iy` read by output row `oy` through kernel row `ki`, if inside.
@@ -147,10 +200,9 @@ pub(crate) fn im2col(x: &[f32], g: &ConvGeom) -> Vec<f32> {
                 };
                 let src = &plane[iy * g.w..][..g.w];
                 let d = &mut dst[oy * g.ow..][..g.ow];
-                for (ox, v) in d.iter_mut().enumerate() {
-                    if let Some(ix) = g.src(ox, kj, g.w) {
-                        *v = src[ix];
-                    }
+                let (lo, hi) = g.valid(kj, g.w, g.ow);
+                for ox in lo..hi {
+                    d[ox] = src[ox * g.stride + kj - g.pad];
                 }
             }
         }
@@ -180,10 +232,9 @@ pub(crate) fn col2im(cols: &[f32], g: &ConvGeom) -> Vec<f32> {
                         };
                         let s = &src[oy * g.ow..][..g.ow];
                         let d = &mut plane[iy * g.w..][..g.w];
-                        for (ox, v) in s.iter().enumerate() {
-                            if let Some(ix) = g.src(ox, kj, g.w) {
-                                d[ix] += v;
-                            }
+                        let (lo, hi) = g.valid(kj, g.w, g.ow);
+                        for ox in lo..hi {
+                            d[ox * g.stride + kj - g.pad] += s[ox];
                         }
                     }
                 }
@@ -235,6 +286,24 @@ pub(crate) fn channel_sums(x: &[f32], n: usize, c: usize, p: usize) -> Vec<f32> 
 /// Per-channel mean and biased variance of `[n, c, p]`, in two passes for accuracy.
 pub(crate) fn channel_moments(x: &[f32], n: usize, c: usize, p: usize) -> (Vec<f32>, Vec<f32>) {
     let count = (n * p) as f64;
+    if p == 1 {
+        // [n, c]: rows of channels, so accumulate whole rows (vectorises).
+        let mut sum = vec![0f64; c];
+        let mut sq = vec![0f64; c];
+        for row in x.chunks_exact(c).take(n) {
+            for ((s, q), &v) in sum.iter_mut().zip(sq.iter_mut()).zip(row) {
+                *s += v as f64;
+                *q += (v as f64) * (v as f64);
+            }
+        }
+        let mean: Vec<f32> = sum.iter().map(|s| (s / count) as f32).collect();
+        let var = sum
+            .iter()
+            .zip(&sq)
+            .map(|(s, q)| ((q / count - (s / count) * (s / count)).max(0.0)) as f32)
+            .collect();
+        return (mean, var);
+    }
     let mean: Vec<f64> = channel_sums(x, n, c, p)
         .into_iter()
         .map(|s| s as f64 / count)
@@ -287,6 +356,15 @@ pub(crate) fn channel_grad_sums(
     p: usize,
 ) -> (Vec<f64>, Vec<f64>) {
     let (mut sg, mut sgx) = (vec![0f64; c], vec![0f64; c]);
+    if p == 1 {
+        for (gr, xr) in g.chunks_exact(c).zip(x.chunks_exact(c)).take(n) {
+            for ci in 0..c {
+                sg[ci] += gr[ci] as f64;
+                sgx[ci] += (gr[ci] * (xr[ci] - mean[ci])) as f64;
+            }
+        }
+        return (sg, sgx);
+    }
     for ni in 0..n {
         for ci in 0..c {
             let off = (ni * c + ci) * p;

@@ -104,13 +104,11 @@ impl CustomOp3 for LinearOp {
         with_data(&[x, w, grad], |d| {
             let (xd, wd, g) = (d[0], d[1], d[2]);
             let dx = wanted(x, || {
-                let mut dx = vec![0f32; n * i];
-                kernels::matmul(&mut dx, false, Mat::rows(g, o), Mat::rows(wd, i), n, i, o);
+                let dx = kernels::product(Mat::rows(g, o), Mat::rows(wd, i), n, i, o);
                 cpu(dx, (n, i))
             })?;
             let dw = wanted(w, || {
-                let mut dw = vec![0f32; o * i];
-                kernels::matmul(&mut dw, false, Mat::t(g, o), Mat::rows(xd, i), o, i, n);
+                let dw = kernels::product(Mat::t(g, o), Mat::rows(xd, i), o, i, n);
                 cpu(dw, (o, i))
             })?;
             let db = wanted(b, || cpu(kernels::channel_sums(g, n, o, 1), o))?;
@@ -197,17 +195,8 @@ impl CustomOp3 for Conv2dOp {
         let g = conv_geom(l1.dims(), l2.dims(), self.0)?;
         let o = l2.dims()[0];
         let cols = kernels::im2col(x, &g);
-        let mut y = vec![0f32; o * g.cols()];
         let np = g.cols();
-        kernels::matmul(
-            &mut y,
-            false,
-            Mat::rows(w, g.k()),
-            Mat::rows(&cols, np),
-            o,
-            np,
-            g.k(),
-        );
+        let y = kernels::product(Mat::rows(w, g.k()), Mat::rows(&cols, np), o, np, g.k());
         let y = kernels::swap01(&y, o, g.n, g.oh * g.ow, Some(b));
         Ok((CpuStorage::F32(y), (g.n, o, g.oh, g.ow).into()))
     }
@@ -229,29 +218,11 @@ impl CustomOp3 for Conv2dOp {
             let db = wanted(b, || cpu(kernels::channel_sums(gr, g.n, o, p), o))?;
             let dw = wanted(w, || {
                 let cols = kernels::im2col(xd, &g);
-                let mut dw = vec![0f32; o * g.k()];
-                kernels::matmul(
-                    &mut dw,
-                    false,
-                    Mat::rows(&gt, np),
-                    Mat::t(&cols, np),
-                    o,
-                    g.k(),
-                    np,
-                );
+                let dw = kernels::product(Mat::rows(&gt, np), Mat::t(&cols, np), o, g.k(), np);
                 cpu(dw, w.shape())
             })?;
             let dx = wanted(x, || {
-                let mut dcols = vec![0f32; g.k() * np];
-                kernels::matmul(
-                    &mut dcols,
-                    false,
-                    Mat::t(wd, g.k()),
-                    Mat::rows(&gt, np),
-                    g.k(),
-                    np,
-                    o,
-                );
+                let dcols = kernels::product(Mat::t(wd, g.k()), Mat::rows(&gt, np), g.k(), np, o);
                 cpu(kernels::col2im(&dcols, &g), x.shape())
             })?;
             Ok((dx, dw, db))
@@ -324,16 +295,7 @@ impl CustomOp3 for ConvTranspose2dOp {
         let cin = l1.dims()[1];
         let np = g.cols();
         let xt = kernels::swap01(x, g.n, cin, g.oh * g.ow, None);
-        let mut cols = vec![0f32; g.k() * np];
-        kernels::matmul(
-            &mut cols,
-            false,
-            Mat::t(w, g.k()),
-            Mat::rows(&xt, np),
-            g.k(),
-            np,
-            cin,
-        );
+        let cols = kernels::product(Mat::t(w, g.k()), Mat::rows(&xt, np), g.k(), np, cin);
         let mut y = kernels::col2im(&cols, &g);
         kernels::per_channel_mut(&mut y, g.c, g.h * g.w, |c, v| *v += b[c]);
         Ok((CpuStorage::F32(y), (g.n, g.c, g.h, g.w).into()))
@@ -356,30 +318,13 @@ impl CustomOp3 for ConvTranspose2dOp {
                 cpu(kernels::channel_sums(gr, g.n, g.c, g.h * g.w), g.c)
             })?;
             let dx = wanted(x, || {
-                let mut dxt = vec![0f32; cin * np];
-                kernels::matmul(
-                    &mut dxt,
-                    false,
-                    Mat::rows(wd, g.k()),
-                    Mat::rows(&gcols, np),
-                    cin,
-                    np,
-                    g.k(),
-                );
+                let dxt =
+                    kernels::product(Mat::rows(wd, g.k()), Mat::rows(&gcols, np), cin, np, g.k());
                 cpu(kernels::swap01(&dxt, cin, g.n, p, None), x.shape())
             })?;
             let dw = wanted(w, || {
                 let xt = kernels::swap01(xd, g.n, cin, p, None);
-                let mut dw = vec![0f32; cin * g.k()];
-                kernels::matmul(
-                    &mut dw,
-                    false,
-                    Mat::rows(&xt, np),
-                    Mat::t(&gcols, np),
-                    cin,
-                    g.k(),
-                    np,
-                );
+                let dw = kernels::product(Mat::rows(&xt, np), Mat::t(&gcols, np), cin, g.k(), np);
                 cpu(dw, w.shape())
             })?;
             Ok((dx, dw, db))

@@ -90,7 +90,7 @@ fn numeric_gradients(inputs: &[Tensor], f: &impl Fn(&[Tensor]) -> Result<Tensor>
             let h = 0.5f32;
             let g: Vec<f32> = (0..base.len())
                 .map(|j| {
-                    let mut at = |d: f32| {
+                    let at = |d: f32| {
                         let mut v = base.clone();
                         v[j] += d;
                         let mut ts = inputs.to_vec();
@@ -249,7 +249,7 @@ fn leaky_relu_matches_candle() {
             |t| ops::leaky_relu(&t[0], slope),
             |t| {
                 let neg = t[0].minimum(0.0)?;
-                (t[0].maximum(0.0)? + (neg * slope)?)
+                t[0].maximum(0.0)? + (neg * slope)?
             },
         );
     }
