@@ -173,6 +173,31 @@ pub fn batch_norm(channels: usize, vb: VarBuilder) -> Result<BatchNorm> {
     })
 }
 
+impl BatchNorm {
+    /// Batch norm then a leaky ReLU of `slope` (0: ReLU), fused into one op when training.
+    pub fn forward_act(&self, x: &Tensor, train: bool, slope: f64) -> Result<Tensor> {
+        if !train {
+            return ops::leaky_relu(&self.forward_t(x, false)?, slope);
+        }
+        self.train_forward(x, Some(slope))
+    }
+
+    fn train_forward(&self, x: &Tensor, act: Option<f64>) -> Result<Tensor> {
+        let (w, b) = (param(&self.weight), param(&self.bias));
+        let (y, stats) = match act {
+            None => ops::batch_norm_train(x, &w, &b, self.eps)?,
+            Some(a) => ops::batch_norm_act_train(x, &w, &b, self.eps, a)?,
+        };
+        let m = self.momentum;
+        let unbiased = stats.count as f64 / (stats.count.max(2) - 1) as f64;
+        let rm = ((self.running_mean.as_tensor() * (1.0 - m))? + (stats.mean * m)?)?;
+        let rv = ((self.running_var.as_tensor() * (1.0 - m))? + (stats.var * (m * unbiased))?)?;
+        self.running_mean.set(&rm.detach())?;
+        self.running_var.set(&rv.detach())?;
+        Ok(y)
+    }
+}
+
 impl ModuleT for BatchNorm {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let c = self.weight.dim(0)?;
@@ -185,14 +210,6 @@ impl ModuleT for BatchNorm {
                 .broadcast_mul(&scale.reshape(shape.as_slice())?)?
                 .broadcast_add(&shift.reshape(shape.as_slice())?);
         }
-        let (y, stats) =
-            ops::batch_norm_train(x, &param(&self.weight), &param(&self.bias), self.eps)?;
-        let m = self.momentum;
-        let unbiased = stats.count as f64 / (stats.count.max(2) - 1) as f64;
-        let rm = ((self.running_mean.as_tensor() * (1.0 - m))? + (stats.mean * m)?)?;
-        let rv = ((self.running_var.as_tensor() * (1.0 - m))? + (stats.var * (m * unbiased))?)?;
-        self.running_mean.set(&rm.detach())?;
-        self.running_var.set(&rv.detach())?;
-        Ok(y)
+        self.train_forward(x, None)
     }
 }

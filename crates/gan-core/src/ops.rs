@@ -361,6 +361,8 @@ type Moments = Arc<Mutex<Option<(Vec<f32>, Vec<f32>)>>>;
 
 struct BatchNormOp {
     eps: f64,
+    /// A leaky ReLU applied to the normalised output in the same pass (slope 0: ReLU).
+    act: Option<f32>,
     moments: Moments,
 }
 
@@ -393,7 +395,13 @@ impl CustomOp3 for BatchNormOp {
             .collect();
         let shift: Vec<f32> = (0..c).map(|i| beta[i] - mean[i] * scale[i]).collect();
         let mut y = x.to_vec();
-        kernels::per_channel_mut(&mut y, c, p, |i, v| *v = *v * scale[i] + shift[i]);
+        match self.act {
+            None => kernels::per_channel_mut(&mut y, c, p, |i, v| *v = *v * scale[i] + shift[i]),
+            Some(a) => kernels::per_channel_mut(&mut y, c, p, |i, v| {
+                let u = *v * scale[i] + shift[i];
+                *v = if u > 0.0 { u } else { a * u }
+            }),
+        }
         *self.moments.lock().unwrap() = Some((mean, var));
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
@@ -403,7 +411,7 @@ impl CustomOp3 for BatchNormOp {
         x: &Tensor,
         gamma: &Tensor,
         beta: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (n, c, p) = ncp(x.dims())?;
@@ -411,7 +419,20 @@ impl CustomOp3 for BatchNormOp {
             bail!("batch norm backward before its forward")
         };
         let m = (n * p) as f64;
-        with_data(&[x, gamma, grad], |d| {
+        // Through the fused activation first: the output is positive exactly where the
+        // normalised value was.
+        let grad = match self.act {
+            None => grad.clone(),
+            Some(a) => with_data(&[res, grad], |d| {
+                let g = d[0]
+                    .iter()
+                    .zip(d[1])
+                    .map(|(&y, &g)| if y > 0.0 { g } else { a * g })
+                    .collect();
+                cpu(g, res.shape())
+            })?,
+        };
+        with_data(&[x, gamma, &grad], |d| {
             let (xd, gm, g) = (d[0], d[1], d[2]);
             // sum(g) and sum(g * (x - mean)) per channel.
             let (sum_g, sum_gx) = kernels::channel_grad_sums(g, xd, &mean, n, c, p);
@@ -456,11 +477,34 @@ pub fn batch_norm_train(
     beta: &Tensor,
     eps: f64,
 ) -> Result<(Tensor, BatchStats)> {
+    batch_norm_impl(x, gamma, beta, eps, None)
+}
+
+/// [`batch_norm_train`] followed by a leaky ReLU of `slope` (0: ReLU) in the same pass:
+/// the pair every DCGAN-style layer ends with, one graph node and one buffer fewer.
+pub fn batch_norm_act_train(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+    slope: f64,
+) -> Result<(Tensor, BatchStats)> {
+    batch_norm_impl(x, gamma, beta, eps, Some(slope))
+}
+
+fn batch_norm_impl(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+    act: Option<f64>,
+) -> Result<(Tensor, BatchStats)> {
     let (n, c, p) = ncp(x.dims())?;
     if on_fast_path(x) {
         let moments: Moments = Arc::default();
         let op = BatchNormOp {
             eps,
+            act: act.map(|a| a as f32),
             moments: moments.clone(),
         };
         let y = x
@@ -492,6 +536,10 @@ pub fn batch_norm_train(
         mean: mean.flatten_all()?.detach(),
         var: var.flatten_all()?.detach(),
         count: n * p,
+    };
+    let y = match act {
+        Some(a) => leaky_relu(&y, a)?,
+        None => y,
     };
     Ok((y, stats))
 }

@@ -229,6 +229,28 @@ fn batch_norm_matches_candle() {
 }
 
 #[test]
+fn batch_norm_with_activation_matches_candle() {
+    let cases: [(&[usize], f64); 3] = [(&[8, 5], 0.0), (&[4, 3, 5, 5], 0.1), (&[64, 130], 0.2)];
+    for (i, (x, slope)) in cases.into_iter().enumerate() {
+        let c = x[1];
+        let inputs = [
+            (rand(x, 110 + i as u64) * 3.0).unwrap(),
+            rand(&[c], 120 + i as u64),
+            rand(&[c], 130 + i as u64),
+        ];
+        check(
+            &format!("batch norm + leaky relu {slope} {x:?}"),
+            &inputs,
+            |t| Ok(ops::batch_norm_act_train(&t[0], &t[1], &t[2], 1e-5, slope)?.0),
+            |t| {
+                let y = batch_norm_reference(&t[0], &t[1], &t[2])?;
+                y.maximum(0.0)? + (y.minimum(0.0)? * slope)?
+            },
+        );
+    }
+}
+
+#[test]
 fn batch_norm_reports_batch_statistics() {
     let x = Tensor::new(&[[1f32, 10.0], [3.0, 20.0]], &Device::Cpu).unwrap();
     let one = Tensor::ones(2, candle_core::DType::F32, &Device::Cpu).unwrap();

@@ -4,7 +4,7 @@
 //! reshape"; D's last, a 7x7 convolution to one logit, its flattening into a sigmoid.
 
 use anyhow::Result;
-use candle_core::{DType, Device, Module, ModuleT, Tensor};
+use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use gan_core::layers::{
     batch_norm, conv2d, conv_transpose2d, frozen, BatchNorm, Conv2d, ConvSpec, ConvTranspose2d,
@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use gan_core::init::{reinit, WeightInit};
 use gan_core::loss::{binary_accuracy, discriminator_loss, generator_loss, GeneratorLoss};
-use gan_core::nn::{leaky_relu, relu};
+use gan_core::nn::leaky_relu;
 use gan_core::prior::{rng, Latent, LatentSpec, Rng};
 use gan_core::{Batch, Figure, GanModel, StepOutput};
 
@@ -106,8 +106,8 @@ impl Generator {
     pub(crate) fn forward_t(&self, z: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let (b, d) = z.dims2()?;
         let x = self.proj.forward(&z.reshape((b, d, 1, 1))?)?;
-        let x = relu(&self.bn0.forward_t(&x, train)?)?;
-        let x = relu(&self.bn1.forward_t(&self.up1.forward(&x)?, train)?)?;
+        let x = self.bn0.forward_act(&x, train, 0.0)?;
+        let x = self.bn1.forward_act(&self.up1.forward(&x)?, train, 0.0)?;
         self.up2.forward(&x)?.tanh()
     }
 }
@@ -133,7 +133,7 @@ impl Discriminator {
     /// `x` is `[B, C, 28, 28]`; the output `[B]` logits.
     pub(crate) fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let x = leaky_relu(&self.c1.forward(x)?, 0.2)?;
-        let x = leaky_relu(&self.bn2.forward_t(&self.c2.forward(&x)?, train)?, 0.2)?;
+        let x = self.bn2.forward_act(&self.c2.forward(&x)?, train, 0.2)?;
         self.out.forward(&x)?.flatten_all()
     }
 }

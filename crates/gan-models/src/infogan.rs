@@ -11,7 +11,7 @@
 //! H(c) = ln K when Q recovers the category from every sample.
 
 use anyhow::{bail, Result};
-use candle_core::{DType, Device, Module, ModuleT, Tensor, D};
+use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{VarBuilder, VarMap};
 use gan_core::layers::{
     batch_norm, conv2d, conv_transpose2d, frozen, linear, BatchNorm, Conv2d, ConvSpec,
@@ -23,7 +23,7 @@ use gan_core::init::{reinit, WeightInit};
 use gan_core::loss::{
     binary_accuracy, cross_entropy, discriminator_loss, gaussian_nll, generator_loss, GeneratorLoss,
 };
-use gan_core::nn::{leaky_relu, relu};
+use gan_core::nn::leaky_relu;
 use gan_core::prior::{one_hot, rng, Latent, LatentSpec, Rng};
 use gan_core::{Batch, Figure, GanModel, StepOutput};
 
@@ -111,10 +111,10 @@ impl Generator {
 
     fn forward_t(&self, zc: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let b = zc.dim(0)?;
-        let x = relu(&self.bn1.forward_t(&self.fc1.forward(zc)?, train)?)?;
-        let x = relu(&self.bn2.forward_t(&self.fc2.forward(&x)?, train)?)?;
+        let x = self.bn1.forward_act(&self.fc1.forward(zc)?, train, 0.0)?;
+        let x = self.bn2.forward_act(&self.fc2.forward(&x)?, train, 0.0)?;
         let x = x.reshape((b, 128, 7, 7))?;
-        let x = relu(&self.bn3.forward_t(&self.up1.forward(&x)?, train)?)?;
+        let x = self.bn3.forward_act(&self.up1.forward(&x)?, train, 0.0)?;
         self.up2.forward(&x)?.tanh()
     }
 }
@@ -146,9 +146,9 @@ impl Trunk {
 
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let x = leaky_relu(&self.c1.forward(x)?, 0.1)?;
-        let x = leaky_relu(&self.bn2.forward_t(&self.c2.forward(&x)?, train)?, 0.1)?;
+        let x = self.bn2.forward_act(&self.c2.forward(&x)?, train, 0.1)?;
         let x = self.fc.forward(&x.flatten_from(1)?)?;
-        leaky_relu(&self.bn3.forward_t(&x, train)?, 0.1)
+        self.bn3.forward_act(&x, train, 0.1)
     }
 }
 
@@ -161,7 +161,7 @@ struct QHead {
 
 impl QHead {
     fn forward_t(&self, h: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let x = leaky_relu(&self.bn.forward_t(&self.fc.forward(h)?, train)?, 0.1)?;
+        let x = self.bn.forward_act(&self.fc.forward(h)?, train, 0.1)?;
         self.out.forward(&x)
     }
 }
