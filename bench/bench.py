@@ -1,20 +1,30 @@
-"""PyTorch twins of gan-rs's models, for `cargo xtask bench --vs-pytorch`.
+"""PyTorch twins of gan-rs's models: training and generation throughput on the CPU.
 
 Each model is the same network with the same training step as its Rust module in
-crates/gan-models (layer sizes, activations, batch norm settings, priors, losses, Adam
-settings, one D step then one G step per batch, fresh noise for each). Throughput does
-not depend on what the images show, so the data are random images in [-1, 1].
+crates/gan-models (layer sizes, activations, batch-norm settings, weight initialisation,
+priors, losses, one Adam per network with the CLI's learning rates, one D step then one
+G step per batch with fresh noise for each, as gan-core's engine does with its default
+k = 1). Throughput does not depend on what the images show, so the data are random
+images in [-1, 1] (and labels 0-9 in turn for cgan), as in the Rust benchmark
+(crates/gan-models/benches/throughput.rs), which `cargo xtask bench --vs-pytorch`
+runs beside this script.
 
-    python bench/bench.py --model infogan [--batch 64] [--threads 2] [--steps 30] [--json]
+    python bench/bench.py --model infogan [--batch 64] [--threads 2] [--warmup 5]
+                          [--steps 30] [--freeze-d] [--json]
 
-Training throughput is the median over the timed steps (after --warmup untimed ones),
-as in the Rust benchmark; generation is G in eval mode under no_grad.
+Training: the median wall time of --steps timed steps after --warmup untimed ones
+(the upper median, times[steps // 2], as the Rust benchmark takes it), reported as
+images/s (batch / median) and ms/step; the best step is reported too. Generation:
+images/s of G alone in eval mode under torch.no_grad(), at the same batch size, over
+max(steps, 10) batches after 2 untimed ones.
+
+Plain idiomatic PyTorch: nn.Module, float32, torch.optim.Adam with its defaults but
+betas (0.5, 0.999), zero_grad(set_to_none=True), no torch.compile.
 """
 
 import argparse
 import json
 import math
-import statistics
 import time
 
 import torch
@@ -24,72 +34,138 @@ import torch.nn.functional as F
 MODELS = ["gan", "dcgan", "cgan", "infogan"]
 
 
-def mlp(widths):
-    """Linear layers with leaky ReLU 0.2 between them (gan.rs `Mlp`)."""
-    layers = []
-    for i, (a, b) in enumerate(zip(widths, widths[1:])):
-        layers.append(nn.Linear(a, b))
-        if i + 2 < len(widths):
-            layers.append(nn.LeakyReLU(0.2))
-    return nn.Sequential(*layers)
+# --------------------------------------------------------------------------- helpers
+
+
+def init_normal(module, std=0.02):
+    """gan_core::init::WeightInit::Normal: weights N(0, std), batch-norm scales N(1, std),
+    biases 0 (dcgan.rs, infogan.rs)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(m.weight, 0.0, std)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            nn.init.normal_(m.weight, 1.0, std)
+            nn.init.zeros_(m.bias)
+
+
+def init_fan_in_uniform(module):
+    """gan_core::init::WeightInit::FanInUniform: weights U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
+    biases 0 (gan.rs, cgan.rs)."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            b = 1.0 / math.sqrt(m.in_features)
+            nn.init.uniform_(m.weight, -b, b)
+            nn.init.zeros_(m.bias)
+
+
+def bce(logits, target):
+    """Binary cross-entropy on logits against a constant target (1 real, 0 fake), the
+    mean over the batch: gan_core::loss's discriminator and non-saturating G losses."""
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
+
+
+def gaussian_nll(x, mean, log_var):
+    """gan_core::loss::gaussian_nll: summed over the codes, averaged over the batch."""
+    per = 0.5 * (x - mean) ** 2 * torch.exp(-log_var) + 0.5 * math.log(2 * math.pi)
+    return (per + 0.5 * log_var).sum(1).mean()
+
+
+class Mlp(nn.Sequential):
+    """gan.rs `Mlp`: linear layers with leaky ReLU 0.2 between them (none after the last)."""
+
+    def __init__(self, widths):
+        layers = []
+        for i, (a, b) in enumerate(zip(widths, widths[1:])):
+            layers.append(nn.Linear(a, b))
+            if i + 2 < len(widths):
+                layers.append(nn.LeakyReLU(0.2))
+        super().__init__(*layers)
+
+
+# --------------------------------------------------------------------------- models
+#
+# Each model has `nets` (name -> module, the Rust model's `networks()`), `d_nets` and
+# `g_nets` (what each phase's Adam steps), `lr` per network, and the two phase losses
+# `d_loss(images, labels)` and `g_loss(images, labels)` of its Rust `d_step`/`g_step`.
 
 
 class Gan:
-    """gan.rs: z ~ N(0, I) of 100, G 100-256-512-1024-784 + tanh, D 784-1024-512-256-1."""
+    """gan.rs, default GanConfig: z 100 ~ N(0, I); G 100-256-512-1024-784 + tanh;
+    D 784-1024-512-256-1; leaky ReLU 0.2; non-saturating G loss."""
+
+    z_dim = 100
 
     def __init__(self):
-        self.z_dim = 100
-        self.g = mlp([100, 256, 512, 1024, 784])
-        self.d = mlp([784, 1024, 512, 256, 1])
+        self.g = Mlp([self.z_dim, 256, 512, 1024, 784])
+        self.d = Mlp([784, 1024, 512, 256, 1])
+        init_fan_in_uniform(self.g)
+        init_fan_in_uniform(self.d)
+        self.nets = {"g": self.g, "d": self.d}
+        self.d_nets, self.g_nets = ["d"], ["g"]
         self.lr = {"g": 2e-4, "d": 2e-4}
 
-    def fake(self, n, labels=None):
+    def fake(self, n):
         return torch.tanh(self.g(torch.randn(n, self.z_dim)))
 
-    def critic(self, flat, labels=None):
+    def critic(self, flat):
         return self.d(flat).squeeze(1)
 
-    def d_step(self, images, labels):
+    def d_loss(self, images, labels):
         real = self.critic(images.flatten(1))
         fake = self.critic(self.fake(images.shape[0]).detach())
         return bce(real, 1.0) + bce(fake, 0.0)
 
-    def g_step(self, images, labels):
+    def g_loss(self, images, labels):
         return bce(self.critic(self.fake(images.shape[0])), 1.0)
 
     def generate(self, n):
-        return self.fake(n)
+        return self.fake(n).view(n, 1, 28, 28)
 
 
-class Cgan(Gan):
-    """cgan.rs: the MLP GAN with the one-hot label beside z and beside the pixels."""
+class Cgan:
+    """cgan.rs, default CganConfig: the MLP GAN with the one-hot label beside z (G
+    110-256-512-1024-784 + tanh) and beside the pixels (D 794-1024-512-256-1)."""
+
+    z_dim, classes = 100, 10
 
     def __init__(self):
-        self.z_dim = 100
-        self.g = mlp([110, 256, 512, 1024, 784])
-        self.d = mlp([794, 1024, 512, 256, 1])
+        self.g = Mlp([self.z_dim + self.classes, 256, 512, 1024, 784])
+        self.d = Mlp([784 + self.classes, 1024, 512, 256, 1])
+        init_fan_in_uniform(self.g)
+        init_fan_in_uniform(self.d)
+        self.nets = {"g": self.g, "d": self.d}
+        self.d_nets, self.g_nets = ["d"], ["g"]
         self.lr = {"g": 2e-4, "d": 2e-4}
 
-    def fake(self, n, labels=None):
-        y = F.one_hot(labels if labels is not None else torch.randint(0, 10, (n,)), 10).float()
-        return torch.tanh(self.g(torch.cat([torch.randn(n, self.z_dim), y], 1))), y
+    def random_labels(self, n):
+        return F.one_hot(torch.randint(0, self.classes, (n,)), self.classes).float()
 
-    def d_step(self, images, labels):
-        y = F.one_hot(labels, 10).float()
-        real = self.d(torch.cat([images.flatten(1), y], 1)).squeeze(1)
-        x, yf = self.fake(images.shape[0])
-        fake = self.d(torch.cat([x.detach(), yf], 1)).squeeze(1)
+    def fake(self, y):
+        z = torch.randn(y.shape[0], self.z_dim)
+        return torch.tanh(self.g(torch.cat([z, y], 1)))
+
+    def critic(self, flat, y):
+        return self.d(torch.cat([flat, y], 1)).squeeze(1)
+
+    def d_loss(self, images, labels):
+        y_real = F.one_hot(labels, self.classes).float()
+        real = self.critic(images.flatten(1), y_real)
+        y_fake = self.random_labels(images.shape[0])
+        fake = self.critic(self.fake(y_fake).detach(), y_fake)
         return bce(real, 1.0) + bce(fake, 0.0)
 
-    def g_step(self, images, labels):
-        x, y = self.fake(images.shape[0])
-        return bce(self.d(torch.cat([x, y], 1)).squeeze(1), 1.0)
+    def g_loss(self, images, labels):
+        y = self.random_labels(images.shape[0])
+        return bce(self.critic(self.fake(y), y), 1.0)
 
     def generate(self, n):
-        return self.fake(n)[0]
+        return self.fake(self.random_labels(n)).view(n, 1, 28, 28)
 
 
-class DcganG(nn.Module):
+class DcganGenerator(nn.Module):
+    """dcgan.rs `Generator`: z -> 7x7x2w (7x7 transposed conv) -> 14x14xw -> 28x28x1."""
+
     def __init__(self, z_dim=100, w=32):
         super().__init__()
         self.proj = nn.ConvTranspose2d(z_dim, 2 * w, 7, 1, 0)
@@ -104,7 +180,10 @@ class DcganG(nn.Module):
         return torch.tanh(self.up2(x))
 
 
-class DcganD(nn.Module):
+class DcganDiscriminator(nn.Module):
+    """dcgan.rs `Discriminator`: 28x28x1 -> 14x14xw -> 7x7x2w (BN) -> one logit (7x7 conv),
+    leaky ReLU 0.2."""
+
     def __init__(self, w=32):
         super().__init__()
         self.c1 = nn.Conv2d(1, w, 4, 2, 1)
@@ -118,29 +197,38 @@ class DcganD(nn.Module):
         return self.out(x).flatten()
 
 
-class Dcgan(Gan):
-    """dcgan.rs: z of 100 -> 7x7x64 -> 14x14x32 -> 28x28x1; D mirrors it."""
+class Dcgan:
+    """dcgan.rs, default DcganConfig: z 100 ~ N(0, I), g_width = d_width = 32."""
+
+    z_dim = 100
 
     def __init__(self):
-        self.z_dim = 100
-        self.g = DcganG()
-        self.d = DcganD()
+        self.g = DcganGenerator(self.z_dim, 32)
+        self.d = DcganDiscriminator(32)
+        init_normal(self.g)
+        init_normal(self.d)
+        self.nets = {"g": self.g, "d": self.d}
+        self.d_nets, self.g_nets = ["d"], ["g"]
         self.lr = {"g": 2e-4, "d": 2e-4}
 
-    def fake(self, n, labels=None):
+    def fake(self, n):
         return self.g(torch.randn(n, self.z_dim))
 
-    def critic(self, x, labels=None):
-        return self.d(x)
-
-    def d_step(self, images, labels):
+    def d_loss(self, images, labels):
         real = self.d(images)
         fake = self.d(self.fake(images.shape[0]).detach())
         return bce(real, 1.0) + bce(fake, 0.0)
 
+    def g_loss(self, images, labels):
+        return bce(self.d(self.fake(images.shape[0])), 1.0)
 
-class InfoganG(nn.Module):
-    """infogan.rs `Generator`: FC 1024, FC 7x7x128, up-convolutions to 28x28 (paper C.1)."""
+    def generate(self, n):
+        return self.fake(n)
+
+
+class InfoganGenerator(nn.Module):
+    """infogan.rs `Generator`: FC 1024 + BN + ReLU, FC 7x7x128 + BN (per feature) + ReLU,
+    up-convolutions to 14x14x64 (BN, ReLU) and 28x28x1 (tanh)."""
 
     def __init__(self, inp=74):
         super().__init__()
@@ -160,7 +248,8 @@ class InfoganG(nn.Module):
 
 
 class InfoganTrunk(nn.Module):
-    """infogan.rs `Trunk`: conv 64, conv 128 + BN, FC 1024 + BN, leaky ReLU 0.1."""
+    """infogan.rs `Trunk`, shared by D and Q: conv 64 (leaky 0.1), conv 128 + BN (leaky
+    0.1), FC 1024 + BN (leaky 0.1)."""
 
     def __init__(self):
         super().__init__()
@@ -177,87 +266,108 @@ class InfoganTrunk(nn.Module):
 
 
 class Infogan:
-    """infogan.rs: z 62 ~ U(-1, 1), c1 one-hot of 10, c2, c3 ~ U(-1, 1); D and Q share the
-    trunk; G and Q minimise the non-saturating loss + CE(c1) + 0.1 Gaussian NLL(c2, c3)."""
+    """infogan.rs, default InfoganConfig: z 62 ~ U(-1, 1), one 10-way categorical code,
+    2 continuous codes ~ U(-1, 1); D = trunk + FC 1 (network "d"); Q = FC 128 + BN +
+    leaky 0.1 + FC 14 on the trunk (network "q": 10 logits, 2 means, 2 log-variances);
+    G and Q descend the non-saturating loss + 1.0 * (CE(c1) + 0.1 * Gaussian NLL(c2, c3))
+    with lr 1e-3 (gan-cli's --lr-g), D ascends with lr 2e-4."""
+
+    z_dim, k, n_cont, lambda_, lambda_cont = 62, 10, 2, 1.0, 0.1
 
     def __init__(self):
-        self.g = InfoganG()
+        self.g = InfoganGenerator(self.z_dim + self.k + self.n_cont)
         self.trunk = InfoganTrunk()
         self.d_head = nn.Linear(1024, 1)
         self.q = nn.Sequential(
-            nn.Linear(1024, 128), nn.BatchNorm1d(128), nn.LeakyReLU(0.1), nn.Linear(128, 14)
+            nn.Linear(1024, 128),
+            nn.BatchNorm1d(128),
+            nn.LeakyReLU(0.1),
+            nn.Linear(128, self.k + 2 * self.n_cont),
         )
-        # The Rust model's networks: g, d (trunk and head), q (Q's own layers).
         self.d = nn.ModuleList([self.trunk, self.d_head])
+        for net in (self.g, self.d, self.q):
+            init_normal(net)
+        self.nets = {"g": self.g, "d": self.d, "q": self.q}
+        self.d_nets, self.g_nets = ["d"], ["g", "q"]
         self.lr = {"g": 1e-3, "q": 1e-3, "d": 2e-4}
 
     def sample(self, n):
-        z = torch.rand(n, 62) * 2 - 1
-        cat = torch.randint(0, 10, (n,))
-        cont = torch.rand(n, 2) * 2 - 1
-        return torch.cat([z, F.one_hot(cat, 10).float(), cont], 1), cat, cont
+        """The prior, blocks in the Rust order: z, one-hot c1, continuous codes."""
+        z = torch.rand(n, self.z_dim) * 2 - 1
+        cat = torch.randint(0, self.k, (n,))
+        cont = torch.rand(n, self.n_cont) * 2 - 1
+        return torch.cat([z, F.one_hot(cat, self.k).float(), cont], 1), cat, cont
 
-    def d_step(self, images, labels):
-        real = self.d_head(self.trunk(images)).squeeze(1)
+    def discriminate(self, x):
+        """`Infogan::discriminate`: D's logit and Q's output through one pass of the trunk."""
+        h = self.trunk(x)
+        return self.d_head(h).squeeze(1), self.q(h)
+
+    def d_loss(self, images, labels):
+        # As in the Rust d_step, D's pass also runs Q's head (its output is unused, so it
+        # costs a forward pass and moves Q's batch-norm statistics, nothing more).
+        real, _ = self.discriminate(images)
         zc, _, _ = self.sample(images.shape[0])
-        fake = self.d_head(self.trunk(self.g(zc).detach())).squeeze(1)
+        fake, _ = self.discriminate(self.g(zc).detach())
         return bce(real, 1.0) + bce(fake, 0.0)
 
-    def g_step(self, images, labels):
+    def g_loss(self, images, labels):
         zc, cat, cont = self.sample(images.shape[0])
-        h = self.trunk(self.g(zc))
-        logit = self.d_head(h).squeeze(1)
-        out = self.q(h)
-        l_cat = F.cross_entropy(out[:, :10], cat)
-        mean, log_var = out[:, 10:12], out[:, 12:14]
-        nll = 0.5 * (cont - mean) ** 2 * torch.exp(-log_var) + 0.5 * math.log(2 * math.pi)
-        l_cont = (nll + 0.5 * log_var).sum(1).mean()
-        return bce(logit, 1.0) + (l_cat + 0.1 * l_cont)
+        logit, out = self.discriminate(self.g(zc))
+        adv = bce(logit, 1.0)
+        l_cat = F.cross_entropy(out[:, : self.k], cat)
+        mean = out[:, self.k : self.k + self.n_cont]
+        log_var = out[:, self.k + self.n_cont :]
+        l_info = l_cat + self.lambda_cont * gaussian_nll(cont, mean, log_var)
+        return adv + self.lambda_ * l_info
 
     def generate(self, n):
         return self.g(self.sample(n)[0])
 
 
-def bce(logits, target):
-    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
+BUILD = {"gan": Gan, "dcgan": Dcgan, "cgan": Cgan, "infogan": Infogan}
 
 
-def networks(model):
-    if isinstance(model, Infogan):
-        return {"g": model.g, "d": model.d, "q": model.q}
-    return {"g": model.g, "d": model.d}
+# --------------------------------------------------------------------------- measure
 
 
 def measure(name, batch, warmup, steps, freeze_d):
-    model = {"gan": Gan, "dcgan": Dcgan, "cgan": Cgan, "infogan": Infogan}[name]()
-    nets = networks(model)
+    model = BUILD[name]()
     opts = {
-        k: torch.optim.Adam(n.parameters(), lr=model.lr[k], betas=(0.5, 0.999))
-        for k, n in nets.items()
+        k: torch.optim.Adam(net.parameters(), lr=model.lr[k], betas=(0.5, 0.999))
+        for k, net in model.nets.items()
     }
-    for n in nets.values():
-        n.train()
-    images = torch.rand(16 * batch, 1, 28, 28) * 2 - 1
-    labels = torch.arange(16 * batch) % 10
+    for net in model.nets.values():
+        net.train()
+    d_params = [p for k in model.d_nets for p in model.nets[k].parameters()]
+    n = 16 * batch
+    images = torch.rand(n, 1, 28, 28) * 2 - 1
+    labels = torch.arange(n) % 10
 
     def step(i):
-        start = (i * batch) % images.shape[0]
+        """gan_core::Trainer::train_step with k = 1: a D step, then a G step."""
+        start = (i * batch) % n
         x, y = images[start : start + batch], labels[start : start + batch]
-        opts["d"].zero_grad(set_to_none=True)
-        model.d_step(x, y).backward()
-        opts["d"].step()
-        g_nets = [k for k in nets if k != "d"]
-        for k in g_nets:
+        for k in model.d_nets:
+            opts[k].zero_grad(set_to_none=True)
+        d = model.d_loss(x, y)
+        d.backward()
+        for k in model.d_nets:
+            opts[k].step()
+        for k in model.g_nets:
             opts[k].zero_grad(set_to_none=True)
         if freeze_d:
-            for p in nets["d"].parameters():
+            for p in d_params:
                 p.requires_grad_(False)
-        model.g_step(x, y).backward()
+        g = model.g_loss(x, y)
+        g.backward()
         if freeze_d:
-            for p in nets["d"].parameters():
+            for p in d_params:
                 p.requires_grad_(True)
-        for k in g_nets:
+        for k in model.g_nets:
             opts[k].step()
+        # The engine reads both losses back for its log.
+        return d.item(), g.item()
 
     for i in range(warmup):
         step(i)
@@ -267,9 +377,9 @@ def measure(name, batch, warmup, steps, freeze_d):
         step(i)
         times.append(time.perf_counter() - t)
     times.sort()
-    median = statistics.median(times)
-    g = nets["g"]
-    g.eval()
+    median = times[len(times) // 2]
+
+    model.g.eval()
     with torch.no_grad():
         for _ in range(2):
             model.generate(batch)
@@ -282,7 +392,9 @@ def measure(name, batch, warmup, steps, freeze_d):
         "model": name,
         "batch": batch,
         "threads": torch.get_num_threads(),
+        "device": "cpu",
         "steps": steps,
+        "warmup": warmup,
         "freeze_d": freeze_d,
         "train_img_per_s": batch / median,
         "train_ms_per_step": 1e3 * median,
@@ -296,17 +408,20 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="all", choices=MODELS + ["all"])
     p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps first")
+    p.add_argument("--steps", type=int, default=30, help="timed steps")
     p.add_argument(
         "--freeze-d",
         action="store_true",
-        help="turn off D's requires_grad during the G step (what gan-rs does; plain PyTorch "
-        "code usually computes and discards those gradients)",
+        help="switch off requires_grad of D's weights during the G step, as gan-rs does "
+        "with gan_core::layers::frozen (plain PyTorch code computes those gradients and "
+        "never uses them)",
     )
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="one JSON object per model")
     a = p.parse_args()
+    if a.batch < 1 or a.steps < 1 or a.warmup < 0 or a.threads < 1:
+        p.error("--batch, --steps and --threads must be positive, --warmup not negative")
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     for name in MODELS if a.model == "all" else [a.model]:
@@ -318,7 +433,8 @@ def main():
                 f"{name:>8}  batch {a.batch:>3}  train {r['train_img_per_s']:8.1f} img/s "
                 f"(median {r['train_ms_per_step']:6.1f} ms/step, best "
                 f"{r['train_best_ms_per_step']:6.1f})  generate {r['gen_img_per_s']:9.1f} img/s  "
-                f"[{r['threads']} threads, torch {r['torch']}]",
+                f"[{r['threads']} threads, torch {r['torch']}"
+                f"{', D frozen in G step' if a.freeze_d else ''}]",
                 flush=True,
             )
 
