@@ -78,12 +78,14 @@
 pub mod checkpoint;
 pub mod device;
 pub mod engine;
+pub mod eval;
 pub mod grid;
 pub mod init;
 pub mod loss;
 pub mod metrics;
 pub mod nn;
 pub mod optim;
+pub mod plot;
 pub mod prior;
 
 pub use engine::{Batch, Figure, GanModel, RunConfig, StepOutput, TrainConfig, Trainer};
