@@ -327,7 +327,10 @@ mod tests {
             let d = frechet_distance(&a, &b).unwrap();
             // A pure shift moves only the means: the distance is |shift|^2 per feature.
             let want = (shift * shift) as f64 * dim as f64;
-            assert!((d - want).abs() < 1e-6 * want.max(1.0), "{shift}: {d} vs {want}");
+            assert!(
+                (d - want).abs() < 1e-6 * want.max(1.0),
+                "{shift}: {d} vs {want}"
+            );
             assert!(d > last);
             last = d;
         }
@@ -353,7 +356,8 @@ mod tests {
             mean: DVector::from_vec(vec![1.0, -1.0]),
             cov: sb.clone(),
         };
-        let cross = ((&sa * &sb).trace() + 2.0 * (sa.determinant() * sb.determinant()).sqrt()).sqrt();
+        let cross =
+            ((&sa * &sb).trace() + 2.0 * (sa.determinant() * sb.determinant()).sqrt()).sqrt();
         let want = 1.0 + 4.0 + sa.trace() + sb.trace() - 2.0 * cross;
         let got = frechet_distance(&a, &b).unwrap();
         assert!((got - want).abs() < 1e-10, "{got} vs {want}");

@@ -188,7 +188,9 @@ fn draw_panel(
             .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
             .map_err(plot_err)?
             .label(name.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
         if markers {
             chart
                 .draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled())))
@@ -307,7 +309,10 @@ mod tests {
             let img = image::open(f).unwrap().to_rgb8();
             assert_eq!((img.width(), img.height()), SIZE);
             // Something besides the white background was drawn (axes, lines, text).
-            let dark = img.pixels().filter(|p| p.0.iter().all(|&c| c < 100)).count();
+            let dark = img
+                .pixels()
+                .filter(|p| p.0.iter().all(|&c| c < 100))
+                .count();
             assert!(dark > 500, "{} has {dark} dark pixels", f.display());
         }
         // Scores of `gan-cli eval` add a two-panel plot.

@@ -67,7 +67,10 @@ fn learns_a_toy_set_and_round_trips_through_its_file() {
     assert_eq!(losses.len(), 3);
     assert!(losses[2] < losses[0], "loss did not fall: {losses:?}");
     let after = judge.accuracy(&x_test, &labels_test).unwrap();
-    assert!(after >= 0.95, "held-out toy accuracy {after} (untrained {before}), losses {losses:?}");
+    assert!(
+        after >= 0.95,
+        "held-out toy accuracy {after} (untrained {before}), losses {losses:?}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("judge.safetensors");
@@ -78,7 +81,10 @@ fn learns_a_toy_set_and_round_trips_through_its_file() {
     assert_eq!(loaded.sha256(), Some(sha.as_str()));
     assert_eq!(loaded.config(), TINY);
     assert_eq!(loaded.test_accuracy(), Some(after));
-    let (a, b) = (judge.outputs(&x_test).unwrap(), loaded.outputs(&x_test).unwrap());
+    let (a, b) = (
+        judge.outputs(&x_test).unwrap(),
+        loaded.outputs(&x_test).unwrap(),
+    );
     assert_eq!(a.predicted, b.predicted);
     assert_eq!(a.features, b.features);
     assert_eq!(a.feature_dim, 32);
@@ -93,12 +99,21 @@ fn learns_a_toy_set_and_round_trips_through_its_file() {
 fn bad_input_gives_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nope.safetensors");
-    let err = Judge::load(&missing, &Device::Cpu).err().unwrap().to_string();
-    assert!(err.contains("no judge at") && err.contains("train-judge"), "{err}");
+    let err = Judge::load(&missing, &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("no judge at") && err.contains("train-judge"),
+        "{err}"
+    );
 
     let garbage = dir.path().join("garbage.safetensors");
     std::fs::write(&garbage, b"not a safetensors file").unwrap();
-    let err = Judge::load(&garbage, &Device::Cpu).err().unwrap().to_string();
+    let err = Judge::load(&garbage, &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("not a safetensors file"), "{err}");
 
     // A valid safetensors file that is not a judge (a GAN checkpoint, say).
@@ -114,7 +129,12 @@ fn bad_input_gives_clear_errors() {
     assert!(err.contains("not a gan-rs judge"), "{err}");
 
     let judge = Judge::new(TINY, &Device::Cpu, 0).unwrap();
-    for dims in [vec![4, 784], vec![4, 3, 28, 28], vec![4, 1, 32, 32], vec![0, 1, 28, 28]] {
+    for dims in [
+        vec![4, 784],
+        vec![4, 3, 28, 28],
+        vec![4, 1, 32, 32],
+        vec![0, 1, 28, 28],
+    ] {
         let x = Tensor::zeros(dims.as_slice(), candle_core::DType::F32, &Device::Cpu).unwrap();
         let err = judge.outputs(&x).err().unwrap().to_string();
         assert!(err.contains("[N, 1, 28, 28]"), "{dims:?}: {err}");
