@@ -174,6 +174,7 @@ fn draw_panel(
         .x_desc(x_label)
         .x_labels(8)
         .y_labels(8)
+        .x_label_formatter(&|x| format!("{x:.0}"))
         .label_style(("sans-serif", 14))
         .draw()
         .map_err(plot_err)?;
