@@ -9,6 +9,9 @@ use gan_core::loss::GeneratorLoss;
 use gan_core::{AdamConfig, GanModel, RunConfig, TrainConfig, Trainer};
 use gan_models::{CganConfig, DcganConfig, GanConfig, InfoganConfig};
 
+mod eval;
+mod report;
+
 /// Prints a line on stdout; a reader that went away (`| head`) is no reason to panic.
 macro_rules! say {
     ($($t:tt)*) => {{
@@ -16,6 +19,7 @@ macro_rules! say {
         let _ = writeln!(std::io::stdout().lock(), $($t)*);
     }};
 }
+pub(crate) use say;
 
 #[derive(Parser)]
 #[command(
@@ -107,11 +111,24 @@ enum Command {
         #[arg(long, default_value_t = 1e-3)]
         lr_g: f64,
     },
-    /// Scores a run on the MNIST test set (InfoGAN: its categorical code as a classifier).
+    /// Scores a run with the judge: MNIST-FID (and the train-vs-test floor), class
+    /// coverage, the Inception-Score analogue, conditional accuracy for models that take
+    /// a label, and InfoGAN's c1 accuracy; writes RUN_DIR/eval.json and prints it.
     Eval {
         /// The run folder.
         #[arg(long)]
         checkpoint: PathBuf,
+        /// Generated images to score, and real test (and training) images to compare
+        /// them with; at most the 10,000 test images.
+        #[arg(long, default_value_t = 10_000)]
+        n: usize,
+        /// Seed of the generated samples.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// The judge's weights [default: assets/judge/lenet.safetensors, trained first
+        /// when missing].
+        #[arg(long)]
+        judge: Option<PathBuf>,
         /// Folder with the MNIST IDX files.
         #[arg(long, default_value = gan_data::DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
@@ -121,6 +138,44 @@ enum Command {
         /// cpu, cuda or metal.
         #[arg(long, default_value = "cpu")]
         device: String,
+    },
+    /// Trains the judge of `eval`: a LeNet-style classifier of the MNIST training set,
+    /// scored on the test set, saved as safetensors with its SHA-256.
+    TrainJudge {
+        /// Where to save it (a card `<out>.json` is written beside it).
+        #[arg(long, default_value = gan_models::judge::DEFAULT_JUDGE_PATH)]
+        out: PathBuf,
+        /// Passes over the 60,000 training images.
+        #[arg(long, default_value_t = 4)]
+        epochs: usize,
+        /// Images per step.
+        #[arg(long, default_value_t = 64)]
+        batch_size: usize,
+        /// Adam step size of the first epoch (halved every epoch).
+        #[arg(long, default_value_t = 1e-3)]
+        lr: f64,
+        /// Seeds weights, data order and dropout.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Folder with the MNIST IDX files (fetched there when missing).
+        #[arg(long, default_value = gan_data::DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        /// Skip the canonical SHA-256 check.
+        #[arg(long)]
+        no_verify: bool,
+        /// cpu, cuda or metal.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+    /// One self-contained HTML page (and the same table in Markdown beside it) that
+    /// compares runs side by side: config, metrics, curves, sample grids.
+    Report {
+        /// Run folders to compare.
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// The HTML file; the Markdown goes beside it with the extension .md.
+        #[arg(long, default_value = "runs/report.html")]
+        out: PathBuf,
     },
     /// Writes generated images from a run: a PNG grid or a safetensors tensor `images`.
     Sample {
@@ -295,10 +350,46 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Eval {
             checkpoint,
+            n,
+            seed,
+            judge,
             data_dir,
             no_verify,
             device,
-        } => eval(&checkpoint, &data_dir, !no_verify, &device),
+        } => eval::eval(&eval::EvalArgs {
+            run_dir: checkpoint,
+            n,
+            seed,
+            judge,
+            data_dir,
+            verify: !no_verify,
+            device,
+        })
+        .map(|_| ()),
+        Command::TrainJudge {
+            out,
+            epochs,
+            batch_size,
+            lr,
+            seed,
+            data_dir,
+            no_verify,
+            device,
+        } => eval::train_judge(&eval::TrainJudgeArgs {
+            out,
+            training: gan_models::JudgeTraining {
+                epochs,
+                batch_size,
+                lr,
+                seed,
+                ..Default::default()
+            },
+            data_dir,
+            verify: !no_verify,
+            device,
+        })
+        .map(|_| ()),
+        Command::Report { runs, out } => report::report(&runs, &out),
     }
 }
 
@@ -387,7 +478,7 @@ fn load_data(dir: &Path, verify: bool, device: &candle_core::Device) -> Result<g
     load_split(dir, gan_data::SplitKind::Train, verify, device)
 }
 
-fn load_split(
+pub(crate) fn load_split(
     dir: &Path,
     kind: gan_data::SplitKind,
     verify: bool,
@@ -421,9 +512,6 @@ fn load_split(
     gan_data::load_split(dir, kind, verify, device)
 }
 
-/// Where `eval` keeps InfoGAN's category-to-digit mapping in a run folder.
-const MAPPING_FILE: &str = "eval_infogan.json";
-
 fn category_of_digit(run_dir: &Path, digit: u32) -> Result<u32> {
     if digit > 9 {
         bail!("--digit must be 0-9, got {digit}")
@@ -432,7 +520,7 @@ fn category_of_digit(run_dir: &Path, digit: u32) -> Result<u32> {
     if run.model != "infogan" {
         bail!("--digit picks a digit through InfoGAN's learned mapping; {} is a {} run (cgan takes --label)", run_dir.display(), run.model)
     }
-    let path = run_dir.join(MAPPING_FILE);
+    let path = run_dir.join(eval::MAPPING_FILE);
     let text = std::fs::read_to_string(&path).with_context(|| {
         format!(
             "{} has no digit mapping yet: run `gan-cli eval --checkpoint {}` first",
@@ -444,67 +532,6 @@ fn category_of_digit(run_dir: &Path, digit: u32) -> Result<u32> {
         .with_context(|| format!("{} is not an InfoGAN evaluation", path.display()))?;
     eval.category_of(digit as usize)
         .with_context(|| format!("no category of this run is mapped to digit {digit}"))
-}
-
-fn eval(run_dir: &Path, data_dir: &Path, verify: bool, device: &str) -> Result<()> {
-    let device = gan_core::device::parse_device(device)?;
-    let run = RunConfig::read(run_dir)?;
-    if run.model != "infogan" {
-        bail!(
-            "eval scores InfoGAN runs (its categorical code as a classifier); {} is a {} run, \
-             which the evaluation suite does not cover yet",
-            run_dir.display(),
-            run.model
-        )
-    }
-    let cfg: InfoganConfig = serde_json::from_value(run.model_config.clone())?;
-    let model = gan_models::Infogan::new(cfg, &device, run.train.seed)?;
-    gan_core::engine::load_weights(&model, run_dir)?;
-    let test = load_split(data_dir, gan_data::SplitKind::Test, verify, &device)?;
-    let result = model.evaluate_codes(&test.images, &test.labels_u8)?;
-    say!(
-        "InfoGAN c1 as a classifier of the {} MNIST test images: accuracy {:.2}% (error {:.2}%)",
-        result.n,
-        100.0 * result.accuracy,
-        100.0 * (1.0 - result.accuracy)
-    );
-    say!(
-        "category -> digit: {}",
-        result
-            .category_to_digit
-            .iter()
-            .enumerate()
-            .map(|(c, d)| format!("{c}->{}", d.map_or("-".into(), |d| d.to_string())))
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
-    say!("confusion (rows: category, columns: digit 0-9):");
-    for (c, row) in result.confusion.iter().enumerate() {
-        say!(
-            "  {c:>2} | {}",
-            row.iter()
-                .map(|v| format!("{v:>5}"))
-                .collect::<Vec<_>>()
-                .join("")
-        );
-    }
-    gan_core::checkpoint::atomic_write(
-        &run_dir.join(MAPPING_FILE),
-        serde_json::to_string_pretty(&result)?.as_bytes(),
-    )?;
-    // Traversals with rows ordered by digit 0-9, as the paper shows them.
-    let order: Vec<u32> = (0..10).filter_map(|d| result.category_of(d)).collect();
-    for fig in model.traversals(&order, &mut gan_core::prior::rng(run.train.seed, 1))? {
-        let path = run_dir
-            .join("samples")
-            .join(format!("{}_by_digit.png", fig.name));
-        gan_core::grid::save_grid(&path, &fig.images, fig.cols)?;
-    }
-    say!(
-        "wrote {} and samples/*_by_digit.png",
-        run_dir.join(MAPPING_FILE).display()
-    );
-    Ok(())
 }
 
 fn sample(

@@ -311,6 +311,17 @@ fn infogan_eval_mapping_and_digit_sampling() {
         "gan-cli eval",
     );
 
+    let judge = tmp.path().join("judge.safetensors");
+    ok(&[
+        "train-judge",
+        "--data-dir",
+        data,
+        "--no-verify",
+        "--epochs",
+        "1",
+        "--out",
+        judge.to_str().unwrap(),
+    ]);
     let out = cli(&[
         "eval",
         "--checkpoint",
@@ -318,6 +329,10 @@ fn infogan_eval_mapping_and_digit_sampling() {
         "--data-dir",
         data,
         "--no-verify",
+        "--judge",
+        judge.to_str().unwrap(),
+        "--n",
+        "20",
     ]);
     assert!(
         out.status.success(),
@@ -361,7 +376,14 @@ fn infogan_eval_mapping_and_digit_sampling() {
         "0-9",
     );
 
-    // eval of a run of another model is refused with a reason.
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("eval.json")).unwrap()).unwrap();
+    let info = &report["infogan"];
+    assert_eq!(info["c1_accuracy"].as_f64(), Some(acc));
+    assert_eq!(info["generated_by_category"]["n"].as_u64(), Some(20));
+    assert!(report["conditional_accuracy"].is_null());
+
+    // --digit is InfoGAN's: another model's run is refused with a reason.
     let gan = tmp.path().join("gan");
     ok(&[
         "gan",
@@ -382,17 +404,6 @@ fn infogan_eval_mapping_and_digit_sampling() {
     ]);
     fails(
         &[
-            "eval",
-            "--checkpoint",
-            gan.to_str().unwrap(),
-            "--data-dir",
-            data,
-            "--no-verify",
-        ],
-        "is a gan run",
-    );
-    fails(
-        &[
             "sample",
             "--checkpoint",
             gan.to_str().unwrap(),
@@ -402,6 +413,214 @@ fn infogan_eval_mapping_and_digit_sampling() {
             png.to_str().unwrap(),
         ],
         "InfoGAN",
+    );
+}
+
+fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The evaluation suite end to end on tiny data: a judge, eval of an unconditional and a
+/// conditional run, the report of both, and the errors a user meets.
+#[test]
+fn eval_suite_and_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    tiny_mnist(&data);
+    let data = data.to_str().unwrap();
+    let judge = tmp.path().join("j/judge.safetensors");
+    let judge_s = judge.to_str().unwrap();
+    let stdout = String::from_utf8_lossy(
+        &cli(&[
+            "train-judge",
+            "--data-dir",
+            data,
+            "--no-verify",
+            "--epochs",
+            "1",
+            "--out",
+            judge_s,
+        ])
+        .stdout,
+    )
+    .to_string();
+    assert!(stdout.contains("judge test accuracy"), "{stdout}");
+    let card = read_json(&judge.with_extension("json"));
+    let sha = card["sha256"].as_str().unwrap().to_string();
+    assert_eq!(sha.len(), 64);
+
+    let mut runs = vec![];
+    for kind in ["gan", "cgan"] {
+        let run = tmp.path().join(kind);
+        ok(&[
+            kind,
+            "--data-dir",
+            data,
+            "--epochs",
+            "1",
+            "--out",
+            run.to_str().unwrap(),
+            "--z-dim",
+            "8",
+            "--hidden",
+            "32",
+            "--batch-size",
+            "16",
+            "--quiet",
+            "--no-verify",
+        ]);
+        // The engine drew the curves at the end of the epoch.
+        assert!(run.join("curves/losses.png").exists());
+        assert!(run.join("curves/accuracy.png").exists());
+        let args = [
+            "eval",
+            "--checkpoint",
+            run.to_str().unwrap(),
+            "--data-dir",
+            data,
+            "--no-verify",
+            "--judge",
+            judge_s,
+            "--n",
+            "30",
+            "--seed",
+            "3",
+        ];
+        let out = cli(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains("MNIST-FID") && stdout.contains(&sha),
+            "{stdout}"
+        );
+        let r = read_json(&run.join("eval.json"));
+        assert_eq!(r["model"], kind);
+        assert_eq!(r["step"].as_u64(), Some(4));
+        assert_eq!(r["judge_sha256"].as_str(), Some(sha.as_str()));
+        for metric in [
+            "fid",
+            "fid_floor_train_vs_test",
+            "inception_score",
+            "coverage",
+        ] {
+            let m = &r[metric];
+            assert_eq!(m["n"].as_u64(), Some(30), "{metric}");
+            assert_eq!(m["seed"].as_u64(), Some(3), "{metric}");
+            assert_eq!(m["judge_sha256"].as_str(), Some(sha.as_str()), "{metric}");
+        }
+        let fid = r["fid"]["value"].as_f64().unwrap();
+        assert!(fid.is_finite() && fid >= 0.0);
+        let is = r["inception_score"]["value"].as_f64().unwrap();
+        assert!((1.0..=10.0 + 1e-9).contains(&is), "{is}");
+        let hist: u64 = r["coverage"]["histogram"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .sum();
+        assert_eq!(hist, 30);
+        // The training images are the test images here: the floor is (about) zero.
+        assert!(r["fid_floor_train_vs_test"]["value"].as_f64().unwrap() < 1e-6);
+        if kind == "cgan" {
+            let c = &r["conditional_accuracy"];
+            assert_eq!(c["n"].as_u64(), Some(30));
+            assert_eq!(c["per_class"].as_array().unwrap().len(), 10);
+        } else {
+            assert!(r["conditional_accuracy"].is_null());
+        }
+        // Same seed, same judge: the same numbers.
+        ok(&args);
+        let again = read_json(&run.join("eval.json"));
+        assert_eq!(again["fid"], r["fid"]);
+        assert_eq!(
+            std::fs::read_to_string(run.join("eval.jsonl"))
+                .unwrap()
+                .lines()
+                .count(),
+            2
+        );
+        assert!(run.join("curves/eval.png").exists());
+        runs.push(run);
+    }
+
+    // Bad input.
+    let gan = runs[0].to_str().unwrap();
+    let base = [
+        "eval",
+        "--checkpoint",
+        gan,
+        "--data-dir",
+        data,
+        "--no-verify",
+    ];
+    let with = |extra: &[&str]| -> Vec<String> {
+        base.iter().chain(extra).map(|s| s.to_string()).collect()
+    };
+    let j = |extra: Vec<String>| {
+        let mut v = extra;
+        v.extend(["--judge".to_string(), judge_s.to_string()]);
+        v
+    };
+    let run_fails = |args: Vec<String>, needle: &str| {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        fails(&refs, needle);
+    };
+    run_fails(
+        j(with(&["--n", "100"])),
+        "more than the 64 MNIST test images",
+    );
+    run_fails(j(with(&["--n", "1"])), "at least 2");
+    run_fails(
+        with(&["--n", "10", "--judge", "/nonexistent/judge.safetensors"]),
+        "no judge at /nonexistent/judge.safetensors",
+    );
+    run_fails(with(&["--n", "10", "--judge", data]), "no judge at");
+    let not_judge = tmp.path().join("gan/checkpoints/latest.json");
+    run_fails(
+        with(&["--n", "10", "--judge", not_judge.to_str().unwrap()]),
+        "not a safetensors file",
+    );
+    fails(
+        &[
+            "eval",
+            "--checkpoint",
+            data,
+            "--judge",
+            judge_s,
+            "--no-verify",
+        ],
+        "not a run folder",
+    );
+
+    // The report compares both runs in one self-contained page and a Markdown table.
+    let html = tmp.path().join("out/report.html");
+    ok(&[
+        "report",
+        runs[0].to_str().unwrap(),
+        runs[1].to_str().unwrap(),
+        "--out",
+        html.to_str().unwrap(),
+    ]);
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.starts_with("<!DOCTYPE html>"));
+    assert!(page.contains("MNIST-FID") && page.contains("conditional accuracy"));
+    assert!(page.matches("src=\"data:image/png;base64,").count() >= 6);
+    assert!(!page.contains("src=\"/") && !page.contains("src=\"runs"));
+    let md = std::fs::read_to_string(html.with_extension("md")).unwrap();
+    assert!(md.contains("| **MNIST-FID (lower is better)** |"), "{md}");
+    assert!(md.contains("](../gan/curves/losses.png)"), "{md}");
+    fails(
+        &["report", runs[0].to_str().unwrap(), "--out", "x.pdf"],
+        ".html",
+    );
+    fails(
+        &["report", data, "--out", html.to_str().unwrap()],
+        "not a run folder",
     );
 }
 

@@ -435,6 +435,9 @@ impl<'m> Trainer<'m> {
                 .append(true)
                 .open(self.run_dir.join("epochs.jsonl"))?;
             writeln!(epochs_log, "{}", serde_json::to_string(&summary)?)?;
+            if let Err(e) = crate::plot::plot_run(&self.run_dir) {
+                eprintln!("warning: could not redraw the curves: {e:#}");
+            }
             eprintln!(
                 "{} epoch {}/{}{}: {} ({:.1} s, {:.0} img/s)",
                 self.model.kind(),

@@ -79,6 +79,7 @@ pub mod alloc;
 pub mod checkpoint;
 pub mod device;
 pub mod engine;
+pub mod eval;
 pub mod grid;
 pub mod init;
 mod kernels;
@@ -88,6 +89,7 @@ pub mod metrics;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+pub mod plot;
 pub mod prior;
 
 pub use engine::{Batch, Figure, GanModel, RunConfig, StepOutput, TrainConfig, Trainer};

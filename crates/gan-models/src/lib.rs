@@ -5,6 +5,7 @@ pub mod cgan;
 pub mod dcgan;
 pub mod gan;
 pub mod infogan;
+pub mod judge;
 
 use anyhow::{bail, Result};
 use candle_core::Device;
@@ -14,6 +15,7 @@ pub use cgan::{Cgan, CganConfig};
 pub use dcgan::{Dcgan, DcganConfig};
 pub use gan::{Gan, GanConfig};
 pub use infogan::{Infogan, InfoganConfig};
+pub use judge::{Judge, JudgeConfig, JudgeTraining};
 
 /// The model kinds this crate builds, as the CLI names them.
 pub const KINDS: &[&str] = &["gan", "dcgan", "cgan", "infogan"];
