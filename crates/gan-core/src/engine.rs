@@ -19,6 +19,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{atomic_write, load_tensors, load_vars, save_tensors, var_tensors};
+use crate::grads::Collector;
 use crate::optim::{Adam, AdamConfig};
 use crate::prior::{rng, Rng};
 
@@ -236,6 +237,8 @@ pub struct Trainer<'m> {
     cfg: TrainConfig,
     run_dir: PathBuf,
     opts: BTreeMap<String, Adam>,
+    /// Weight gradients of the step, written in place (see [`crate::grads`]).
+    grads: Collector,
     state: LoopState,
 }
 
@@ -275,6 +278,7 @@ impl<'m> Trainer<'m> {
         Ok(Self {
             model,
             cfg,
+            grads: Collector::new(),
             run_dir: run_dir.into(),
             opts,
             state,
@@ -325,6 +329,7 @@ impl<'m> Trainer<'m> {
         Ok(Self {
             model,
             cfg,
+            grads: Collector::new(),
             run_dir: run_dir.into(),
             opts,
             state,
@@ -481,12 +486,12 @@ impl<'m> Trainer<'m> {
         let mut record = BTreeMap::new();
         let d = self.model.d_step(batch, &mut self.state.rng)?;
         record.insert("d_loss".into(), d.loss.to_scalar::<f32>()?);
-        let grads = d.loss.backward()?;
+        let grads = self.grads.backward(&d.loss)?;
         for net in self.model.d_networks() {
             self.opts
                 .get_mut(net)
                 .context("d_networks names an unknown network")?
-                .step(&grads)?;
+                .step_collected(&grads, &self.grads)?;
         }
         record.extend(d.metrics.iter().map(|(k, v)| (k.to_string(), *v)));
         self.state.step += 1;
@@ -494,12 +499,12 @@ impl<'m> Trainer<'m> {
         if self.state.step.is_multiple_of(self.cfg.k as u64) {
             let g = self.model.g_step(batch, &mut self.state.rng)?;
             record.insert("g_loss".into(), g.loss.to_scalar::<f32>()?);
-            let grads = g.loss.backward()?;
+            let grads = self.grads.backward(&g.loss)?;
             for net in self.model.g_networks() {
                 self.opts
                     .get_mut(net)
                     .context("g_networks names an unknown network")?
-                    .step(&grads)?;
+                    .step_collected(&grads, &self.grads)?;
             }
             record.extend(g.metrics.iter().map(|(k, v)| (k.to_string(), *v)));
         }

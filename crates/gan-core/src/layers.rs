@@ -102,6 +102,13 @@ pub fn conv2d(
     })
 }
 
+impl Conv2d {
+    /// The kernel.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+}
+
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         ops::conv2d(x, &param(&self.weight), &param(&self.bias), self.spec)
@@ -135,6 +142,13 @@ pub fn conv_transpose2d(
         bias: vb.get_with_hints(output, "bias", uniform)?,
         spec,
     })
+}
+
+impl ConvTranspose2d {
+    /// The kernel.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
 }
 
 impl Module for ConvTranspose2d {

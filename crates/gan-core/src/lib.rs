@@ -80,6 +80,7 @@ pub mod checkpoint;
 pub mod device;
 pub mod engine;
 pub mod eval;
+pub mod grads;
 pub mod grid;
 pub mod init;
 mod kernels;

@@ -20,6 +20,7 @@ use candle_core::{
     D,
 };
 
+use crate::grads;
 use crate::kernels::{self, ConvGeom, Mat};
 
 /// True where the custom kernels run: `f32` tensors on the CPU.
@@ -107,10 +108,12 @@ impl CustomOp3 for LinearOp {
                 let dx = kernels::product(Mat::rows(g, o), Mat::rows(wd, i), n, i, o);
                 cpu(dx, (n, i))
             })?;
-            let dw = wanted(w, || {
-                let dw = kernels::product(Mat::t(g, o), Mat::rows(xd, i), o, i, n);
-                cpu(dw, (o, i))
-            })?;
+            let (gt, xr) = (Mat::t(g, o), Mat::rows(xd, i));
+            let dw = if grads::collect(w, |dst, acc| kernels::matmul(dst, acc, gt, xr, o, i, n)) {
+                None
+            } else {
+                wanted(w, || cpu(kernels::product(gt, xr, o, i, n), (o, i)))?
+            };
             let db = wanted(b, || cpu(kernels::channel_sums(g, n, o, 1), o))?;
             Ok((dx, dw, db))
         })
@@ -216,11 +219,17 @@ impl CustomOp3 for Conv2dOp {
             // [N, O, P] -> [O, N*P], the layout of the forward product.
             let gt = kernels::swap01(gr, g.n, o, p, None);
             let db = wanted(b, || cpu(kernels::channel_sums(gr, g.n, o, p), o))?;
-            let dw = wanted(w, || {
+            let dw = if w.track_op() {
                 let cols = kernels::im2col(xd, &g);
-                let dw = kernels::product(Mat::rows(&gt, np), Mat::t(&cols, np), o, g.k(), np);
-                cpu(dw, w.shape())
-            })?;
+                let (a, c) = (Mat::rows(&gt, np), Mat::t(&cols, np));
+                if grads::collect(w, |dst, acc| kernels::matmul(dst, acc, a, c, o, g.k(), np)) {
+                    None
+                } else {
+                    Some(cpu(kernels::product(a, c, o, g.k(), np), w.shape())?)
+                }
+            } else {
+                None
+            };
             let dx = wanted(x, || {
                 let dcols = kernels::product(Mat::t(wd, g.k()), Mat::rows(&gt, np), g.k(), np, o);
                 cpu(kernels::col2im(&dcols, &g), x.shape())
@@ -322,11 +331,19 @@ impl CustomOp3 for ConvTranspose2dOp {
                     kernels::product(Mat::rows(wd, g.k()), Mat::rows(&gcols, np), cin, np, g.k());
                 cpu(kernels::swap01(&dxt, cin, g.n, p, None), x.shape())
             })?;
-            let dw = wanted(w, || {
+            let dw = if w.track_op() {
                 let xt = kernels::swap01(xd, g.n, cin, p, None);
-                let dw = kernels::product(Mat::rows(&xt, np), Mat::t(&gcols, np), cin, g.k(), np);
-                cpu(dw, w.shape())
-            })?;
+                let (a, c) = (Mat::rows(&xt, np), Mat::t(&gcols, np));
+                if grads::collect(w, |dst, acc| {
+                    kernels::matmul(dst, acc, a, c, cin, g.k(), np)
+                }) {
+                    None
+                } else {
+                    Some(cpu(kernels::product(a, c, cin, g.k(), np), w.shape())?)
+                }
+            } else {
+                None
+            };
             Ok((dx, dw, db))
         })
     }

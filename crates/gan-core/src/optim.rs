@@ -9,10 +9,12 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use candle_core::{
-    backprop::GradStore, CpuStorage, DType, InplaceOp2, Layout, Result, Tensor, Var,
+    backprop::GradStore, CpuStorage, DType, InplaceOp1, InplaceOp2, Layout, Result, Tensor, Var,
 };
 use candle_nn::VarMap;
 use rayon::prelude::*;
+
+use crate::grads::Collector;
 
 /// Adam's hyper-parameters.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -84,6 +86,14 @@ impl Moments {
 struct FusedAdam<'a> {
     m: Mutex<&'a mut [f32]>,
     v: Mutex<&'a mut [f32]>,
+    /// The gradient when it does not come as a tensor (from a [`Collector`]).
+    grad: Option<&'a [f32]>,
+    k: Constants,
+}
+
+/// The numbers of one Adam step: step size, decays, epsilon, bias corrections.
+#[derive(Clone, Copy)]
+struct Constants {
     lr: f32,
     beta1: f32,
     beta2: f32,
@@ -92,33 +102,23 @@ struct FusedAdam<'a> {
     c2: f32,
 }
 
-impl InplaceOp2 for FusedAdam<'_> {
-    fn name(&self) -> &'static str {
-        "gan-fused-adam"
+impl<'a> FusedAdam<'a> {
+    fn new(m: &'a mut [f32], v: &'a mut [f32], grad: Option<&'a [f32]>, k: Constants) -> Self {
+        Self {
+            m: Mutex::new(m),
+            v: Mutex::new(v),
+            grad,
+            k,
+        }
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &mut CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<()> {
-        let (Some((a, b)), Some((c, d))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
-        else {
-            candle_core::bail!("fused Adam needs contiguous weights and gradients")
-        };
-        let CpuStorage::F32(w) = s1 else {
-            candle_core::bail!("fused Adam needs f32 weights")
-        };
-        let g = &s2.as_slice::<f32>()?[c..d];
-        let w = &mut w[a..b];
+    fn update(&self, w: &mut [f32], g: &[f32]) -> Result<()> {
         let (mut m, mut v) = (self.m.lock().unwrap(), self.v.lock().unwrap());
         if w.len() != g.len() || m.len() != w.len() || v.len() != w.len() {
             candle_core::bail!("fused Adam: weight, gradient and moments differ in size")
         }
-        let (b1, b2, eps) = (self.beta1, self.beta2, self.eps);
-        let (step, c2) = (self.lr * self.c1, self.c2);
+        let (b1, b2, eps) = (self.k.beta1, self.k.beta2, self.k.eps);
+        let (step, c2) = (self.k.lr * self.k.c1, self.k.c2);
         const CHUNK: usize = 1 << 14;
         w.par_chunks_mut(CHUNK)
             .zip(g.par_chunks(CHUNK))
@@ -133,6 +133,48 @@ impl InplaceOp2 for FusedAdam<'_> {
                 }
             });
         Ok(())
+    }
+}
+
+/// The contiguous `f32` weights of a storage.
+fn weights<'a>(s: &'a mut CpuStorage, l: &Layout) -> Result<&'a mut [f32]> {
+    let Some((a, b)) = l.contiguous_offsets() else {
+        candle_core::bail!("fused Adam needs contiguous weights and gradients")
+    };
+    let CpuStorage::F32(w) = s else {
+        candle_core::bail!("fused Adam needs f32 weights")
+    };
+    Ok(&mut w[a..b])
+}
+
+impl InplaceOp2 for FusedAdam<'_> {
+    fn name(&self) -> &'static str {
+        "gan-fused-adam"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<()> {
+        let Some((c, d)) = l2.contiguous_offsets() else {
+            candle_core::bail!("fused Adam needs contiguous weights and gradients")
+        };
+        let g = &s2.as_slice::<f32>()?[c..d];
+        self.update(weights(s1, l1)?, g)
+    }
+}
+
+impl InplaceOp1 for FusedAdam<'_> {
+    fn name(&self) -> &'static str {
+        "gan-fused-adam-collected"
+    }
+
+    fn cpu_fwd(&self, s: &mut CpuStorage, l: &Layout) -> Result<()> {
+        let g = self.grad.expect("a collected gradient");
+        self.update(weights(s, l)?, g)
     }
 }
 
@@ -184,6 +226,16 @@ impl Adam {
     /// One update from `grads`. Variables without a gradient (batch-norm running
     /// statistics, a network that took no part in the loss) are left alone.
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
+        self.update(grads, None)
+    }
+
+    /// [`Adam::step`] for a backward pass run by [`Collector::backward`]: each
+    /// variable's gradient is its entry in `grads` plus what `collected` holds for it.
+    pub fn step_collected(&mut self, grads: &GradStore, collected: &Collector) -> Result<()> {
+        self.update(grads, Some(collected))
+    }
+
+    fn update(&mut self, grads: &GradStore, collected: Option<&Collector>) -> Result<()> {
         self.step += 1;
         let AdamConfig {
             lr,
@@ -195,27 +247,40 @@ impl Adam {
         let c1 = 1.0 / (1.0 - beta1.powi(t));
         let c2 = 1.0 / (1.0 - beta2.powi(t));
         for p in &mut self.params {
-            let Some(g) = grads.get(p.var.as_tensor()) else {
-                continue;
-            };
+            let w = p.var.as_tensor();
             // A variable's gradient can still carry the graph it was computed from (conv
             // and batch-norm backward passes build it from tracked activations). Without
             // detaching it, each new moment would hold the previous one and its graph, and
             // memory would grow by the size of the network every step.
-            let g = g.detach();
+            let stored = grads.get(w).map(|g| g.detach());
+            let k = Constants {
+                lr: lr as f32,
+                beta1: beta1 as f32,
+                beta2: beta2 as f32,
+                eps: eps as f32,
+                c1: c1 as f32,
+                c2: c2 as f32,
+            };
+            // The common case on the CPU: only a collected gradient, read where it lies.
+            if let (None, Some(c), Moments::Host { m, v }) = (&stored, collected, &mut p.moments) {
+                if let Some(r) =
+                    c.with_gradient(w, |g| w.inplace_op1(&FusedAdam::new(m, v, Some(g), k)))
+                {
+                    r?;
+                }
+                continue;
+            }
+            let g = match (
+                stored,
+                collected.map(|c| c.gradient(w)).transpose()?.flatten(),
+            ) {
+                (Some(a), Some(b)) => (a + b.to_device(w.device())?)?,
+                (Some(g), None) | (None, Some(g)) => g,
+                (None, None) => continue,
+            };
             match &mut p.moments {
                 Moments::Host { m, v } => {
-                    let op = FusedAdam {
-                        m: Mutex::new(m.as_mut_slice()),
-                        v: Mutex::new(v.as_mut_slice()),
-                        lr: lr as f32,
-                        beta1: beta1 as f32,
-                        beta2: beta2 as f32,
-                        eps: eps as f32,
-                        c1: c1 as f32,
-                        c2: c2 as f32,
-                    };
-                    p.var.as_tensor().inplace_op2(&g.contiguous()?, &op)?;
+                    w.inplace_op2(&g.contiguous()?, &FusedAdam::new(m, v, None, k))?;
                 }
                 Moments::Tensors { m, v } => {
                     let g = &g;
@@ -223,7 +288,7 @@ impl Adam {
                     *v = ((&*v * beta2)? + (g.sqr()? * (1.0 - beta2))?)?;
                     let denom = ((&*v * c2)?.sqrt()? + eps)?;
                     let update = ((&*m * (lr * c1))? / denom)?;
-                    p.var.set(&p.var.as_tensor().sub(&update)?)?;
+                    p.var.set(&w.sub(&update)?)?;
                 }
             }
         }
