@@ -178,7 +178,12 @@ fn conv_geom(x: &[usize], w: &[usize], spec: ConvSpec) -> Result<ConvGeom> {
     })
 }
 
-struct Conv2dOp(ConvSpec);
+struct Conv2dOp {
+    spec: ConvSpec,
+    /// The column matrix of the forward pass, kept for the weight gradient when the
+    /// weight wants one (the backward pass would otherwise rebuild it).
+    cols: Option<Mutex<Option<Vec<f32>>>>,
+}
 
 impl CustomOp3 for Conv2dOp {
     fn name(&self) -> &'static str {
@@ -195,12 +200,15 @@ impl CustomOp3 for Conv2dOp {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (x, w, b) = (data(s1, l1)?, data(s2, l2)?, data(s3, l3)?);
-        let g = conv_geom(l1.dims(), l2.dims(), self.0)?;
+        let g = conv_geom(l1.dims(), l2.dims(), self.spec)?;
         let o = l2.dims()[0];
         let cols = kernels::im2col(x, &g);
         let np = g.cols();
         let y = kernels::product(Mat::rows(w, g.k()), Mat::rows(&cols, np), o, np, g.k());
         let y = kernels::swap01(&y, o, g.n, g.oh * g.ow, Some(b));
+        if let Some(keep) = &self.cols {
+            *keep.lock().unwrap() = Some(cols);
+        }
         Ok((CpuStorage::F32(y), (g.n, o, g.oh, g.ow).into()))
     }
 
@@ -212,15 +220,16 @@ impl CustomOp3 for Conv2dOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let g = conv_geom(x.dims(), w.dims(), self.0)?;
+        let g = conv_geom(x.dims(), w.dims(), self.spec)?;
         let (o, np, p) = (w.dim(0)?, g.cols(), g.oh * g.ow);
+        let kept = self.cols.as_ref().and_then(|c| c.lock().unwrap().take());
         with_data(&[x, w, grad], |d| {
             let (xd, wd, gr) = (d[0], d[1], d[2]);
             // [N, O, P] -> [O, N*P], the layout of the forward product.
             let gt = kernels::swap01(gr, g.n, o, p, None);
             let db = wanted(b, || cpu(kernels::channel_sums(gr, g.n, o, p), o))?;
             let dw = if w.track_op() {
-                let cols = kernels::im2col(xd, &g);
+                let cols = kept.unwrap_or_else(|| kernels::im2col(xd, &g));
                 let (a, c) = (Mat::rows(&gt, np), Mat::t(&cols, np));
                 if grads::collect(w, |dst, acc| kernels::matmul(dst, acc, a, c, o, g.k(), np)) {
                     None
@@ -242,8 +251,14 @@ impl CustomOp3 for Conv2dOp {
 /// 2-D convolution of `x [N, C, H, W]` with `w [O, C, K, K]` plus `b [O]`.
 pub fn conv2d(x: &Tensor, w: &Tensor, b: &Tensor, spec: ConvSpec) -> Result<Tensor> {
     if on_fast_path(x) {
-        x.contiguous()?
-            .apply_op3_arc(w, b, Arc::new(Box::new(Conv2dOp(spec))))
+        x.contiguous()?.apply_op3_arc(
+            w,
+            b,
+            Arc::new(Box::new(Conv2dOp {
+                spec,
+                cols: w.track_op().then(|| Mutex::new(None)),
+            })),
+        )
     } else {
         x.conv2d(w, spec.padding, spec.stride, 1, 1)?
             .broadcast_add(&b.reshape((1, (), 1, 1))?)
