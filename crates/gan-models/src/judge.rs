@@ -17,7 +17,9 @@ use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::{conv2d, linear, Conv2d, Conv2dConfig, Linear, VarBuilder, VarMap};
+use candle_nn::{VarBuilder, VarMap};
+// gan-core's layers: candle-nn's names and shapes, with the fast CPU convolutions.
+use gan_core::layers::{conv2d, linear, Conv2d, ConvSpec, Linear};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -126,12 +128,12 @@ impl Judge {
         );
         let vars = VarMap::new();
         let vb = VarBuilder::from_varmap(&vars, DType::F32, device);
-        let pad2 = Conv2dConfig {
+        let pad2 = ConvSpec {
             padding: 2,
             ..Default::default()
         };
         let conv1 = conv2d(1, cfg.c1, 5, pad2, vb.pp("conv1"))?;
-        let conv2 = conv2d(cfg.c1, cfg.c2, 5, Default::default(), vb.pp("conv2"))?;
+        let conv2 = conv2d(cfg.c1, cfg.c2, 5, ConvSpec::default(), vb.pp("conv2"))?;
         let fc1 = linear(cfg.c2 * 5 * 5, cfg.hidden, vb.pp("fc1"))?;
         let fc2 = linear(cfg.hidden, CLASSES, vb.pp("fc2"))?;
         reinit(&vars, WeightInit::FanInUniform, &mut rng(seed, 5))?;
