@@ -1,4 +1,4 @@
-"""PyTorch twins of gan-rs's models: training and generation throughput on the CPU.
+"""PyTorch twins of gan-rs's models: training and generation throughput on the CPU or a GPU.
 
 Each model is the same network with the same training step as its Rust module in
 crates/gan-models (layer sizes, activations, batch-norm settings, weight initialisation,
@@ -10,7 +10,7 @@ images in [-1, 1] (and labels 0-9 in turn for cgan), as in the Rust benchmark
 runs beside this script.
 
     python bench/bench.py --model infogan [--batch 64] [--threads 2] [--warmup 5]
-                          [--steps 30] [--freeze-d] [--json]
+                          [--steps 30] [--freeze-d] [--device cpu|cuda] [--json]
 
 Training: the median wall time of --steps timed steps after --warmup untimed ones
 (the upper median, times[steps // 2], as the Rust benchmark takes it), reported as
@@ -20,6 +20,10 @@ max(steps, 10) batches after 2 untimed ones.
 
 Plain idiomatic PyTorch: nn.Module, float32, torch.optim.Adam with its defaults but
 betas (0.5, 0.999), zero_grad(set_to_none=True), no torch.compile.
+
+--device cuda puts the same networks, data and step on the first CUDA GPU (the Rust
+benchmark's --device cuda): every timer is read after torch.cuda.synchronize(), as the
+Rust benchmark synchronizes the device after each step.
 """
 
 import argparse
@@ -32,6 +36,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 MODELS = ["gan", "dcgan", "cgan", "infogan"]
+
+# Where the networks, data and noise live: set once by main() from --device.
+DEVICE = torch.device("cpu")
+
+
+def sync():
+    """Wait for the GPU's queued work, so a timer reads the time it took (no-op on CPU)."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -106,7 +119,7 @@ class Gan:
         self.lr = {"g": 2e-4, "d": 2e-4}
 
     def fake(self, n):
-        return torch.tanh(self.g(torch.randn(n, self.z_dim)))
+        return torch.tanh(self.g(torch.randn(n, self.z_dim, device=DEVICE)))
 
     def critic(self, flat):
         return self.d(flat).squeeze(1)
@@ -139,10 +152,10 @@ class Cgan:
         self.lr = {"g": 2e-4, "d": 2e-4}
 
     def random_labels(self, n):
-        return F.one_hot(torch.randint(0, self.classes, (n,)), self.classes).float()
+        return F.one_hot(torch.randint(0, self.classes, (n,), device=DEVICE), self.classes).float()
 
     def fake(self, y):
-        z = torch.randn(y.shape[0], self.z_dim)
+        z = torch.randn(y.shape[0], self.z_dim, device=DEVICE)
         return torch.tanh(self.g(torch.cat([z, y], 1)))
 
     def critic(self, flat, y):
@@ -212,7 +225,7 @@ class Dcgan:
         self.lr = {"g": 2e-4, "d": 2e-4}
 
     def fake(self, n):
-        return self.g(torch.randn(n, self.z_dim))
+        return self.g(torch.randn(n, self.z_dim, device=DEVICE))
 
     def d_loss(self, images, labels):
         real = self.d(images)
@@ -293,9 +306,9 @@ class Infogan:
 
     def sample(self, n):
         """The prior, blocks in the Rust order: z, one-hot c1, continuous codes."""
-        z = torch.rand(n, self.z_dim) * 2 - 1
-        cat = torch.randint(0, self.k, (n,))
-        cont = torch.rand(n, self.n_cont) * 2 - 1
+        z = torch.rand(n, self.z_dim, device=DEVICE) * 2 - 1
+        cat = torch.randint(0, self.k, (n,), device=DEVICE)
+        cont = torch.rand(n, self.n_cont, device=DEVICE) * 2 - 1
         return torch.cat([z, F.one_hot(cat, self.k).float(), cont], 1), cat, cont
 
     def discriminate(self, x):
@@ -333,6 +346,8 @@ BUILD = {"gan": Gan, "dcgan": Dcgan, "cgan": Cgan, "infogan": Infogan}
 
 def measure(name, batch, warmup, steps, freeze_d):
     model = BUILD[name]()
+    for net in model.nets.values():
+        net.to(DEVICE)
     opts = {
         k: torch.optim.Adam(net.parameters(), lr=model.lr[k], betas=(0.5, 0.999))
         for k, net in model.nets.items()
@@ -341,8 +356,8 @@ def measure(name, batch, warmup, steps, freeze_d):
         net.train()
     d_params = [p for k in model.d_nets for p in model.nets[k].parameters()]
     n = 16 * batch
-    images = torch.rand(n, 1, 28, 28) * 2 - 1
-    labels = torch.arange(n) % 10
+    images = torch.rand(n, 1, 28, 28, device=DEVICE) * 2 - 1
+    labels = torch.arange(n, device=DEVICE) % 10
 
     def step(i):
         """gan_core::Trainer::train_step with k = 1: a D step, then a G step."""
@@ -371,10 +386,12 @@ def measure(name, batch, warmup, steps, freeze_d):
 
     for i in range(warmup):
         step(i)
+    sync()
     times = []
     for i in range(steps):
         t = time.perf_counter()
         step(i)
+        sync()
         times.append(time.perf_counter() - t)
     times.sort()
     median = times[len(times) // 2]
@@ -383,16 +400,18 @@ def measure(name, batch, warmup, steps, freeze_d):
     with torch.no_grad():
         for _ in range(2):
             model.generate(batch)
+        sync()
         reps = max(steps, 10)
         t = time.perf_counter()
         for _ in range(reps):
             model.generate(batch).sum().item()
+        sync()
         gen = time.perf_counter() - t
-    return {
+    r = {
         "model": name,
         "batch": batch,
         "threads": torch.get_num_threads(),
-        "device": "cpu",
+        "device": DEVICE.type,
         "steps": steps,
         "warmup": warmup,
         "freeze_d": freeze_d,
@@ -402,6 +421,9 @@ def measure(name, batch, warmup, steps, freeze_d):
         "gen_img_per_s": reps * batch / gen,
         "torch": torch.__version__,
     }
+    if DEVICE.type == "cuda":
+        r["gpu"] = torch.cuda.get_device_name(DEVICE)
+    return r
 
 
 def main():
@@ -418,10 +440,20 @@ def main():
         "with gan_core::layers::frozen (plain PyTorch code computes those gradients and "
         "never uses them)",
     )
+    p.add_argument(
+        "--device",
+        default="cpu",
+        choices=["cpu", "cuda"],
+        help="where the networks and the step run (cuda: the first GPU)",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per model")
     a = p.parse_args()
     if a.batch < 1 or a.steps < 1 or a.warmup < 0 or a.threads < 1:
         p.error("--batch, --steps and --threads must be positive, --warmup not negative")
+    if a.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: this PyTorch sees no CUDA GPU")
+    global DEVICE
+    DEVICE = torch.device(a.device)
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     for name in MODELS if a.model == "all" else [a.model]:
@@ -433,7 +465,7 @@ def main():
                 f"{name:>8}  batch {a.batch:>3}  train {r['train_img_per_s']:8.1f} img/s "
                 f"(median {r['train_ms_per_step']:6.1f} ms/step, best "
                 f"{r['train_best_ms_per_step']:6.1f})  generate {r['gen_img_per_s']:9.1f} img/s  "
-                f"[{r['threads']} threads, torch {r['torch']}"
+                f"[{r['threads']} threads{', ' + r['gpu'] if 'gpu' in r else ''}, torch {r['torch']}"
                 f"{', D frozen in G step' if a.freeze_d else ''}]",
                 flush=True,
             )
