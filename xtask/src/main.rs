@@ -296,7 +296,10 @@ fn bench(
             ])
             .args(["--threads", &threads.to_string(), "--json"])
             // The same device as the Rust side (metal has no PyTorch twin here: cpu).
-            .args(["--device", if device_name == "cuda" { "cuda" } else { "cpu" }])
+            .args([
+                "--device",
+                if device_name == "cuda" { "cuda" } else { "cpu" },
+            ])
             .stderr(std::process::Stdio::inherit())
             .output()
             .context("cannot run bench/bench.py")?;
