@@ -267,6 +267,31 @@ fn checkpoint_step(run_dir: &Path) -> Result<u64> {
         .with_context(|| format!("{} records no step", ckpt.display()))
 }
 
+/// A split of MNIST with at least `n` images: FID compares N generated images with N
+/// real test images, and its floor N training images with the same N test images.
+fn split_of_at_least(
+    args: &EvalArgs,
+    kind: gan_data::SplitKind,
+    n: usize,
+    device: &Device,
+) -> Result<gan_data::Split> {
+    let split = crate::load_split(&args.data_dir, kind, args.verify, device)?;
+    let name = match kind {
+        gan_data::SplitKind::Test => "test",
+        gan_data::SplitKind::Train => "training",
+    };
+    if n > split.len() {
+        bail!(
+            "--n {n} is more than the {} MNIST {name} images available: FID compares N \
+             generated images with N real test images (and N training images for its \
+             floor), so N can be at most {}",
+            split.len(),
+            split.len()
+        )
+    }
+    Ok(split)
+}
+
 /// Every metric of the suite for the run in `args.run_dir`.
 pub fn eval(args: &EvalArgs) -> Result<EvalReport> {
     let started = Instant::now();
@@ -280,32 +305,8 @@ pub fn eval(args: &EvalArgs) -> Result<EvalReport> {
         gan_models::build(&run.model, &run.model_config, &device, run.train.seed)?;
     gan_core::engine::load_weights(model.as_ref(), &args.run_dir)?;
     let step = checkpoint_step(&args.run_dir)?;
-    let test = crate::load_split(
-        &args.data_dir,
-        gan_data::SplitKind::Test,
-        args.verify,
-        &device,
-    )?;
-    if n > test.len() {
-        bail!(
-            "--n {n} is more than the {} MNIST test images available: FID compares N generated \
-             images with N real test images, so N can be at most {}",
-            test.len(),
-            test.len()
-        )
-    }
-    let train = crate::load_split(
-        &args.data_dir,
-        gan_data::SplitKind::Train,
-        args.verify,
-        &device,
-    )?;
-    if n > train.len() {
-        bail!(
-            "--n {n} is more than the {} training images available for the FID floor",
-            train.len()
-        )
-    }
+    let test = split_of_at_least(args, gan_data::SplitKind::Test, n, &device)?;
+    let train = split_of_at_least(args, gan_data::SplitKind::Train, n, &device)?;
     let (judge, judge_path) = resolve_judge(args, &device)?;
     let sha = judge
         .sha256()

@@ -628,14 +628,10 @@ fn eval_suite_and_report() {
 /// local mirror the test starts, first mirror dead), verifies it and trains.
 #[test]
 fn first_run_fetches_mnist_from_a_mirror() {
-    let shared = Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/data/mnist"
-    ));
-    if !shared.is_dir() {
+    let Some(shared) = gan_data::shared_mnist_dir() else {
         eprintln!("skipped: ../shared/data/mnist not found");
         return;
-    }
+    };
     let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
     let url = format!("http://{}/", server.server_addr().to_ip().unwrap());
     let root = shared.to_path_buf();

@@ -22,5 +22,6 @@ pub use fetch::{
     mirrors, FetchReport, FileSpec, MIRRORS,
 };
 pub use mnist::{
-    load_mnist, load_split, Mnist, Split, SplitKind, Verify, DEFAULT_DATA_DIR, MNIST_FILES,
+    load_mnist, load_split, shared_mnist_dir, Mnist, Split, SplitKind, Verify, DEFAULT_DATA_DIR,
+    MNIST_FILES,
 };

@@ -7,14 +7,10 @@ use gan_data::{import_mnist, load_mnist, Verify};
 
 #[test]
 fn imports_and_loads_real_mnist() {
-    let shared = Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/data/mnist"
-    ));
-    if !shared.is_dir() {
+    let Some(shared) = gan_data::shared_mnist_dir() else {
         eprintln!("skipped: ../shared/data/mnist not found");
         return;
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
     let report = import_mnist(shared, dir.path()).unwrap();
     assert_eq!(report.files.len(), 4);

@@ -144,14 +144,10 @@ fn bad_input_gives_clear_errors() {
 
 #[test]
 fn a_judge_trained_on_real_mnist_reads_known_digits() {
-    let shared = Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/data/mnist"
-    ));
-    if !shared.is_dir() {
+    let Some(shared) = gan_data::shared_mnist_dir() else {
         eprintln!("skipped: ../shared/data/mnist not found");
         return;
-    }
+    };
     let m = gan_data::load_mnist(shared, gan_data::Verify::Canonical, &Device::Cpu).unwrap();
     // A small judge on 6,000 images for two epochs: seconds, and well above chance.
     let x = m.train.images.narrow(0, 0, 6000).unwrap();
