@@ -1,7 +1,5 @@
 //! The real MNIST of `../shared/data/mnist`, where the machine has it.
 
-use std::path::Path;
-
 use candle_core::Device;
 use gan_data::{import_mnist, load_mnist, Verify};
 

@@ -1,8 +1,6 @@
 //! The judge of the evaluation suite: it learns, survives a save and load bit for bit,
 //! refuses bad input with clear errors, and (with real MNIST) recognises known digits.
 
-use std::path::Path;
-
 use candle_core::{Device, Tensor};
 use gan_models::{Judge, JudgeConfig, JudgeTraining};
 use rand::{Rng, SeedableRng};
