@@ -205,7 +205,7 @@ fn resolve_judge(args: &EvalArgs, device: &Device) -> Result<(Judge, PathBuf)> {
         return Ok((Judge::load(&path, device)?, path));
     }
     eprintln!(
-        "no judge at {}: training one first on the MNIST training set (a few minutes on CPU; \
+        "no judge at {}: training one first on the MNIST training set (about 4 minutes on a 2-core CPU; \
          `gan-cli train-judge` does this alone)",
         path.display()
     );
