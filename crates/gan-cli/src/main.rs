@@ -107,6 +107,10 @@ enum Command {
         /// Q predicts means only (unit variance) for the continuous codes.
         #[arg(long)]
         fixed_std: bool,
+        /// D's step also descends lambda * L_I, so the trunk D shares with Q learns the
+        /// codes too (as the paper's code does).
+        #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+        info_in_d: bool,
         /// Learning rate of G and Q (D uses --lr).
         #[arg(long, default_value_t = 1e-3)]
         lr_g: f64,
@@ -314,6 +318,7 @@ fn run(cli: Cli) -> Result<()> {
             lambda,
             lambda_cont,
             fixed_std,
+            info_in_d,
             lr_g,
         } => {
             let cfg = InfoganConfig {
@@ -325,6 +330,7 @@ fn run(cli: Cli) -> Result<()> {
                 lambda_cont,
                 fixed_std,
                 g_loss,
+                info_in_d,
             };
             train_model(
                 "infogan",

@@ -24,8 +24,17 @@ use gan_core::loss::{
     binary_accuracy, cross_entropy, discriminator_loss, gaussian_nll, generator_loss, GeneratorLoss,
 };
 use gan_core::nn::leaky_relu;
-use gan_core::prior::{one_hot, rng, Latent, LatentSpec, Rng};
+use gan_core::prior::{one_hot, rng, Latent, LatentSample, LatentSpec, Rng};
 use gan_core::{Batch, Figure, GanModel, StepOutput};
+
+/// The mutual-information term of one batch and its parts.
+struct InfoLoss {
+    l_info: Tensor,
+    l_cat: Tensor,
+    l_cont: Option<Tensor>,
+    /// H(c) of the categorical codes, for the lower bound H(c) - L_cat.
+    entropy: f64,
+}
 
 /// Settings of InfoGAN.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,6 +57,12 @@ pub struct InfoganConfig {
     pub fixed_std: bool,
     /// Generator objective.
     pub g_loss: GeneratorLoss,
+    /// D's step also descends lambda * L_I on its fakes, so the trunk it shares with Q
+    /// learns features that carry the codes (the paper's code does this); without it
+    /// only Q's head and G learn from L_I. Runs saved before the option read as false,
+    /// and false is not written, so their checkpoints still match.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub info_in_d: bool,
 }
 
 impl Default for InfoganConfig {
@@ -61,6 +76,7 @@ impl Default for InfoganConfig {
             lambda_cont: 0.1,
             fixed_std: false,
             g_loss: GeneratorLoss::NonSaturating,
+            info_in_d: false,
         }
     }
 }
@@ -296,6 +312,40 @@ impl Infogan {
         })
     }
 
+    /// L_I of Q's output on samples drawn with known codes: the categorical codes'
+    /// cross-entropy plus lambda_cont times the continuous codes' Gaussian NLL.
+    fn info_loss(&self, q: &QOutput, sample: &LatentSample) -> Result<InfoLoss> {
+        let mut l_cat = Tensor::zeros((), DType::F32, &self.device)?;
+        let mut entropy = 0.0;
+        for ((logits, classes), &k) in q
+            .categorical
+            .iter()
+            .zip(&sample.categories)
+            .zip(&self.cfg.categorical)
+        {
+            let targets = Tensor::new(classes.as_slice(), &self.device)?;
+            l_cat = (l_cat + cross_entropy(logits, &targets)?)?;
+            entropy += (k as f64).ln();
+        }
+        let mut l_info = l_cat.clone();
+        let mut l_cont = None;
+        if let (Some(mean), Some(lv)) = (&q.mean, &q.log_var) {
+            let width = sample.z.dim(1)?;
+            let c = sample
+                .z
+                .narrow(1, width - self.cfg.continuous, self.cfg.continuous)?;
+            let nll = gaussian_nll(&c, mean, lv)?;
+            l_info = (l_info + (&nll * self.cfg.lambda_cont)?)?;
+            l_cont = Some(nll);
+        }
+        Ok(InfoLoss {
+            l_info,
+            l_cat,
+            l_cont,
+            entropy,
+        })
+    }
+
     /// The first categorical code Q assigns to each image: InfoGAN as an unsupervised
     /// classifier. Images `[N, 1, 28, 28]` in [-1, 1]; batched to bound memory.
     pub fn classify(&self, images: &Tensor) -> Result<Vec<u32>> {
@@ -407,12 +457,19 @@ impl GanModel for Infogan {
     fn d_step(&self, batch: &Batch, rng: &mut Rng) -> Result<StepOutput> {
         let m = batch.images.dim(0)?;
         let (real, _) = self.discriminate(&batch.images, true)?;
-        let zc = self.prior.sample(m, rng, &self.device)?.z;
-        let fake = self.g.forward_t(&zc, true)?.detach();
-        let (fake, _) = self.discriminate(&fake, true)?;
-        Ok(StepOutput::new(discriminator_loss(&real, &fake)?)
+        let sample = self.prior.sample(m, rng, &self.device)?;
+        let fake = self.g.forward_t(&sample.z, true)?.detach();
+        let (fake_logit, q) = self.discriminate(&fake, true)?;
+        let mut loss = discriminator_loss(&real, &fake_logit)?;
+        let mut out = StepOutput::new(loss.clone());
+        if self.cfg.info_in_d && self.cfg.lambda > 0.0 {
+            let info = self.info_loss(&q, &sample)?;
+            loss = (loss + (&info.l_info * self.cfg.lambda)?)?;
+            out = StepOutput::new(loss).with("d_l_info", info.l_info.to_scalar::<f32>()?);
+        }
+        Ok(out
             .with("d_real_acc", binary_accuracy(&real, true)?)
-            .with("d_fake_acc", binary_accuracy(&fake, false)?))
+            .with("d_fake_acc", binary_accuracy(&fake_logit, false)?))
     }
 
     fn g_step(&self, batch: &Batch, rng: &mut Rng) -> Result<StepOutput> {
@@ -421,38 +478,17 @@ impl GanModel for Infogan {
         let fake = self.g.forward_t(&sample.z, true)?;
         let (logit, q) = self.discriminate_for_g(&fake)?;
         let adv = generator_loss(&logit, self.cfg.g_loss)?;
-        let mut l_cat = Tensor::zeros((), DType::F32, &self.device)?;
-        let mut entropy = 0.0;
-        for ((logits, classes), &k) in q
-            .categorical
-            .iter()
-            .zip(&sample.categories)
-            .zip(&self.cfg.categorical)
-        {
-            let targets = Tensor::new(classes.as_slice(), &self.device)?;
-            l_cat = (l_cat + cross_entropy(logits, &targets)?)?;
-            entropy += (k as f64).ln();
-        }
-        let mut l_info = l_cat.clone();
-        let mut out_metrics = vec![];
-        if let (Some(mean), Some(lv)) = (&q.mean, &q.log_var) {
-            let c = sample.z.narrow(
-                1,
-                sample.z.dim(1)? - self.cfg.continuous,
-                self.cfg.continuous,
-            )?;
-            let l_cont = gaussian_nll(&c, mean, lv)?;
-            out_metrics.push(("l_cont", l_cont.to_scalar::<f32>()?));
-            l_info = (l_info + (l_cont * self.cfg.lambda_cont)?)?;
-        }
-        let loss = (adv.clone() + (&l_info * self.cfg.lambda)?)?;
-        let cat = l_cat.to_scalar::<f32>()?;
+        let info = self.info_loss(&q, &sample)?;
+        let loss = (adv.clone() + (&info.l_info * self.cfg.lambda)?)?;
+        let cat = info.l_cat.to_scalar::<f32>()?;
         let mut out = StepOutput::new(loss)
             .with("g_adv", adv.to_scalar::<f32>()?)
-            .with("l_info", l_info.to_scalar::<f32>()?)
+            .with("l_info", info.l_info.to_scalar::<f32>()?)
             .with("l_cat", cat)
-            .with("mi_lower_bound", entropy as f32 - cat);
-        out.metrics.extend(out_metrics);
+            .with("mi_lower_bound", info.entropy as f32 - cat);
+        if let Some(l_cont) = &info.l_cont {
+            out = out.with("l_cont", l_cont.to_scalar::<f32>()?);
+        }
         Ok(out)
     }
 
