@@ -413,9 +413,13 @@ pub(crate) fn per_channel_mut(
     f: impl Fn(usize, &mut f32) + Sync,
 ) {
     if p == 1 {
-        x.par_chunks_mut(c * 64).for_each(|chunk| {
-            for (i, v) in chunk.iter_mut().enumerate() {
-                f(i % c, v)
+        // [n, c]: whole rows, so the channel is the position in the row (no division
+        // per element).
+        x.par_chunks_mut(c * 16).for_each(|rows| {
+            for row in rows.chunks_mut(c) {
+                for (i, v) in row.iter_mut().enumerate() {
+                    f(i, v)
+                }
             }
         });
     } else {
@@ -471,16 +475,28 @@ pub(crate) fn per_channel_zip(
     p: usize,
     f: impl Fn(usize, f32, f32) -> f32 + Sync,
 ) {
-    let chunk = if p == 1 { c * 64 } else { p };
-    out.par_chunks_mut(chunk)
-        .zip(x.par_chunks(chunk))
-        .enumerate()
-        .for_each(|(j, (o, xs))| {
-            for (i, (ov, &xv)) in o.iter_mut().zip(xs).enumerate() {
-                let ci = if p == 1 { i % c } else { j % c };
-                *ov = f(ci, *ov, xv);
-            }
-        });
+    if p == 1 {
+        // [n, c]: whole rows, the channel is the position in the row.
+        out.par_chunks_mut(c * 16)
+            .zip(x.par_chunks(c * 16))
+            .for_each(|(o, xs)| {
+                for (orow, xrow) in o.chunks_mut(c).zip(xs.chunks(c)) {
+                    for (i, (ov, &xv)) in orow.iter_mut().zip(xrow).enumerate() {
+                        *ov = f(i, *ov, xv);
+                    }
+                }
+            });
+    } else {
+        out.par_chunks_mut(p)
+            .zip(x.par_chunks(p))
+            .enumerate()
+            .for_each(|(plane, (o, xs))| {
+                let ci = plane % c;
+                for (ov, &xv) in o.iter_mut().zip(xs) {
+                    *ov = f(ci, *ov, xv);
+                }
+            });
+    }
 }
 
 #[cfg(test)]

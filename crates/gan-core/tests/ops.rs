@@ -184,7 +184,7 @@ fn batch_norm_reference(x: &Tensor, gamma: &Tensor, beta: &Tensor) -> Result<Ten
 
 #[test]
 fn batch_norm_matches_candle() {
-    let cases: [&[usize]; 4] = [&[8, 5], &[4, 3, 5, 5], &[1, 2, 3, 3], &[64, 130]];
+    let cases: [&[usize]; 5] = [&[8, 5], &[4, 3, 5, 5], &[1, 2, 3, 3], &[64, 130], &[37, 9]];
     for (i, x) in cases.into_iter().enumerate() {
         let c = x[1];
         let inputs = [
