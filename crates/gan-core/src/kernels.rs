@@ -264,30 +264,46 @@ impl ConvGeom {
 
 /// `x [n, c, h, w]` to columns `[c*kh*kw, n*oh*ow]`: row `(ci, ki, kj)`, column
 /// `(ni, oy, ox)` holds the input pixel that kernel tap meets at that output pixel.
+///
+/// Every element is written once (zero where the tap meets padding), so the matrix,
+/// tens of megabytes for a 64-channel layer, gets no zeroing pass first.
 pub(crate) fn im2col(x: &[f32], g: &ConvGeom) -> Vec<f32> {
+    use std::mem::MaybeUninit;
     let (p, cols) = (g.oh * g.ow, g.cols());
-    let mut out = vec![0f32; g.k() * cols];
-    if cols == 0 {
-        return out;
+    let len = g.k() * cols;
+    if cols == 0 || len == 0 {
+        return vec![0f32; len];
     }
-    out.par_chunks_mut(cols).enumerate().for_each(|(r, row)| {
-        let (ci, ki, kj) = (r / (g.kh * g.kw), (r / g.kw) % g.kh, r % g.kw);
-        for ni in 0..g.n {
-            let plane = &x[(ni * g.c + ci) * g.h * g.w..][..g.h * g.w];
-            let dst = &mut row[ni * p..][..p];
-            for oy in 0..g.oh {
-                let Some(iy) = g.src(oy, ki, g.h) else {
-                    continue;
-                };
-                let src = &plane[iy * g.w..][..g.w];
-                let d = &mut dst[oy * g.ow..][..g.ow];
-                let (lo, hi) = g.valid(kj, g.w, g.ow);
-                for ox in lo..hi {
-                    d[ox] = src[ox * g.stride + kj - g.pad];
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    let zero = MaybeUninit::new(0f32);
+    out.spare_capacity_mut()[..len]
+        .par_chunks_mut(cols)
+        .enumerate()
+        .for_each(|(r, row)| {
+            let (ci, ki, kj) = (r / (g.kh * g.kw), (r / g.kw) % g.kh, r % g.kw);
+            let (lo, hi) = g.valid(kj, g.w, g.ow);
+            for ni in 0..g.n {
+                let plane = &x[(ni * g.c + ci) * g.h * g.w..][..g.h * g.w];
+                let dst = &mut row[ni * p..][..p];
+                for oy in 0..g.oh {
+                    let d = &mut dst[oy * g.ow..][..g.ow];
+                    let Some(iy) = g.src(oy, ki, g.h) else {
+                        d.fill(zero);
+                        continue;
+                    };
+                    let src = &plane[iy * g.w..][..g.w];
+                    d[..lo].fill(zero);
+                    d[hi..].fill(zero);
+                    for ox in lo..hi {
+                        d[ox].write(src[ox * g.stride + kj - g.pad]);
+                    }
                 }
             }
-        }
-    });
+        });
+    // SAFETY: the rows above cover all `len` elements (`k()` rows of `cols`, each row
+    // `n` blocks of `oh` segments of `ow`), and each segment is written in full: either
+    // filled with zeros or zeros outside `lo..hi` and input pixels inside.
+    unsafe { out.set_len(len) };
     out
 }
 
