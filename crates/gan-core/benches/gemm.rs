@@ -69,15 +69,50 @@ fn main() {
     }
     let threads = rayon::current_num_threads();
     let products = [
-        ("G fc 1024->6272, forward x W^T", 64, 6272, 1024, false, true),
+        (
+            "G fc 1024->6272, forward x W^T",
+            64,
+            6272,
+            1024,
+            false,
+            true,
+        ),
         ("G fc, input gradient g W", 64, 1024, 6272, false, false),
         ("G fc, weight gradient g^T x", 6272, 1024, 64, true, false),
-        ("D fc 6272->1024, forward x W^T", 64, 1024, 6272, false, true),
+        (
+            "D fc 6272->1024, forward x W^T",
+            64,
+            1024,
+            6272,
+            false,
+            true,
+        ),
         ("D fc, input gradient g W", 64, 6272, 1024, false, false),
         ("D fc, weight gradient g^T x", 1024, 6272, 64, true, false),
-        ("D conv 64->128, forward W cols", 128, 3136, 1024, false, false),
-        ("D conv, weight gradient g cols^T", 128, 1024, 3136, false, true),
-        ("D conv, column gradient W^T g", 1024, 3136, 128, true, false),
+        (
+            "D conv 64->128, forward W cols",
+            128,
+            3136,
+            1024,
+            false,
+            false,
+        ),
+        (
+            "D conv, weight gradient g cols^T",
+            128,
+            1024,
+            3136,
+            false,
+            true,
+        ),
+        (
+            "D conv, column gradient W^T g",
+            1024,
+            3136,
+            128,
+            true,
+            false,
+        ),
     ];
     println!("median of {reps} runs, ms; {threads} threads (rayon)");
     println!(

@@ -294,8 +294,15 @@ pub(crate) fn im2col(x: &[f32], g: &ConvGeom) -> Vec<f32> {
                     let src = &plane[iy * g.w..][..g.w];
                     d[..lo].fill(zero);
                     d[hi..].fill(zero);
-                    for ox in lo..hi {
-                        d[ox].write(src[ox * g.stride + kj - g.pad]);
+                    if lo < hi {
+                        // `valid` keeps the last tap inside the row, so the pixels
+                        // cover all of lo..hi and every slot is written.
+                        debug_assert!((hi - 1) * g.stride + kj - g.pad < g.w);
+                        let first = lo * g.stride + kj - g.pad;
+                        let pixels = src[first..].iter().step_by(g.stride);
+                        for (dv, &sv) in d[lo..hi].iter_mut().zip(pixels) {
+                            dv.write(sv);
+                        }
                     }
                 }
             }
@@ -330,8 +337,12 @@ pub(crate) fn col2im(cols: &[f32], g: &ConvGeom) -> Vec<f32> {
                         let s = &src[oy * g.ow..][..g.ow];
                         let d = &mut plane[iy * g.w..][..g.w];
                         let (lo, hi) = g.valid(kj, g.w, g.ow);
-                        for ox in lo..hi {
-                            d[ox * g.stride + kj - g.pad] += s[ox];
+                        if lo < hi {
+                            let first = lo * g.stride + kj - g.pad;
+                            let targets = d[first..].iter_mut().step_by(g.stride);
+                            for (dv, &sv) in targets.zip(&s[lo..hi]) {
+                                *dv += sv;
+                            }
                         }
                     }
                 }
@@ -483,22 +494,33 @@ pub(crate) fn channel_grad_sums(
     (sg, sgx)
 }
 
-/// `out = f(channel, out, x)` elementwise over `[n, c, p]`, in parallel.
-pub(crate) fn per_channel_zip(
-    out: &mut [f32],
+/// `out = act(x * scale[c] + shift[c])` over `[n, c, p]`, with `act` a leaky ReLU of
+/// `slope` (`None`: identity): batch norm's forward pass after its statistics. The loops
+/// zip the channel coefficients with the data, so they vectorise.
+pub(crate) fn channel_affine(
     x: &[f32],
     c: usize,
     p: usize,
-    f: impl Fn(usize, f32, f32) -> f32 + Sync,
-) {
+    scale: &[f32],
+    shift: &[f32],
+    slope: Option<f32>,
+) -> Vec<f32> {
+    let (scale, shift) = (&scale[..c], &shift[..c]);
+    let act = |u: f32| match slope {
+        Some(a) if u <= 0.0 => a * u,
+        _ => u,
+    };
+    let mut out = vec![0f32; x.len()];
+    if x.is_empty() {
+        return out;
+    }
     if p == 1 {
-        // [n, c]: whole rows, the channel is the position in the row.
         out.par_chunks_mut(c * 16)
             .zip(x.par_chunks(c * 16))
             .for_each(|(o, xs)| {
                 for (orow, xrow) in o.chunks_mut(c).zip(xs.chunks(c)) {
-                    for (i, (ov, &xv)) in orow.iter_mut().zip(xrow).enumerate() {
-                        *ov = f(i, *ov, xv);
+                    for (((ov, &xv), &s), &t) in orow.iter_mut().zip(xrow).zip(scale).zip(shift) {
+                        *ov = act(xv * s + t);
                     }
                 }
             });
@@ -507,12 +529,55 @@ pub(crate) fn per_channel_zip(
             .zip(x.par_chunks(p))
             .enumerate()
             .for_each(|(plane, (o, xs))| {
-                let ci = plane % c;
+                let (s, t) = (scale[plane % c], shift[plane % c]);
                 for (ov, &xv) in o.iter_mut().zip(xs) {
-                    *ov = f(ci, *ov, xv);
+                    *ov = act(xv * s + t);
                 }
             });
     }
+    out
+}
+
+/// `out = a[c] * g + b[c] * x + k[c]` over `[n, c, p]`: batch norm's input gradient once
+/// its per-channel sums are known. Vectorises as [`channel_affine`] does.
+pub(crate) fn channel_affine2(
+    g: &[f32],
+    x: &[f32],
+    c: usize,
+    p: usize,
+    (a, b, k): (&[f32], &[f32], &[f32]),
+) -> Vec<f32> {
+    let (a, b, k) = (&a[..c], &b[..c], &k[..c]);
+    let mut out = vec![0f32; g.len()];
+    if g.is_empty() {
+        return out;
+    }
+    if p == 1 {
+        out.par_chunks_mut(c * 16)
+            .zip(g.par_chunks(c * 16).zip(x.par_chunks(c * 16)))
+            .for_each(|(o, (gs, xs))| {
+                for ((orow, grow), xrow) in o.chunks_mut(c).zip(gs.chunks(c)).zip(xs.chunks(c)) {
+                    let coef = a.iter().zip(b).zip(k);
+                    for (((ov, &gv), &xv), ((&av, &bv), &kv)) in
+                        orow.iter_mut().zip(grow).zip(xrow).zip(coef)
+                    {
+                        *ov = av * gv + bv * xv + kv;
+                    }
+                }
+            });
+    } else {
+        out.par_chunks_mut(p)
+            .zip(g.par_chunks(p).zip(x.par_chunks(p)))
+            .enumerate()
+            .for_each(|(plane, (o, (gs, xs)))| {
+                let ci = plane % c;
+                let (av, bv, kv) = (a[ci], b[ci], k[ci]);
+                for ((ov, &gv), &xv) in o.iter_mut().zip(gs).zip(xs) {
+                    *ov = av * gv + bv * xv + kv;
+                }
+            });
+    }
+    out
 }
 
 #[cfg(test)]

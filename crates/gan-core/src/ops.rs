@@ -426,14 +426,7 @@ impl CustomOp3 for BatchNormOp {
             .map(|i| gamma[i] / (var[i] as f64 + self.eps).sqrt() as f32)
             .collect();
         let shift: Vec<f32> = (0..c).map(|i| beta[i] - mean[i] * scale[i]).collect();
-        let mut y = x.to_vec();
-        match self.act {
-            None => kernels::per_channel_mut(&mut y, c, p, |i, v| *v = *v * scale[i] + shift[i]),
-            Some(a) => kernels::per_channel_mut(&mut y, c, p, |i, v| {
-                let u = *v * scale[i] + shift[i];
-                *v = if u > 0.0 { u } else { a * u }
-            }),
-        }
+        let y = kernels::channel_affine(x, c, p, &scale, &shift, self.act);
         *self.moments.lock().unwrap() = Some((mean, var));
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
@@ -489,11 +482,10 @@ impl CustomOp3 for BatchNormOp {
                     })
                     .collect();
                 let b: Vec<f32> = b.into_iter().map(|v| v as f32).collect();
-                let mut dx = g.to_vec();
-                kernels::per_channel_zip(&mut dx, xd, c, p, |i, gv, xv| {
-                    a[i] * gv + b[i] * xv + k[i]
-                });
-                cpu(dx, x.shape())
+                cpu(
+                    kernels::channel_affine2(g, xd, c, p, (&a, &b, &k)),
+                    x.shape(),
+                )
             })?;
             Ok((dx, dgamma, dbeta))
         })
