@@ -506,10 +506,9 @@ pub(crate) fn channel_affine(
     slope: Option<f32>,
 ) -> Vec<f32> {
     let (scale, shift) = (&scale[..c], &shift[..c]);
-    let act = |u: f32| match slope {
-        Some(a) if u <= 0.0 => a * u,
-        _ => u,
-    };
+    // The identity is a leaky ReLU of slope 1: one branch-free select for both.
+    let a = slope.unwrap_or(1.0);
+    let act = |u: f32| if u > 0.0 { u } else { a * u };
     let mut out = vec![0f32; x.len()];
     if x.is_empty() {
         return out;
