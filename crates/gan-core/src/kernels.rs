@@ -47,7 +47,8 @@ fn parallelism(m: usize, n: usize, k: usize, threads: usize) -> gemm::Parallelis
 /// handed to gemm's own threading. With a batch of 64 rows, gemm's threads share little
 /// work and wait on each other: the 64 x 6272 x 1024 products of the fully connected
 /// layers ran 1.0-1.3x faster on two threads than on one; as two independent
-/// single-threaded halves they run 1.6-1.9x (measured on the 2-core CI VM).
+/// single-threaded halves they run 1.6-1.9x (the project's 2-core VM; see
+/// `cargo bench -p gan-core --bench gemm`).
 const SPLIT_ROWS: usize = 96;
 
 /// Columns each thread should get at least when a product is split by columns.
@@ -94,6 +95,9 @@ unsafe fn gemm_threads(
         );
         (0..parts).into_par_iter().for_each(|i| {
             let lo = i * step;
+            if lo >= n {
+                return;
+            }
             let width = step.min(n - lo);
             // SAFETY: columns lo..lo + width of dst and of b lie inside what the caller
             // guarantees for the whole product.
