@@ -87,17 +87,17 @@ unsafe fn gemm_threads(
     let parts = (n / SPLIT_MIN_COLS).min(threads);
     if threads > 1 && m < SPLIT_ROWS && parts > 1 && m * n * k > 32 * 32 * 32 {
         // Column blocks of `dst` and `b` are disjoint, so the parts run independently.
+        // Counting the blocks from their width leaves none empty: with very many
+        // threads, `parts` blocks of `step` columns can overshoot `n` by a whole block.
         let step = n.div_ceil(parts);
+        let blocks = n.div_ceil(step);
         let (dst, bp, ap) = (
             dst as usize,
             b.data.as_ptr() as usize,
             a.data.as_ptr() as usize,
         );
-        (0..parts).into_par_iter().for_each(|i| {
+        (0..blocks).into_par_iter().for_each(|i| {
             let lo = i * step;
-            if lo >= n {
-                return;
-            }
             let width = step.min(n - lo);
             // SAFETY: columns lo..lo + width of dst and of b lie inside what the caller
             // guarantees for the whole product.
@@ -637,5 +637,40 @@ mod tests {
                 .fold(0f32, f32::max);
             assert!(worst < 1e-4, "{name}: accumulation off by {worst}");
         }
+    }
+
+    /// With more threads than columns divide evenly (70 blocks of 65 columns would
+    /// overshoot 4481), every column is computed once and none is written out of range.
+    #[test]
+    fn split_with_very_many_threads_covers_every_column() {
+        let (m, n, k) = (2, 64 * 70 + 1, 8);
+        let a: Vec<f32> = (0..m * k).map(|i| i as f32 / 7.0 - 1.0).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i % 11) as f32 / 5.0 - 1.0).collect();
+        let run = |threads| {
+            let mut dst = vec![f32::NAN; m * n];
+            // SAFETY: dst holds m * n elements; operands checked by their sizes.
+            unsafe {
+                gemm_threads(
+                    dst.as_mut_ptr(),
+                    false,
+                    Mat::rows(&a, k),
+                    Mat::rows(&b, n),
+                    (m, n, k),
+                    threads,
+                )
+            };
+            dst
+        };
+        let (one, many) = (run(1), run(70));
+        assert!(
+            many.iter().all(|v| v.is_finite()),
+            "a column was left unwritten"
+        );
+        let worst = one
+            .iter()
+            .zip(&many)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-5, "split product differs by {worst}");
     }
 }
