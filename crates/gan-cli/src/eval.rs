@@ -11,7 +11,8 @@ use gan_core::eval::{
     class_coverage, conditional_accuracy, frechet_distance, inception_score, ClassCoverage,
     ConditionalAccuracy, FeatureStats,
 };
-use gan_core::{GanModel, RunConfig};
+use gan_core::engine::{Classifier, Conditioning, Generator};
+use gan_core::{Model, RunConfig};
 use gan_models::judge::{JudgeOutputs, CLASSES, DEFAULT_JUDGE_PATH};
 use gan_models::{Judge, JudgeConfig, JudgeTraining};
 use serde::{Deserialize, Serialize};
@@ -101,7 +102,7 @@ pub fn train_judge(args: &TrainJudgeArgs) -> Result<Judge> {
         training: &args.training,
         seconds: started.elapsed().as_secs_f64(),
     };
-    gan_core::checkpoint::atomic_write(
+    gan_core::engine::checkpoint::atomic_write(
         &args.out.with_extension("json"),
         serde_json::to_string_pretty(&card)?.as_bytes(),
     )?;
@@ -149,32 +150,24 @@ pub struct Stamped<T> {
     pub judge_sha256: String,
 }
 
-/// InfoGAN's categorical code as an unsupervised classifier of the test set, and the
-/// judge's reading of what each category generates.
+/// A categorical code found without labels (InfoGAN's c1), as a classifier of the test
+/// set, and the judge's reading of what each category generates.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct InfoganScores {
-    /// Accuracy of argmax Q(c1|x) on the test images under the Hungarian mapping.
+pub struct CodeScores {
+    /// Accuracy of the model's category on the test images under the Hungarian mapping.
     pub c1_accuracy: f64,
     /// Test images scored.
     pub n: usize,
     /// The mapping, category -> digit.
     pub category_to_digit: Vec<Option<usize>>,
-    /// Judge accuracy on samples generated for each mapped category, against its digit.
-    pub generated_by_category: ConditionalAccuracy,
+    /// Judge accuracy on samples generated for each mapped category, against its digit
+    /// (for models whose generator takes the category).
+    pub generated_by_category: Option<ConditionalAccuracy>,
 }
 
-/// Everything `eval` measures, as written to `eval.json`.
+/// The scores of a model's samples against the test set.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EvalReport {
-    pub run: String,
-    pub model: String,
-    /// Discriminator steps of the evaluated checkpoint.
-    pub step: u64,
-    pub n: usize,
-    pub seed: u64,
-    pub judge_path: String,
-    pub judge_sha256: String,
-    pub judge_test_accuracy: Option<f64>,
+pub struct SampleScores {
     /// Frechet distance of judge features: N generated vs N test images.
     pub fid: Stamped<Scalar>,
     /// The same for N training images vs N test images: as good as a model can get.
@@ -187,10 +180,31 @@ pub struct EvalReport {
     pub coverage: Stamped<ClassCoverage>,
     /// The same for N real test images.
     pub coverage_test: Stamped<ClassCoverage>,
-    /// Models that take a label: judge accuracy on samples generated for each label.
+}
+
+/// Everything `eval` measures, as written to `eval.json`: what applies to the model's
+/// capabilities (a generator's samples, a label's or a code's classes, a classifier).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EvalReport {
+    pub run: String,
+    pub model: String,
+    /// Steps of the evaluated checkpoint.
+    pub step: u64,
+    pub n: usize,
+    pub seed: u64,
+    pub judge_path: String,
+    pub judge_sha256: String,
+    pub judge_test_accuracy: Option<f64>,
+    /// Models with a generator.
+    #[serde(flatten)]
+    pub samples: Option<SampleScores>,
+    /// Generators that take a label: judge accuracy on samples generated for each label.
     pub conditional_accuracy: Option<Stamped<ConditionalAccuracy>>,
-    /// InfoGAN only.
-    pub infogan: Option<Stamped<InfoganScores>>,
+    /// Classifiers found without labels (InfoGAN's c1); `infogan` in older files.
+    #[serde(alias = "infogan")]
+    pub categorical_code: Option<Stamped<CodeScores>>,
+    /// Classifiers trained with labels: accuracy on the N test images.
+    pub classifier_accuracy: Option<Stamped<Scalar>>,
     pub seconds: f64,
 }
 
@@ -234,7 +248,7 @@ fn merge(parts: Vec<JudgeOutputs>) -> Result<JudgeOutputs> {
 /// `n` samples of the model (for `class`, when given), scored by the judge batch by
 /// batch so that the images never all sit in memory.
 fn score_generated(
-    model: &dyn GanModel,
+    model: &dyn Generator,
     judge: &Judge,
     n: usize,
     class: Option<u32>,
@@ -244,8 +258,7 @@ fn score_generated(
     for start in (0..n).step_by(GEN_BATCH) {
         let b = GEN_BATCH.min(n - start);
         let images = model.generate(b, class, rng)?;
-        Judge::check_images(&images)
-            .with_context(|| format!("the {} model generated a bad batch", model.kind()))?;
+        Judge::check_images(&images).context("the model generated a bad batch")?;
         parts.push(judge.outputs(&images)?);
     }
     merge(parts)
@@ -301,8 +314,7 @@ pub fn eval(args: &EvalArgs) -> Result<EvalReport> {
     }
     let device = gan_core::device::parse_device(&args.device)?;
     let run = RunConfig::read(&args.run_dir)?;
-    let model: Box<dyn GanModel> =
-        gan_models::build(&run.model, &run.model_config, &device, run.train.seed)?;
+    let model = gan_models::build(&run.model, &run.model_config, &device, run.train.seed)?;
     gan_core::engine::load_weights(model.as_ref(), &args.run_dir)?;
     let step = checkpoint_step(&args.run_dir)?;
     let test = split_of_at_least(args, gan_data::SplitKind::Test, n, &device)?;
@@ -326,48 +338,89 @@ pub fn eval(args: &EvalArgs) -> Result<EvalReport> {
     }
 
     let real = judge.outputs(&first(&test.images, n)?)?;
-    let floor = judge.outputs(&first(&train.images, n)?)?;
-    let mut rng = gan_core::prior::rng(seed, 4);
-    let fake = score_generated(model.as_ref(), &judge, n, None, &mut rng)?;
-
-    let real_stats = FeatureStats::from_rows(&real.features, dim)?;
-    let fid = frechet_distance(&FeatureStats::from_rows(&fake.features, dim)?, &real_stats)?;
-    let fid_floor = frechet_distance(&FeatureStats::from_rows(&floor.features, dim)?, &real_stats)?;
-
-    // Models that take a label (cGAN and later ones): N/10 samples per label. InfoGAN's
-    // category is not a label: it is scored through its learned mapping below.
-    let per_label = n / CLASSES;
-    let takes_label = run.model != "infogan"
-        && model
-            .generate(1, Some(0), &mut gan_core::prior::rng(seed, 9))
-            .is_ok();
-    let conditional = if takes_label {
-        if per_label == 0 {
-            bail!("--n must be at least {CLASSES} to score a conditional model, got {n}")
+    let generator = model.generator();
+    let classifier = model.classifier();
+    if generator.is_none() && classifier.is_none() {
+        bail!(
+            "{} can neither generate nor classify: nothing to evaluate",
+            run.model
+        )
+    }
+    let samples = match generator {
+        Some(g) => {
+            let floor = judge.outputs(&first(&train.images, n)?)?;
+            let mut rng = gan_core::prior::rng(seed, gan_core::prior::RngStream::Eval);
+            let fake = score_generated(g, &judge, n, None, &mut rng)?;
+            let real_stats = FeatureStats::from_rows(&real.features, dim)?;
+            let fid = frechet_distance(&FeatureStats::from_rows(&fake.features, dim)?, &real_stats)?;
+            let fid_floor =
+                frechet_distance(&FeatureStats::from_rows(&floor.features, dim)?, &real_stats)?;
+            Some(SampleScores {
+                fid: stamp(Scalar { value: fid, n }),
+                fid_floor_train_vs_test: stamp(Scalar {
+                    value: fid_floor,
+                    n,
+                }),
+                inception_score: stamp(Scalar {
+                    value: inception_score(&fake.probs, CLASSES)?,
+                    n,
+                }),
+                inception_score_test: stamp(Scalar {
+                    value: inception_score(&real.probs, CLASSES)?,
+                    n,
+                }),
+                coverage: Stamped {
+                    result: class_coverage(&fake.predicted, CLASSES)?,
+                    seed,
+                    judge_sha256: sha.clone(),
+                },
+                coverage_test: Stamped {
+                    result: class_coverage(&real.predicted, CLASSES)?,
+                    seed,
+                    judge_sha256: sha.clone(),
+                },
+            })
         }
-        let (requested, predicted) = by_class(
-            model.as_ref(),
-            &judge,
-            per_label,
-            (0..CLASSES as u32).map(|d| (d, d)),
-            seed,
-        )?;
-        Some(stamp_cond(
-            conditional_accuracy(&requested, &predicted, CLASSES)?,
-            seed,
-            &sha,
-        ))
-    } else {
-        None
+        None => None,
     };
-    let infogan = if run.model == "infogan" {
-        Some(Stamped {
-            result: infogan_scores(&args.run_dir, &run, &device, &test, &judge, per_label, seed)?,
-            seed,
-            judge_sha256: sha.clone(),
-        })
-    } else {
-        None
+
+    // Generators that take a label: N/10 samples per label. A learnt categorical code is
+    // not a label: it is scored through its matched mapping below.
+    let per_label = n / CLASSES;
+    let conditional = match generator.map(|g| (g, g.conditioning())) {
+        Some((g, Conditioning::Label(_))) => {
+            if per_label == 0 {
+                bail!("--n must be at least {CLASSES} to score a conditional model, got {n}")
+            }
+            let (requested, predicted) =
+                by_class(g, &judge, per_label, (0..CLASSES as u32).map(|d| (d, d)), seed)?;
+            Some(stamp_cond(
+                conditional_accuracy(&requested, &predicted, CLASSES)?,
+                seed,
+                &sha,
+            ))
+        }
+        _ => None,
+    };
+    let (categorical_code, classifier_accuracy) = match classifier {
+        Some(c) if !c.supervised() => (
+            Some(Stamped {
+                result: code_scores(&args.run_dir, &run, model.as_ref(), c, &test, &judge, per_label, seed)?,
+                seed,
+                judge_sha256: sha.clone(),
+            }),
+            None,
+        ),
+        Some(c) => {
+            let predicted = c.classify(&first(&test.images, n)?)?;
+            let right = predicted
+                .iter()
+                .zip(&test.labels_u8[..n])
+                .filter(|(p, y)| **p == **y as u32)
+                .count();
+            (None, Some(stamp(Scalar { value: right as f64 / n as f64, n })))
+        }
+        None => (None, None),
     };
 
     let report = EvalReport {
@@ -379,39 +432,18 @@ pub fn eval(args: &EvalArgs) -> Result<EvalReport> {
         judge_path: judge_path.display().to_string(),
         judge_sha256: sha.clone(),
         judge_test_accuracy: judge.test_accuracy(),
-        fid: stamp(Scalar { value: fid, n }),
-        fid_floor_train_vs_test: stamp(Scalar {
-            value: fid_floor,
-            n,
-        }),
-        inception_score: stamp(Scalar {
-            value: inception_score(&fake.probs, CLASSES)?,
-            n,
-        }),
-        inception_score_test: stamp(Scalar {
-            value: inception_score(&real.probs, CLASSES)?,
-            n,
-        }),
-        coverage: Stamped {
-            result: class_coverage(&fake.predicted, CLASSES)?,
-            seed,
-            judge_sha256: sha.clone(),
-        },
-        coverage_test: Stamped {
-            result: class_coverage(&real.predicted, CLASSES)?,
-            seed,
-            judge_sha256: sha.clone(),
-        },
+        samples,
         conditional_accuracy: conditional,
-        infogan,
+        categorical_code,
+        classifier_accuracy,
         seconds: started.elapsed().as_secs_f64(),
     };
-    gan_core::checkpoint::atomic_write(
+    gan_core::engine::checkpoint::atomic_write(
         &args.run_dir.join(EVAL_FILE),
         serde_json::to_string_pretty(&report)?.as_bytes(),
     )?;
     append_log(&args.run_dir, &report)?;
-    if let Err(e) = gan_core::plot::plot_run(&args.run_dir) {
+    if let Err(e) = gan_core::engine::plot::plot_run(&args.run_dir) {
         eprintln!("warning: could not redraw the curves: {e:#}");
     }
     print_report(&report);
@@ -429,13 +461,13 @@ fn stamp_cond(result: ConditionalAccuracy, seed: u64, sha: &str) -> Stamped<Cond
 /// Generates `per_class` samples for each (class asked of the model, digit expected)
 /// pair and returns the expected digits beside the judge's predictions.
 fn by_class(
-    model: &dyn GanModel,
+    model: &dyn Generator,
     judge: &Judge,
     per_class: usize,
     pairs: impl Iterator<Item = (u32, u32)>,
     seed: u64,
 ) -> Result<(Vec<u32>, Vec<u32>)> {
-    let mut rng = gan_core::prior::rng(seed, 7);
+    let mut rng = gan_core::prior::rng(seed, gan_core::prior::RngStream::EvalByClass);
     let (mut requested, mut predicted) = (Vec::new(), Vec::new());
     for (class, digit) in pairs {
         let out = score_generated(model, judge, per_class, Some(class), &mut rng)?;
@@ -445,23 +477,25 @@ fn by_class(
     Ok((requested, predicted))
 }
 
-/// InfoGAN: c1 as a classifier of the test set (saving the mapping and the traversal
-/// figures ordered by digit, as before), then the judge on each category's samples.
-fn infogan_scores(
+/// A categorical code found without labels: the classifier on the test set (saving the
+/// mapping, and the model's figures ordered by digit where it draws them), then the
+/// judge on each category's samples where the generator takes the category.
+#[allow(clippy::too_many_arguments)]
+fn code_scores(
     run_dir: &Path,
     run: &RunConfig,
-    device: &Device,
+    model: &dyn Model,
+    classifier: &dyn Classifier,
     test: &gan_data::Split,
     judge: &Judge,
     per_label: usize,
     seed: u64,
-) -> Result<InfoganScores> {
-    let cfg: gan_models::InfoganConfig = serde_json::from_value(run.model_config.clone())?;
-    let model = gan_models::Infogan::new(cfg, device, run.train.seed)?;
-    gan_core::engine::load_weights(&model, run_dir)?;
-    let codes = model.evaluate_codes(&test.images, &test.labels_u8)?;
+) -> Result<CodeScores> {
+    let categories = classifier.classify(&test.images)?;
+    let codes = gan_core::eval::metrics::CodeEval::new(&categories, &test.labels_u8, classifier.classes(), CLASSES)?;
     say!(
-        "InfoGAN c1 as a classifier of the {} MNIST test images: accuracy {:.2}% (error {:.2}%)",
+        "{} c1 as a classifier of the {} MNIST test images: accuracy {:.2}% (error {:.2}%)",
+        run.model,
         codes.n,
         100.0 * codes.accuracy,
         100.0 * (1.0 - codes.accuracy)
@@ -486,17 +520,18 @@ fn infogan_scores(
                 .join("")
         );
     }
-    gan_core::checkpoint::atomic_write(
+    gan_core::engine::checkpoint::atomic_write(
         &run_dir.join(MAPPING_FILE),
         serde_json::to_string_pretty(&codes)?.as_bytes(),
     )?;
-    // Traversals with rows ordered by digit 0-9, as the paper shows them.
+    // The figures with rows ordered by digit 0-9, as the paper shows them.
     let order: Vec<u32> = (0..10).filter_map(|d| codes.category_of(d)).collect();
-    for fig in model.traversals(&order, &mut gan_core::prior::rng(run.train.seed, 1))? {
+    let mut fig_rng = gan_core::prior::rng(run.train.seed, gan_core::prior::RngStream::Figures);
+    for fig in model.figures_in_order(&order, &mut fig_rng)? {
         let path = run_dir
             .join("samples")
             .join(format!("{}_by_digit.png", fig.name));
-        gan_core::grid::save_grid(&path, &fig.images, fig.cols)?;
+        gan_core::engine::grid::save_grid(&path, &fig.images, fig.cols)?;
     }
     let pairs: Vec<(u32, u32)> = codes
         .category_to_digit
@@ -504,15 +539,21 @@ fn infogan_scores(
         .enumerate()
         .filter_map(|(c, d)| d.map(|d| (c as u32, d as u32)))
         .collect();
-    if per_label == 0 || pairs.is_empty() {
-        bail!("--n must be at least {CLASSES} to score InfoGAN's categories")
-    }
-    let (requested, predicted) = by_class(&model, judge, per_label, pairs.into_iter(), seed)?;
-    Ok(InfoganScores {
+    let generated_by_category = match model.generator() {
+        Some(g) if matches!(g.conditioning(), Conditioning::Code(_)) => {
+            if per_label == 0 || pairs.is_empty() {
+                bail!("--n must be at least {CLASSES} to score the categories of {}", run.model)
+            }
+            let (requested, predicted) = by_class(g, judge, per_label, pairs.into_iter(), seed)?;
+            Some(conditional_accuracy(&requested, &predicted, CLASSES)?)
+        }
+        _ => None,
+    };
+    Ok(CodeScores {
         c1_accuracy: codes.accuracy,
         n: codes.n,
         category_to_digit: codes.category_to_digit,
-        generated_by_category: conditional_accuracy(&requested, &predicted, CLASSES)?,
+        generated_by_category,
     })
 }
 
@@ -523,17 +564,22 @@ fn append_log(run_dir: &Path, r: &EvalReport) -> Result<()> {
         "n": r.n,
         "seed": r.seed,
         "judge_sha256": r.judge_sha256,
-        "fid": r.fid.result.value,
-        "fid_floor": r.fid_floor_train_vs_test.result.value,
-        "inception_score": r.inception_score.result.value,
-        "classes_covered": r.coverage.result.classes_covered,
-        "kl_from_uniform": r.coverage.result.kl_from_uniform,
     });
+    if let Some(x) = &r.samples {
+        line["fid"] = x.fid.result.value.into();
+        line["fid_floor"] = x.fid_floor_train_vs_test.result.value.into();
+        line["inception_score"] = x.inception_score.result.value.into();
+        line["classes_covered"] = x.coverage.result.classes_covered.into();
+        line["kl_from_uniform"] = x.coverage.result.kl_from_uniform.into();
+    }
     if let Some(c) = &r.conditional_accuracy {
         line["conditional_accuracy"] = c.result.accuracy.into();
     }
-    if let Some(i) = &r.infogan {
+    if let Some(i) = &r.categorical_code {
         line["c1_accuracy"] = i.result.c1_accuracy.into();
+    }
+    if let Some(a) = &r.classifier_accuracy {
+        line["classifier_accuracy"] = a.result.value.into();
     }
     let path = run_dir.join(EVAL_LOG);
     let mut f = std::fs::OpenOptions::new()
@@ -570,30 +616,32 @@ fn print_report(r: &EvalReport) {
         r.judge_sha256,
         r.judge_test_accuracy.map_or("unknown".into(), pct)
     );
-    say!(
-        "  MNIST-FID, N generated vs N test images:  {:.3}",
-        r.fid.result.value
-    );
-    say!(
-        "  FID floor, N train vs N test images:      {:.3}",
-        r.fid_floor_train_vs_test.result.value
-    );
-    say!(
-        "  Inception-Score analogue (max 10):        {:.3} (test images: {:.3})",
-        r.inception_score.result.value,
-        r.inception_score_test.result.value
-    );
-    say!(
-        "  classes covered:                          {} of 10, KL from uniform {:.4} nats (test images: {}, {:.4})",
-        r.coverage.result.classes_covered,
-        r.coverage.result.kl_from_uniform,
-        r.coverage_test.result.classes_covered,
-        r.coverage_test.result.kl_from_uniform
-    );
-    say!(
-        "  judge's classes of the samples:           {}",
-        histogram(&r.coverage.result)
-    );
+    if let Some(x) = &r.samples {
+        say!(
+            "  MNIST-FID, N generated vs N test images:  {:.3}",
+            x.fid.result.value
+        );
+        say!(
+            "  FID floor, N train vs N test images:      {:.3}",
+            x.fid_floor_train_vs_test.result.value
+        );
+        say!(
+            "  Inception-Score analogue (max 10):        {:.3} (test images: {:.3})",
+            x.inception_score.result.value,
+            x.inception_score_test.result.value
+        );
+        say!(
+            "  classes covered:                          {} of 10, KL from uniform {:.4} nats (test images: {}, {:.4})",
+            x.coverage.result.classes_covered,
+            x.coverage.result.kl_from_uniform,
+            x.coverage_test.result.classes_covered,
+            x.coverage_test.result.kl_from_uniform
+        );
+        say!(
+            "  judge's classes of the samples:           {}",
+            histogram(&x.coverage.result)
+        );
+    }
     if let Some(c) = &r.conditional_accuracy {
         say!(
             "  conditional accuracy ({} per label):      {} (per label: {})",
@@ -602,13 +650,25 @@ fn print_report(r: &EvalReport) {
             per_class(&c.result)
         );
     }
-    if let Some(i) = &r.infogan {
+    if let Some(i) = &r.categorical_code {
         say!(
-            "  InfoGAN c1 accuracy on {} test images:  {}; judge accuracy on each category's samples vs its digit: {} ({})",
+            "  c1 accuracy on {} test images (no labels): {}",
             i.result.n,
-            pct(i.result.c1_accuracy),
-            pct(i.result.generated_by_category.accuracy),
-            per_class(&i.result.generated_by_category)
+            pct(i.result.c1_accuracy)
+        );
+        if let Some(g) = &i.result.generated_by_category {
+            say!(
+                "  judge accuracy on each category's samples vs its digit: {} ({})",
+                pct(g.accuracy),
+                per_class(g)
+            );
+        }
+    }
+    if let Some(a) = &r.classifier_accuracy {
+        say!(
+            "  classifier accuracy on {} test images:   {}",
+            a.result.n,
+            pct(a.result.value)
         );
     }
     say!("wrote {}/{EVAL_FILE} ({:.0} s)", r.run, r.seconds);

@@ -4,10 +4,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
-use gan_core::loss::GeneratorLoss;
-use gan_core::{AdamConfig, GanModel, RunConfig, TrainConfig, Trainer};
-use gan_models::{CganConfig, DcganConfig, GanConfig, InfoganConfig};
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use gan_core::{AdamConfig, Dataset, RunConfig, Streams, TrainConfig, Trainer};
 
 mod eval;
 mod report;
@@ -34,87 +32,6 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// The original GAN of Goodfellow et al. (2014): MLPs on flattened MNIST.
-    Gan {
-        #[command(flatten)]
-        train: TrainArgs,
-        /// Generator loss: saturating (the minimax game) or non-saturating.
-        #[arg(long, default_value = "non-saturating")]
-        g_loss: GeneratorLoss,
-        /// Width of the noise vector.
-        #[arg(long, default_value_t = 100)]
-        z_dim: usize,
-        /// Hidden widths of G, comma-separated (D mirrors them).
-        #[arg(long, value_delimiter = ',', default_value = "256,512,1024")]
-        hidden: Vec<usize>,
-    },
-    /// DCGAN: strided and transposed convolutions with batch norm.
-    Dcgan {
-        #[command(flatten)]
-        train: TrainArgs,
-        /// Generator loss: saturating or non-saturating.
-        #[arg(long, default_value = "non-saturating")]
-        g_loss: GeneratorLoss,
-        /// Width of the noise vector.
-        #[arg(long, default_value_t = 100)]
-        z_dim: usize,
-        /// Channels of G's 14x14 layer (its 7x7 layer has twice as many).
-        #[arg(long, default_value_t = 32)]
-        g_width: usize,
-        /// Channels of D's 14x14 layer (its 7x7 layer has twice as many).
-        #[arg(long, default_value_t = 32)]
-        d_width: usize,
-    },
-    /// The conditional GAN: the digit label is given to G and D.
-    Cgan {
-        #[command(flatten)]
-        train: TrainArgs,
-        /// Generator loss: saturating or non-saturating.
-        #[arg(long, default_value = "non-saturating")]
-        g_loss: GeneratorLoss,
-        /// Width of the noise vector.
-        #[arg(long, default_value_t = 100)]
-        z_dim: usize,
-        /// Hidden widths of G, comma-separated (D mirrors them).
-        #[arg(long, value_delimiter = ',', default_value = "256,512,1024")]
-        hidden: Vec<usize>,
-    },
-    /// InfoGAN: G(z, c) with a categorical and continuous codes, Q(c|x) on D's trunk.
-    Infogan {
-        #[command(flatten)]
-        train: TrainArgs,
-        /// Generator loss: saturating or non-saturating.
-        #[arg(long, default_value = "non-saturating")]
-        g_loss: GeneratorLoss,
-        /// Width of the noise vector.
-        #[arg(long, default_value_t = 62)]
-        z_dim: usize,
-        /// Classes of each categorical code, comma-separated.
-        #[arg(long, value_delimiter = ',', default_value = "10")]
-        categorical: Vec<usize>,
-        /// Number of continuous codes.
-        #[arg(long, default_value_t = 2)]
-        continuous: usize,
-        /// Continuous codes ~ U(-range, range).
-        #[arg(long, default_value_t = 1.0)]
-        continuous_range: f32,
-        /// Weight of the mutual-information term (0: a regular GAN).
-        #[arg(long, default_value_t = 1.0)]
-        lambda: f64,
-        /// Weight of the continuous codes' Gaussian NLL inside it.
-        #[arg(long, default_value_t = 0.1)]
-        lambda_cont: f64,
-        /// Q predicts means only (unit variance) for the continuous codes.
-        #[arg(long)]
-        fixed_std: bool,
-        /// D's step also descends lambda * L_I, so the trunk D shares with Q learns the
-        /// codes too (as the paper's code does).
-        #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
-        info_in_d: bool,
-        /// Learning rate of G and Q (D uses --lr).
-        #[arg(long, default_value_t = 1e-3)]
-        lr_g: f64,
-    },
     /// Scores a run with the judge: MNIST-FID (and the train-vs-test floor), class
     /// coverage, the Inception-Score analogue, conditional accuracy for models that take
     /// a label, and InfoGAN's c1 accuracy; writes RUN_DIR/eval.json and prints it.
@@ -252,93 +169,46 @@ struct TrainArgs {
     quiet: bool,
 }
 
-/// See `gan_core::alloc`: large buffers are reused instead of faulted in every step.
+/// See `gan_core::fast::alloc`: large buffers are reused instead of faulted in every step.
 #[global_allocator]
-static ALLOC: gan_core::alloc::Allocator = gan_core::alloc::Allocator;
+static ALLOC: gan_core::fast::alloc::Allocator = gan_core::fast::alloc::Allocator;
 
 fn main() {
-    gan_core::alloc::keep_freed_memory();
-    gan_core::alloc::one_thread_pool();
-    if let Err(e) = run(Cli::parse()) {
+    gan_core::fast::alloc::keep_freed_memory();
+    gan_core::fast::alloc::one_thread_pool();
+    if let Err(e) = dispatch() {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
 }
 
+/// The fixed subcommands, then one training subcommand per model of the registry, its
+/// arguments the model's config beside the settings every training shares.
+fn command() -> clap::Command {
+    let mut cmd = Cli::command();
+    for e in gan_models::MODELS {
+        let sub = clap::Command::new(e.kind).about(e.about);
+        cmd = cmd.subcommand(TrainArgs::augment_args((e.args)(sub)));
+    }
+    cmd
+}
+
+fn dispatch() -> Result<()> {
+    let matches = command().get_matches();
+    if let Some((kind, sub)) = matches.subcommand() {
+        if let Ok(entry) = gan_models::find(kind) {
+            return train_model(entry, sub);
+        }
+    }
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    run(cli)
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Gan {
-            train,
-            g_loss,
-            z_dim,
-            hidden,
-        } => {
-            let cfg = GanConfig {
-                z_dim,
-                hidden,
-                g_loss,
-            };
-            train_model("gan", serde_json::to_value(cfg)?, &train, &[])
-        }
-        Command::Dcgan {
-            train,
-            g_loss,
-            z_dim,
-            g_width,
-            d_width,
-        } => {
-            let cfg = DcganConfig {
-                z_dim,
-                g_width,
-                d_width,
-                g_loss,
-            };
-            train_model("dcgan", serde_json::to_value(cfg)?, &train, &[])
-        }
-        Command::Cgan {
-            train,
-            g_loss,
-            z_dim,
-            hidden,
-        } => {
-            let cfg = CganConfig {
-                z_dim,
-                hidden,
-                g_loss,
-            };
-            train_model("cgan", serde_json::to_value(cfg)?, &train, &[])
-        }
-        Command::Infogan {
-            train,
-            g_loss,
-            z_dim,
-            categorical,
-            continuous,
-            continuous_range,
-            lambda,
-            lambda_cont,
-            fixed_std,
-            info_in_d,
-            lr_g,
-        } => {
-            let cfg = InfoganConfig {
-                z_dim,
-                categorical,
-                continuous,
-                continuous_range,
-                lambda,
-                lambda_cont,
-                fixed_std,
-                g_loss,
-                info_in_d,
-            };
-            train_model(
-                "infogan",
-                serde_json::to_value(cfg)?,
-                &train,
-                &[("g", lr_g), ("q", lr_g)],
-            )
-        }
         Command::Sample {
             checkpoint,
             n,
@@ -399,12 +269,11 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn train_model(
-    kind: &str,
-    model_config: serde_json::Value,
-    args: &TrainArgs,
-    network_lr: &[(&str, f64)],
-) -> Result<()> {
+fn train_model(entry: &gan_models::Entry, matches: &ArgMatches) -> Result<()> {
+    let kind = entry.kind;
+    let args = &TrainArgs::from_arg_matches(matches)?;
+    let parsed = (entry.from_args)(matches)?;
+    let (model_config, network_lr) = (parsed.config, parsed.network_lr);
     let device = gan_core::device::parse_device(&args.device)?;
     let fresh = TrainConfig {
         epochs: args.epochs.unwrap_or(5),
@@ -445,7 +314,7 @@ fn train_model(
             let model = gan_models::build(kind, &saved.model_config, &device, cfg.seed)?;
             let mut trainer = Trainer::resume(model.as_ref(), cfg, run_dir)?;
             eprintln!("resuming {} at step {}", run_dir.display(), trainer.step());
-            trainer.fit(&data.images, &data.labels)?;
+            trainer.fit(&data)?;
             eprintln!("run folder: {}", run_dir.display());
         }
         None => {
@@ -455,7 +324,7 @@ fn train_model(
                 None => free_run_dir(kind, fresh.seed),
             };
             eprintln!("training {kind} into {}", run_dir.display());
-            Trainer::new(model.as_ref(), fresh, &run_dir)?.fit(&data.images, &data.labels)?;
+            Trainer::new(model.as_ref(), fresh, &run_dir)?.fit(&data)?;
             eprintln!(
                 "run folder: {} (samples/, metrics.jsonl, checkpoints/)",
                 run_dir.display()
@@ -479,9 +348,10 @@ fn free_run_dir(kind: &str, seed: u64) -> PathBuf {
         .expect("some folder name is free")
 }
 
-/// The training split, fetching MNIST first when the folder lacks it.
-fn load_data(dir: &Path, verify: bool, device: &candle_core::Device) -> Result<gan_data::Split> {
-    load_split(dir, gan_data::SplitKind::Train, verify, device)
+/// The training split as the `real` stream, fetching MNIST first when the folder lacks it.
+fn load_data(dir: &Path, verify: bool, device: &candle_core::Device) -> Result<Streams> {
+    let split = load_split(dir, gan_data::SplitKind::Train, verify, device)?;
+    Ok(Streams::real(Dataset::new(split.images, Some(split.labels))?))
 }
 
 pub(crate) fn load_split(
@@ -523,8 +393,20 @@ fn category_of_digit(run_dir: &Path, digit: u32) -> Result<u32> {
         bail!("--digit must be 0-9, got {digit}")
     }
     let run = RunConfig::read(run_dir)?;
-    if run.model != "infogan" {
-        bail!("--digit picks a digit through InfoGAN's learned mapping; {} is a {} run (cgan takes --label)", run_dir.display(), run.model)
+    let model = gan_models::build(
+        &run.model,
+        &run.model_config,
+        &candle_core::Device::Cpu,
+        run.train.seed,
+    )?;
+    let learnt_code = model.generator().is_some_and(|g| {
+        matches!(
+            g.conditioning(),
+            gan_core::engine::Conditioning::Code(_)
+        )
+    });
+    if !learnt_code {
+        bail!("--digit picks a digit through a categorical code learnt without labels (InfoGAN's); {} is a {} run (cgan takes --label)", run_dir.display(), run.model)
     }
     let path = run_dir.join(eval::MAPPING_FILE);
     let text = std::fs::read_to_string(&path).with_context(|| {
@@ -534,8 +416,8 @@ fn category_of_digit(run_dir: &Path, digit: u32) -> Result<u32> {
             run_dir.display()
         )
     })?;
-    let eval: gan_models::infogan::CodeEval = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not an InfoGAN evaluation", path.display()))?;
+    let eval: gan_core::eval::metrics::CodeEval = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not an evaluation of a categorical code", path.display()))?;
     eval.category_of(digit as usize)
         .with_context(|| format!("no category of this run is mapped to digit {digit}"))
 }
@@ -560,18 +442,24 @@ fn sample(
     }
     let device = gan_core::device::parse_device(device)?;
     let run = RunConfig::read(run_dir)?;
-    let model: Box<dyn GanModel> =
-        gan_models::build(&run.model, &run.model_config, &device, run.train.seed)?;
+    let model = gan_models::build(&run.model, &run.model_config, &device, run.train.seed)?;
+    let generator = model.generator().with_context(|| {
+        format!(
+            "{} is a {} run, which has no generator to sample from",
+            run_dir.display(),
+            run.model
+        )
+    })?;
     gan_core::engine::load_weights(model.as_ref(), run_dir)?;
-    let images = model.generate(n, label, &mut gan_core::prior::rng(seed, 3))?;
+    let images = generator.generate(n, label, &mut gan_core::prior::rng(seed, gan_core::prior::RngStream::Sample))?;
     if ext == "png" {
         let cols = (n as f64).sqrt().ceil() as usize;
-        gan_core::grid::save_grid(out, &images, cols)?;
+        gan_core::engine::grid::save_grid(out, &images, cols)?;
     } else {
-        let unit = gan_core::grid::to_unit(&images)?.to_device(&candle_core::Device::Cpu)?;
+        let unit = gan_core::engine::grid::to_unit(&images)?.to_device(&candle_core::Device::Cpu)?;
         let tensors = HashMap::from([("images".to_string(), unit)]);
         let meta = HashMap::from([("model".to_string(), run.model.clone())]);
-        gan_core::checkpoint::save_tensors(out, &tensors, &meta)?;
+        gan_core::engine::checkpoint::save_tensors(out, &tensors, &meta)?;
     }
     eprintln!("wrote {n} {} images to {}", run.model, out.display());
     Ok(())

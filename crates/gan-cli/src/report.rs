@@ -22,7 +22,7 @@ struct RunView {
     samples: Vec<(String, PathBuf)>,
 }
 
-/// The plots `gan_core::plot` draws, in the order the report shows them.
+/// The plots `gan_core::engine::plot` draws, in the order the report shows them.
 const CURVES: [(&str, &str); 4] = [
     ("losses", "Losses"),
     ("accuracy", "Discriminator accuracy"),
@@ -46,7 +46,7 @@ fn load_run(dir: &Path) -> Result<RunView> {
         })?),
         Err(_) => None,
     };
-    if let Err(e) = gan_core::plot::plot_run(dir) {
+    if let Err(e) = gan_core::engine::plot::plot_run(dir) {
         eprintln!("warning: no curves for {}: {e:#}", dir.display());
     }
     let curves = CURVES
@@ -54,7 +54,7 @@ fn load_run(dir: &Path) -> Result<RunView> {
         .map(|(stem, title)| {
             (
                 title.to_string(),
-                dir.join(gan_core::plot::CURVES_DIR)
+                dir.join(gan_core::engine::plot::CURVES_DIR)
                     .join(format!("{stem}.png")),
             )
         })
@@ -422,8 +422,8 @@ pub fn report(runs: &[PathBuf], out: &Path) -> Result<()> {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(base).with_context(|| format!("creating {}", base.display()))?;
-    gan_core::checkpoint::atomic_write(out, html(&views, &table)?.as_bytes())?;
-    gan_core::checkpoint::atomic_write(&md_path, markdown(&views, &table, base)?.as_bytes())?;
+    gan_core::engine::checkpoint::atomic_write(out, html(&views, &table)?.as_bytes())?;
+    gan_core::engine::checkpoint::atomic_write(&md_path, markdown(&views, &table, base)?.as_bytes())?;
     say!(
         "wrote {} (self-contained) and {} comparing {} runs",
         out.display(),

@@ -6,10 +6,10 @@
 use std::time::Instant;
 
 use candle_core::{Device, Result, Tensor, Var};
-use gan_core::ops::{self, ConvSpec};
+use gan_core::fast::ops::{self, ConvSpec};
 
 #[global_allocator]
-static ALLOC: gan_core::alloc::Allocator = gan_core::alloc::Allocator;
+static ALLOC: gan_core::fast::alloc::Allocator = gan_core::fast::alloc::Allocator;
 
 type Layer = Box<dyn Fn(&[Tensor]) -> Result<Tensor>>;
 
@@ -33,7 +33,7 @@ fn time(inputs: &[Tensor], f: &Layer, reps: usize) -> Result<(f64, f64)> {
 }
 
 fn main() -> Result<()> {
-    gan_core::alloc::keep_freed_memory();
+    gan_core::fast::alloc::keep_freed_memory();
     let mut reps = 10;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {

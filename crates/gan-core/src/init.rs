@@ -84,21 +84,21 @@ mod tests {
         reinit(
             &a,
             WeightInit::Normal { std: 0.02 },
-            &mut crate::prior::rng(5, 0),
+            &mut crate::prior::rng(5, crate::prior::RngStream::Training),
         )
         .unwrap();
         reinit(
             &b,
             WeightInit::Normal { std: 0.02 },
-            &mut crate::prior::rng(5, 0),
+            &mut crate::prior::rng(5, crate::prior::RngStream::Training),
         )
         .unwrap();
-        let wa = crate::checkpoint::var_tensors(&a)["fc.weight"]
+        let wa = crate::engine::checkpoint::var_tensors(&a)["fc.weight"]
             .flatten_all()
             .unwrap()
             .to_vec1::<f32>()
             .unwrap();
-        let wb = crate::checkpoint::var_tensors(&b)["fc.weight"]
+        let wb = crate::engine::checkpoint::var_tensors(&b)["fc.weight"]
             .flatten_all()
             .unwrap()
             .to_vec1::<f32>()
@@ -106,12 +106,12 @@ mod tests {
         assert_eq!(wa, wb);
         let sd = (wa.iter().map(|x| x * x).sum::<f32>() / wa.len() as f32).sqrt();
         assert!((sd - 0.02).abs() < 0.002, "{sd}");
-        let bias = crate::checkpoint::var_tensors(&a)["fc.bias"]
+        let bias = crate::engine::checkpoint::var_tensors(&a)["fc.bias"]
             .to_vec1::<f32>()
             .unwrap();
         assert!(bias.iter().all(|&x| x == 0.0));
-        reinit(&a, WeightInit::FanInUniform, &mut crate::prior::rng(5, 0)).unwrap();
-        let w = crate::checkpoint::var_tensors(&a)["fc.weight"]
+        reinit(&a, WeightInit::FanInUniform, &mut crate::prior::rng(5, crate::prior::RngStream::Training)).unwrap();
+        let w = crate::engine::checkpoint::var_tensors(&a)["fc.weight"]
             .flatten_all()
             .unwrap()
             .to_vec1::<f32>()

@@ -14,7 +14,7 @@ use candle_core::{
 use candle_nn::VarMap;
 use rayon::prelude::*;
 
-use crate::grads::Collector;
+use crate::fast::grads::Collector;
 
 /// Adam's hyper-parameters.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -11,11 +11,35 @@ use rand_distr::{Distribution, StandardNormal};
 /// seed, stream and word position are its entire state).
 pub type Rng = rand_chacha::ChaCha8Rng;
 
-/// A generator seeded from `seed`, on a stream of its own so that two uses of one seed
-/// (training noise, the fixed grid noise) do not draw the same numbers.
-pub fn rng(seed: u64, stream: u64) -> Rng {
+/// The independent random streams of a run, all drawn from its one seed: each use of the
+/// seed has its own, so that (say) the fixed grid noise never repeats the training noise.
+/// The numbers are part of every saved run's arithmetic: never renumber one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RngStream {
+    /// The training loop's noise (checkpointed with the loop).
+    Training = 0,
+    /// The fixed noise of the figures drawn every epoch.
+    Figures = 1,
+    /// Weight initialisation of the models' networks.
+    Init = 2,
+    /// `gan-cli sample`.
+    Sample = 3,
+    /// Evaluation: the unconditional samples it scores.
+    Eval = 4,
+    /// The judge's weight initialisation.
+    JudgeInit = 5,
+    /// The judge's dropout during its training.
+    JudgeTraining = 6,
+    /// Evaluation: the samples drawn per class or category.
+    EvalByClass = 7,
+    /// Benchmarks and tests that want noise of their own.
+    Scratch = 9,
+}
+
+/// A generator seeded from `seed`, on `stream`.
+pub fn rng(seed: u64, stream: RngStream) -> Rng {
     let mut r = Rng::seed_from_u64(seed);
-    r.set_stream(stream);
+    r.set_stream(stream as u64);
     r
 }
 
@@ -159,7 +183,7 @@ mod tests {
                 high: 3.0,
             },
         ]);
-        let s = spec.sample(20_000, &mut rng(7, 0), &Device::Cpu).unwrap();
+        let s = spec.sample(20_000, &mut rng(7, RngStream::Training), &Device::Cpu).unwrap();
         assert_eq!(s.z.dims(), &[20_000, 7]);
         let z = s.z.to_vec2::<f32>().unwrap();
         let col = |j: usize| z.iter().map(|r| r[j]).collect::<Vec<_>>();
@@ -185,7 +209,7 @@ mod tests {
             },
             Latent::Categorical { k: 10 },
         ]);
-        let s = spec.sample(10_000, &mut rng(1, 0), &Device::Cpu).unwrap();
+        let s = spec.sample(10_000, &mut rng(1, RngStream::Training), &Device::Cpu).unwrap();
         let z = s.z.to_vec2::<f32>().unwrap();
         let mut counts = [0usize; 10];
         for (row, &c) in z.iter().zip(&s.categories[0]) {
@@ -204,19 +228,19 @@ mod tests {
     fn same_seed_same_draw_streams_differ() {
         let spec = LatentSpec(vec![Latent::Gaussian { dim: 5 }]);
         let a = spec
-            .sample(3, &mut rng(3, 0), &Device::Cpu)
+            .sample(3, &mut rng(3, RngStream::Training), &Device::Cpu)
             .unwrap()
             .z
             .to_vec2::<f32>()
             .unwrap();
         let b = spec
-            .sample(3, &mut rng(3, 0), &Device::Cpu)
+            .sample(3, &mut rng(3, RngStream::Training), &Device::Cpu)
             .unwrap()
             .z
             .to_vec2::<f32>()
             .unwrap();
         let c = spec
-            .sample(3, &mut rng(3, 1), &Device::Cpu)
+            .sample(3, &mut rng(3, RngStream::Figures), &Device::Cpu)
             .unwrap()
             .z
             .to_vec2::<f32>()
@@ -232,7 +256,7 @@ mod tests {
             low: 1.0,
             high: 1.0,
         }]);
-        assert!(bad.sample(1, &mut rng(0, 0), &Device::Cpu).is_err());
+        assert!(bad.sample(1, &mut rng(0, RngStream::Training), &Device::Cpu).is_err());
         assert!(one_hot(&[3], 3, &Device::Cpu).is_err());
     }
 }

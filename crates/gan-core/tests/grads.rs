@@ -4,8 +4,8 @@
 
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use gan_core::grads::Collector;
-use gan_core::layers::{self, frozen, ConvSpec};
+use gan_core::fast::grads::Collector;
+use gan_core::fast::layers::{self, frozen, ConvSpec};
 use gan_core::{Adam, AdamConfig};
 
 mod common;

@@ -2,7 +2,7 @@
 //! of odd shapes, strides, paddings and batch 1.
 
 use candle_core::{Device, Result, Tensor, Var};
-use gan_core::ops::{self, ConvSpec};
+use gan_core::fast::ops::{self, ConvSpec};
 
 mod common;
 use common::{close, rand};

@@ -8,16 +8,17 @@
 //! [-1, 1]: the cost of a step does not depend on what the pixels show. Generation:
 //! images per second of G in evaluation mode at the same batch size.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use gan_core::prior::rng;
-use gan_core::{Batch, GanModel, TrainConfig, Trainer};
-use gan_models::{Cgan, Dcgan, Gan, Infogan, KINDS};
+use gan_core::{Batch, Model, Step, TrainConfig, Trainer};
+use gan_models::registry::kinds;
 
 #[global_allocator]
-static ALLOC: gan_core::alloc::Allocator = gan_core::alloc::Allocator;
+static ALLOC: gan_core::fast::alloc::Allocator = gan_core::fast::alloc::Allocator;
 
 struct Args {
     models: Vec<String>,
@@ -26,16 +27,19 @@ struct Args {
     steps: usize,
     json: bool,
     device: String,
+    /// Overrides of the models' default configs, as a JSON object.
+    config: serde_json::Value,
 }
 
 fn parse() -> Result<Args> {
     let mut args = Args {
-        models: KINDS.iter().map(|s| s.to_string()).collect(),
+        models: kinds().iter().map(|s| s.to_string()).collect(),
         batch: 64,
         warmup: 5,
         steps: 30,
         json: false,
         device: "cpu".into(),
+        config: serde_json::json!({}),
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -44,11 +48,11 @@ fn parse() -> Result<Args> {
             "--model" => {
                 let m = value()?;
                 args.models = if m == "all" {
-                    KINDS.iter().map(|s| s.to_string()).collect()
-                } else if KINDS.contains(&m.as_str()) {
+                    kinds().iter().map(|s| s.to_string()).collect()
+                } else if kinds().contains(&m.as_str()) {
                     vec![m]
                 } else {
-                    bail!("unknown model {m:?}: one of {} or all", KINDS.join(", "))
+                    bail!("unknown model {m:?}: one of {} or all", kinds().join(", "))
                 };
             }
             "--batch" => args.batch = value()?.parse().context("--batch")?,
@@ -56,6 +60,7 @@ fn parse() -> Result<Args> {
             "--steps" => args.steps = value()?.parse().context("--steps")?,
             "--device" => args.device = value()?,
             "--json" => args.json = true,
+            "--config" => args.config = serde_json::from_str(&value()?).context("--config")?,
             // What `cargo bench` passes to every bench target.
             "--bench" => {}
             other => bail!("unknown argument {other:?}"),
@@ -67,14 +72,16 @@ fn parse() -> Result<Args> {
     Ok(args)
 }
 
-fn model(kind: &str, device: &Device) -> Result<Box<dyn GanModel>> {
-    Ok(match kind {
-        "gan" => Box::new(Gan::new(Default::default(), device, 0)?),
-        "dcgan" => Box::new(Dcgan::new(Default::default(), device, 0)?),
-        "cgan" => Box::new(Cgan::new(Default::default(), device, 0)?),
-        "infogan" => Box::new(Infogan::new(Default::default(), device, 0)?),
-        other => bail!("unknown model {other}"),
-    })
+/// The model at its registry defaults, with `overrides` on top.
+fn model(kind: &str, overrides: &serde_json::Value, device: &Device) -> Result<Box<dyn Model>> {
+    let entry = gan_models::find(kind)?;
+    let mut config = (entry.default_config)();
+    if let (Some(c), Some(o)) = (config.as_object_mut(), overrides.as_object()) {
+        for (k, v) in o {
+            c.insert(k.clone(), v.clone());
+        }
+    }
+    (entry.build)(&config, device, 0)
 }
 
 struct Figures {
@@ -85,7 +92,7 @@ struct Figures {
 }
 
 fn measure(kind: &str, args: &Args, device: &Device) -> Result<Figures> {
-    let model = model(kind, device)?;
+    let model = model(kind, &args.config, device)?;
     let dir = tempfile::tempdir()?;
     let cfg = TrainConfig {
         batch_size: args.batch,
@@ -98,12 +105,15 @@ fn measure(kind: &str, args: &Args, device: &Device) -> Result<Figures> {
     let n = 16 * b;
     let images = Tensor::rand(-1f32, 1f32, (n, 1, 28, 28), device)?;
     let labels = Tensor::from_vec((0..n as u32).map(|i| i % 10).collect::<Vec<_>>(), n, device)?;
-    let batch = |i: usize| -> Result<Batch> {
+    // One batch of every stream the model reads, all from the same random images.
+    let streams = model.streams();
+    let batch = |i: usize| -> Result<BTreeMap<String, Batch>> {
         let start = (i * b) % n;
-        Ok(Batch {
+        let one = Batch {
             images: images.narrow(0, start, b)?,
-            labels: labels.narrow(0, start, b)?,
-        })
+            labels: Some(labels.narrow(0, start, b)?),
+        };
+        Ok(streams.iter().map(|s| (s.name.to_string(), one.clone())).collect())
     };
     for i in 0..args.warmup {
         trainer.train_step(&batch(i)?)?;
@@ -124,14 +134,22 @@ fn measure(kind: &str, args: &Args, device: &Device) -> Result<Figures> {
     if std::env::var("BREAKDOWN").is_ok() {
         breakdown(model.as_ref(), &batch(0)?, args.steps)?;
     }
-    let mut r = rng(0, 9);
+    let mut r = rng(0, gan_core::prior::RngStream::Scratch);
+    let Some(g) = model.generator() else {
+        return Ok(Figures {
+            best_ms,
+            train_img_per_s: (args.steps * b) as f64 / train,
+            train_ms_per_step: 1e3 * train / args.steps as f64,
+            gen_img_per_s: f64::NAN,
+        });
+    };
     for _ in 0..2 {
-        model.generate(b, None, &mut r)?.to_dtype(DType::F32)?;
+        g.generate(b, None, &mut r)?.to_dtype(DType::F32)?;
     }
     let t = Instant::now();
     let reps = args.steps.max(10);
     for _ in 0..reps {
-        let x = model.generate(b, None, &mut r)?;
+        let x = g.generate(b, None, &mut r)?;
         x.sum_all()?.to_scalar::<f32>()?;
     }
     let gen = t.elapsed().as_secs_f64();
@@ -143,61 +161,56 @@ fn measure(kind: &str, args: &Args, device: &Device) -> Result<Figures> {
     })
 }
 
-/// Where a step's time goes: forward, backward and optimizer of each half.
-fn breakdown(model: &dyn GanModel, batch: &Batch, steps: usize) -> Result<()> {
+/// Where a step's time goes: forward, backward and optimizer of each phase.
+fn breakdown(model: &dyn Model, batches: &BTreeMap<String, Batch>, steps: usize) -> Result<()> {
     let mut opts: Vec<(&str, gan_core::Adam)> = model
         .networks()
         .into_iter()
         .map(|(n, v)| Ok((n, gan_core::Adam::new(v, Default::default())?)))
         .collect::<Result<_>>()?;
-    let mut r = rng(0, 3);
-    let mut t = [0f64; 6];
+    let mut r = rng(0, gan_core::prior::RngStream::Sample);
+    let phases = model.phases();
+    let mut t = vec![[0f64; 3]; phases.len()];
     for _ in 0..steps {
-        let c = Instant::now();
-        let d = model.d_step(batch, &mut r)?;
-        t[0] += c.elapsed().as_secs_f64();
-        let c = Instant::now();
-        let grads = d.loss.backward()?;
-        t[1] += c.elapsed().as_secs_f64();
-        let c = Instant::now();
-        for (n, o) in opts.iter_mut() {
-            if model.d_networks().contains(n) {
-                o.step(&grads)?;
+        let mut step = Step::new(batches, &mut r);
+        for (i, phase) in phases.iter().enumerate() {
+            let c = Instant::now();
+            let out = model.run_phase(phase.name, &mut step)?;
+            t[i][0] += c.elapsed().as_secs_f64();
+            let c = Instant::now();
+            let grads = out.loss.backward()?;
+            t[i][1] += c.elapsed().as_secs_f64();
+            let c = Instant::now();
+            for (n, o) in opts.iter_mut() {
+                if phase.networks.contains(n) {
+                    o.step(&grads)?;
+                }
             }
+            drop(grads);
+            t[i][2] += c.elapsed().as_secs_f64();
         }
-        drop(grads);
-        t[2] += c.elapsed().as_secs_f64();
-        let c = Instant::now();
-        let g = model.g_step(batch, &mut r)?;
-        t[3] += c.elapsed().as_secs_f64();
-        let c = Instant::now();
-        let grads = g.loss.backward()?;
-        t[4] += c.elapsed().as_secs_f64();
-        let c = Instant::now();
-        for (n, o) in opts.iter_mut() {
-            if model.g_networks().contains(n) {
-                o.step(&grads)?;
-            }
-        }
-        drop(grads);
-        t[5] += c.elapsed().as_secs_f64();
     }
-    let ms = |i: usize| 1e3 * t[i] / steps as f64;
-    eprintln!(
-        "breakdown ms/step: D fwd {:.1} bwd {:.1} adam {:.1} | G fwd {:.1} bwd {:.1} adam {:.1}",
-        ms(0),
-        ms(1),
-        ms(2),
-        ms(3),
-        ms(4),
-        ms(5)
-    );
+    let ms = |x: f64| 1e3 * x / steps as f64;
+    let parts: Vec<String> = phases
+        .iter()
+        .zip(&t)
+        .map(|(p, t)| {
+            format!(
+                "{} fwd {:.1} bwd {:.1} adam {:.1}",
+                p.name,
+                ms(t[0]),
+                ms(t[1]),
+                ms(t[2])
+            )
+        })
+        .collect();
+    eprintln!("breakdown ms/step: {}", parts.join(" | "));
     Ok(())
 }
 
 fn main() -> Result<()> {
-    gan_core::alloc::keep_freed_memory();
-    gan_core::alloc::one_thread_pool();
+    gan_core::fast::alloc::keep_freed_memory();
+    gan_core::fast::alloc::one_thread_pool();
     let args = parse()?;
     let device = gan_core::device::parse_device(&args.device)?;
     let threads = candle_core::utils::get_num_threads();

@@ -10,29 +10,30 @@ use crate::gan::Mlp;
 use gan_core::init::{reinit, WeightInit};
 use gan_core::loss::{binary_accuracy, discriminator_loss, generator_loss, GeneratorLoss};
 use gan_core::prior::{one_hot, rng, Latent, LatentSpec, Rng};
-use gan_core::{Batch, Figure, GanModel, StepOutput};
+use crate::registry::Registered;
+use gan_core::engine::{no_such_phase, Conditioning};
+use gan_core::{Batch, Every, Figure, Generator, Model, Phase, Step, StepOutput};
 
 /// Number of classes of MNIST.
 const CLASSES: usize = 10;
 
-/// Settings of the conditional GAN.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Settings of the conditional GAN; the defaults here are the CLI's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 pub struct CganConfig {
     /// Width of the noise z ~ N(0, I).
+    #[arg(long, default_value_t = 100)]
     pub z_dim: usize,
-    /// Hidden widths of G (D mirrors them, widest first).
+    /// Hidden widths of G, comma-separated (D mirrors them, widest first).
+    #[arg(long, value_delimiter = ',', default_value = "256,512,1024")]
     pub hidden: Vec<usize>,
-    /// Generator objective.
+    /// Generator loss: saturating or non-saturating.
+    #[arg(long, default_value = "non-saturating")]
     pub g_loss: GeneratorLoss,
 }
 
 impl Default for CganConfig {
     fn default() -> Self {
-        Self {
-            z_dim: 100,
-            hidden: vec![256, 512, 1024],
-            g_loss: GeneratorLoss::NonSaturating,
-        }
+        crate::registry::defaults()
     }
 }
 
@@ -74,7 +75,7 @@ impl Cgan {
             &d_widths,
             VarBuilder::from_varmap(&d_vars, DType::F32, device),
         )?;
-        let mut r = rng(seed, 2);
+        let mut r = rng(seed, gan_core::prior::RngStream::Init);
         reinit(&g_vars, WeightInit::FanInUniform, &mut r)?;
         reinit(&d_vars, WeightInit::FanInUniform, &mut r)?;
         Ok(Self {
@@ -104,9 +105,33 @@ impl Cgan {
     }
 }
 
-impl GanModel for Cgan {
+impl Cgan {
+    /// D's line: ascend log D(x|y) + log(1 - D(G(z|y')|y')), real pairs against fakes of
+    /// random labels.
+    fn d_step(&self, batch: &Batch, rng: &mut Rng) -> Result<StepOutput> {
+        let m = batch.images.dim(0)?;
+        let y_real = candle_nn::encoding::one_hot(batch.labels()?.clone(), CLASSES, 1f32, 0f32)?;
+        let real = self.critic(&batch.images.flatten_from(1)?, &y_real)?;
+        let y_fake = self.random_labels(m, rng)?;
+        let fake = self.critic(&self.fake(&y_fake, rng)?.detach(), &y_fake)?;
+        Ok(StepOutput::new(discriminator_loss(&real, &fake)?)
+            .with("d_real_acc", binary_accuracy(&real, true)?)
+            .with("d_fake_acc", binary_accuracy(&fake, false)?))
+    }
+
+    /// G's line: descend G's loss on fakes of random labels.
+    fn g_step(&self, m: usize, rng: &mut Rng) -> Result<StepOutput> {
+        let y = self.random_labels(m, rng)?;
+        let fake = self.fake(&y, rng)?;
+        // D is only passed through: no gradient for its weights.
+        let logit = gan_core::fast::layers::frozen(|| self.critic(&fake, &y))?;
+        Ok(StepOutput::new(generator_loss(&logit, self.cfg.g_loss)?))
+    }
+}
+
+impl Model for Cgan {
     fn kind(&self) -> &'static str {
-        "cgan"
+        Self::KIND
     }
 
     fn config(&self) -> serde_json::Value {
@@ -117,23 +142,20 @@ impl GanModel for Cgan {
         vec![("g", &self.g_vars), ("d", &self.d_vars)]
     }
 
-    fn d_step(&self, batch: &Batch, rng: &mut Rng) -> Result<StepOutput> {
-        let m = batch.images.dim(0)?;
-        let y_real = candle_nn::encoding::one_hot(batch.labels.clone(), CLASSES, 1f32, 0f32)?;
-        let real = self.critic(&batch.images.flatten_from(1)?, &y_real)?;
-        let y_fake = self.random_labels(m, rng)?;
-        let fake = self.critic(&self.fake(&y_fake, rng)?.detach(), &y_fake)?;
-        Ok(StepOutput::new(discriminator_loss(&real, &fake)?)
-            .with("d_real_acc", binary_accuracy(&real, true)?)
-            .with("d_fake_acc", binary_accuracy(&fake, false)?))
+    fn phases(&self) -> Vec<Phase> {
+        vec![
+            Phase::new("d", &["d"]),
+            Phase::new("g", &["g"]).every(Every::K),
+        ]
     }
 
-    fn g_step(&self, batch: &Batch, rng: &mut Rng) -> Result<StepOutput> {
-        let y = self.random_labels(batch.images.dim(0)?, rng)?;
-        let fake = self.fake(&y, rng)?;
-        // D is only passed through: no gradient for its weights.
-        let logit = gan_core::layers::frozen(|| self.critic(&fake, &y))?;
-        Ok(StepOutput::new(generator_loss(&logit, self.cfg.g_loss)?))
+    fn run_phase(&self, phase: &str, step: &mut Step) -> Result<StepOutput> {
+        let batch = step.real()?;
+        match phase {
+            "d" => self.d_step(batch, step.rng),
+            "g" => self.g_step(batch.len()?, step.rng),
+            other => Err(no_such_phase(self.kind(), other)),
+        }
     }
 
     /// One row per digit 0-9, ten samples each.
@@ -148,6 +170,12 @@ impl GanModel for Cgan {
         }])
     }
 
+    fn generator(&self) -> Option<&dyn Generator> {
+        Some(self)
+    }
+}
+
+impl Generator for Cgan {
     fn generate(&self, n: usize, class: Option<u32>, rng: &mut Rng) -> Result<Tensor> {
         let y = match class {
             Some(c) if c as usize >= CLASSES => {
@@ -157,5 +185,18 @@ impl GanModel for Cgan {
             None => self.random_labels(n, rng)?,
         };
         Ok(self.fake(&y, rng)?.reshape((n, 1, 28, 28))?)
+    }
+
+    fn conditioning(&self) -> Conditioning {
+        Conditioning::Label(CLASSES)
+    }
+}
+
+impl Registered for Cgan {
+    type Config = CganConfig;
+    const KIND: &'static str = "cgan";
+    const ABOUT: &'static str = "The conditional GAN: the digit label is given to G and D";
+    fn build(cfg: CganConfig, device: &Device, seed: u64) -> Result<Self> {
+        Self::new(cfg, device, seed)
     }
 }

@@ -6,38 +6,45 @@
 use anyhow::Result;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use gan_core::layers::{
+use gan_core::fast::layers::{
     batch_norm, conv2d, conv_transpose2d, frozen, BatchNorm, Conv2d, ConvSpec, ConvTranspose2d,
 };
 use serde::{Deserialize, Serialize};
 
 use gan_core::init::{reinit, WeightInit};
 use gan_core::loss::{binary_accuracy, discriminator_loss, generator_loss, GeneratorLoss};
-use gan_core::nn::leaky_relu;
+use gan_core::fast::nn::leaky_relu;
 use gan_core::prior::{rng, Latent, LatentSpec, Rng};
-use gan_core::{Batch, Figure, GanModel, StepOutput};
+use crate::registry::Registered;
+use gan_core::engine::no_such_phase;
+use gan_core::{Batch, Every, Figure, Model, Phase, Step, StepOutput};
 
-/// Settings of DCGAN.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Settings of DCGAN; the defaults here are the CLI's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 pub struct DcganConfig {
     /// Width of the noise z ~ N(0, I).
+    #[arg(long, default_value_t = 100)]
     pub z_dim: usize,
     /// Channels of G's 14x14 layer (its 7x7 layer has twice as many).
+    #[arg(long, default_value_t = 32)]
     pub g_width: usize,
     /// Channels of D's 14x14 layer (its 7x7 layer has twice as many).
+    #[arg(long, default_value_t = 32)]
     pub d_width: usize,
-    /// Generator objective.
+    /// Generator loss: saturating or non-saturating.
+    #[arg(long, default_value = "non-saturating")]
     pub g_loss: GeneratorLoss,
+    /// G's step reuses the fakes of D's step instead of drawing fresh noise (the official
+    /// PyTorch DCGAN example): one generator forward per step instead of two. Off by
+    /// default: Algorithm 1 draws fresh noise. Not written when off, so older runs match.
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reuse_fakes: bool,
 }
 
 impl Default for DcganConfig {
     fn default() -> Self {
-        Self {
-            z_dim: 100,
-            g_width: 32,
-            d_width: 32,
-            g_loss: GeneratorLoss::NonSaturating,
-        }
+        crate::registry::defaults()
     }
 }
 
@@ -167,7 +174,7 @@ impl Dcgan {
             cfg.d_width,
             VarBuilder::from_varmap(&d_vars, DType::F32, device),
         )?;
-        let mut r = rng(seed, 2);
+        let mut r = rng(seed, gan_core::prior::RngStream::Init);
         reinit(&g_vars, WeightInit::Normal { std: 0.02 }, &mut r)?;
         reinit(&d_vars, WeightInit::Normal { std: 0.02 }, &mut r)?;
         let prior = LatentSpec(vec![Latent::Gaussian { dim: cfg.z_dim }]);
@@ -188,9 +195,36 @@ impl Dcgan {
     }
 }
 
-impl GanModel for Dcgan {
+impl Dcgan {
+    /// D's line: ascend log D(x) + log(1 - D(G(z))). With `reuse_fakes` the fakes are
+    /// kept, graph and all, for G's line.
+    fn d_step(&self, batch: &Batch, step: &mut Step) -> Result<StepOutput> {
+        let real = self.d.forward_t(&batch.images, true)?;
+        let fake = self.fake(batch.images.dim(0)?, step.rng, true)?;
+        if self.cfg.reuse_fakes {
+            step.put("fake", fake.clone());
+        }
+        let fake = self.d.forward_t(&fake.detach(), true)?;
+        Ok(StepOutput::new(discriminator_loss(&real, &fake)?)
+            .with("d_real_acc", binary_accuracy(&real, true)?)
+            .with("d_fake_acc", binary_accuracy(&fake, false)?))
+    }
+
+    /// G's line: descend G's loss on fresh fakes (or D's, with `reuse_fakes`).
+    fn g_step(&self, m: usize, step: &mut Step) -> Result<StepOutput> {
+        let fake = match step.take("fake") {
+            Some(f) => f,
+            None => self.fake(m, step.rng, true)?,
+        };
+        // D is only passed through: no gradient for its weights.
+        let logit = frozen(|| self.d.forward_t(&fake, true))?;
+        Ok(StepOutput::new(generator_loss(&logit, self.cfg.g_loss)?))
+    }
+}
+
+impl Model for Dcgan {
     fn kind(&self) -> &'static str {
-        "dcgan"
+        Self::KIND
     }
 
     fn config(&self) -> serde_json::Value {
@@ -201,32 +235,47 @@ impl GanModel for Dcgan {
         vec![("g", &self.g_vars), ("d", &self.d_vars)]
     }
 
-    fn d_step(&self, batch: &Batch, rng: &mut Rng) -> Result<StepOutput> {
-        let real = self.d.forward_t(&batch.images, true)?;
-        let fake = self.fake(batch.images.dim(0)?, rng, true)?.detach();
-        let fake = self.d.forward_t(&fake, true)?;
-        Ok(StepOutput::new(discriminator_loss(&real, &fake)?)
-            .with("d_real_acc", binary_accuracy(&real, true)?)
-            .with("d_fake_acc", binary_accuracy(&fake, false)?))
+    fn phases(&self) -> Vec<Phase> {
+        vec![
+            Phase::new("d", &["d"]),
+            Phase::new("g", &["g"]).every(Every::K),
+        ]
     }
 
-    fn g_step(&self, batch: &Batch, rng: &mut Rng) -> Result<StepOutput> {
-        let fake = self.fake(batch.images.dim(0)?, rng, true)?;
-        // D is only passed through: no gradient for its weights.
-        let logit = frozen(|| self.d.forward_t(&fake, true))?;
-        Ok(StepOutput::new(generator_loss(&logit, self.cfg.g_loss)?))
+    fn run_phase(&self, phase: &str, step: &mut Step) -> Result<StepOutput> {
+        let batch = step.real()?;
+        match phase {
+            "d" => self.d_step(batch, step),
+            "g" => self.g_step(batch.len()?, step),
+            other => Err(no_such_phase(self.kind(), other)),
+        }
     }
 
     fn figures(&self, rng: &mut Rng) -> Result<Vec<Figure>> {
         Ok(vec![Figure {
             name: "samples".into(),
-            images: self.generate(64, None, rng)?,
+            images: gan_core::Generator::generate(self, 64, None, rng)?,
             cols: 8,
         }])
     }
 
+    fn generator(&self) -> Option<&dyn gan_core::Generator> {
+        Some(self)
+    }
+}
+
+impl gan_core::Generator for Dcgan {
     fn generate(&self, n: usize, class: Option<u32>, rng: &mut Rng) -> Result<Tensor> {
-        crate::unconditional(self.kind(), class)?;
+        crate::unconditional(Self::KIND, class)?;
         self.fake(n, rng, false)
+    }
+}
+
+impl Registered for Dcgan {
+    type Config = DcganConfig;
+    const KIND: &'static str = "dcgan";
+    const ABOUT: &'static str = "DCGAN: strided and transposed convolutions with batch norm";
+    fn build(cfg: DcganConfig, device: &Device, seed: u64) -> Result<Self> {
+        Self::new(cfg, device, seed)
     }
 }

@@ -8,33 +8,34 @@
 use anyhow::Result;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use gan_core::layers::{frozen, linear, Linear};
+use gan_core::fast::layers::{frozen, linear, Linear};
 use serde::{Deserialize, Serialize};
 
 use gan_core::init::{reinit, WeightInit};
 use gan_core::loss::{binary_accuracy, discriminator_loss, generator_loss, GeneratorLoss};
-use gan_core::nn::leaky_relu;
+use gan_core::fast::nn::leaky_relu;
 use gan_core::prior::{rng, Latent, LatentSpec, Rng};
-use gan_core::{Batch, Figure, GanModel, StepOutput};
+use crate::registry::Registered;
+use gan_core::engine::no_such_phase;
+use gan_core::{Batch, Every, Figure, Generator, Model, Phase, Step, StepOutput};
 
-/// Settings of the MLP GAN.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Settings of the MLP GAN; the defaults here are the CLI's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 pub struct GanConfig {
     /// Width of the noise z ~ N(0, I).
+    #[arg(long, default_value_t = 100)]
     pub z_dim: usize,
-    /// Hidden widths of G (D mirrors them, widest first).
+    /// Hidden widths of G, comma-separated (D mirrors them, widest first).
+    #[arg(long, value_delimiter = ',', default_value = "256,512,1024")]
     pub hidden: Vec<usize>,
-    /// Generator objective.
+    /// Generator loss: saturating (the minimax game) or non-saturating.
+    #[arg(long, default_value = "non-saturating")]
     pub g_loss: GeneratorLoss,
 }
 
 impl Default for GanConfig {
     fn default() -> Self {
-        Self {
-            z_dim: 100,
-            hidden: vec![256, 512, 1024],
-            g_loss: GeneratorLoss::NonSaturating,
-        }
+        crate::registry::defaults()
     }
 }
 
@@ -102,7 +103,7 @@ impl Gan {
             &d_widths,
             VarBuilder::from_varmap(&d_vars, DType::F32, device),
         )?;
-        let mut r = rng(seed, 2);
+        let mut r = rng(seed, gan_core::prior::RngStream::Init);
         reinit(&g_vars, WeightInit::FanInUniform, &mut r)?;
         reinit(&d_vars, WeightInit::FanInUniform, &mut r)?;
         let prior = LatentSpec(vec![Latent::Gaussian { dim: cfg.z_dim }]);
@@ -127,19 +128,9 @@ impl Gan {
     }
 }
 
-impl GanModel for Gan {
-    fn kind(&self) -> &'static str {
-        "gan"
-    }
-
-    fn config(&self) -> serde_json::Value {
-        serde_json::to_value(&self.cfg).expect("config serialises")
-    }
-
-    fn networks(&self) -> Vec<(&'static str, &VarMap)> {
-        vec![("g", &self.g_vars), ("d", &self.d_vars)]
-    }
-
+impl Gan {
+    /// Algorithm 1, D's line: ascend log D(x) + log(1 - D(G(z))) on m examples and m
+    /// fresh noise samples.
     fn d_step(&self, batch: &Batch, rng: &mut Rng) -> Result<StepOutput> {
         let m = batch.images.dim(0)?;
         let real = self.critic(&batch.images.flatten_from(1)?)?;
@@ -150,11 +141,42 @@ impl GanModel for Gan {
             .with("d_fake_acc", binary_accuracy(&fake, false)?))
     }
 
-    fn g_step(&self, batch: &Batch, rng: &mut Rng) -> Result<StepOutput> {
-        let fake = self.fake(batch.images.dim(0)?, rng)?;
+    /// Algorithm 1, G's line: descend G's loss on m fresh noise samples.
+    fn g_step(&self, m: usize, rng: &mut Rng) -> Result<StepOutput> {
+        let fake = self.fake(m, rng)?;
         // D is only passed through: no gradient for its weights.
         let logit = frozen(|| self.critic(&fake))?;
         Ok(StepOutput::new(generator_loss(&logit, self.cfg.g_loss)?))
+    }
+}
+
+impl Model for Gan {
+    fn kind(&self) -> &'static str {
+        Self::KIND
+    }
+
+    fn config(&self) -> serde_json::Value {
+        serde_json::to_value(&self.cfg).expect("config serialises")
+    }
+
+    fn networks(&self) -> Vec<(&'static str, &VarMap)> {
+        vec![("g", &self.g_vars), ("d", &self.d_vars)]
+    }
+
+    fn phases(&self) -> Vec<Phase> {
+        vec![
+            Phase::new("d", &["d"]),
+            Phase::new("g", &["g"]).every(Every::K),
+        ]
+    }
+
+    fn run_phase(&self, phase: &str, step: &mut Step) -> Result<StepOutput> {
+        let batch = step.real()?;
+        match phase {
+            "d" => self.d_step(batch, step.rng),
+            "g" => self.g_step(batch.len()?, step.rng),
+            other => Err(no_such_phase(self.kind(), other)),
+        }
     }
 
     fn figures(&self, rng: &mut Rng) -> Result<Vec<Figure>> {
@@ -165,8 +187,24 @@ impl GanModel for Gan {
         }])
     }
 
+    fn generator(&self) -> Option<&dyn Generator> {
+        Some(self)
+    }
+}
+
+impl Generator for Gan {
     fn generate(&self, n: usize, class: Option<u32>, rng: &mut Rng) -> Result<Tensor> {
-        crate::unconditional(self.kind(), class)?;
+        crate::unconditional(Self::KIND, class)?;
         Ok(self.fake(n, rng)?.reshape((n, 1, 28, 28))?)
+    }
+}
+
+impl Registered for Gan {
+    type Config = GanConfig;
+    const KIND: &'static str = "gan";
+    const ABOUT: &'static str =
+        "The original GAN of Goodfellow et al. (2014): MLPs on flattened MNIST";
+    fn build(cfg: GanConfig, device: &Device, seed: u64) -> Result<Self> {
+        Self::new(cfg, device, seed)
     }
 }

@@ -13,7 +13,7 @@
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{VarBuilder, VarMap};
-use gan_core::layers::{
+use gan_core::fast::layers::{
     batch_norm, conv2d, conv_transpose2d, frozen, linear, BatchNorm, Conv2d, ConvSpec,
     ConvTranspose2d, Linear,
 };
@@ -23,9 +23,11 @@ use gan_core::init::{reinit, WeightInit};
 use gan_core::loss::{
     binary_accuracy, cross_entropy, discriminator_loss, gaussian_nll, generator_loss, GeneratorLoss,
 };
-use gan_core::nn::leaky_relu;
+use gan_core::fast::nn::leaky_relu;
 use gan_core::prior::{one_hot, rng, Latent, LatentSample, LatentSpec, Rng};
-use gan_core::{Batch, Figure, GanModel, StepOutput};
+use crate::registry::Registered;
+use gan_core::engine::{no_such_phase, Classifier, Conditioning};
+use gan_core::{Batch, Every, Figure, Model, Phase, Step, StepOutput};
 
 /// The mutual-information term of one batch and its parts.
 struct InfoLoss {
@@ -36,48 +38,56 @@ struct InfoLoss {
     entropy: f64,
 }
 
-/// Settings of InfoGAN.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Settings of InfoGAN; the defaults here are the CLI's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 pub struct InfoganConfig {
     /// Width of the incompressible noise z ~ U(-1, 1).
+    #[arg(long, default_value_t = 62)]
     pub z_dim: usize,
-    /// Classes of each categorical code (the paper: one code of 10).
+    /// Classes of each categorical code, comma-separated (the paper: one code of 10).
+    #[arg(long, value_delimiter = ',', default_value = "10")]
     pub categorical: Vec<usize>,
     /// Number of continuous codes ~ U(-range, range) (the paper: 2).
+    #[arg(long, default_value_t = 2)]
     pub continuous: usize,
     /// Half-width of the continuous codes' prior.
+    #[arg(long, default_value_t = 1.0)]
     pub continuous_range: f32,
     /// Weight of the mutual-information term (0: a regular GAN).
+    #[arg(long, default_value_t = 1.0)]
     pub lambda: f64,
     /// Weight of the continuous codes' NLL inside L_I; larger values make them change
     /// digit identity.
+    #[arg(long, default_value_t = 0.1)]
     pub lambda_cont: f64,
     /// Q predicts only means for the continuous codes (unit variance) instead of means
     /// and log-variances.
+    #[arg(long)]
     pub fixed_std: bool,
-    /// Generator objective.
+    /// Generator loss: saturating or non-saturating.
+    #[arg(long, default_value = "non-saturating")]
     pub g_loss: GeneratorLoss,
     /// D's step also descends lambda * L_I on its fakes, so the trunk it shares with Q
     /// learns features that carry the codes (the paper's code does this); without it
     /// only Q's head and G learn from L_I. Runs saved before the option read as false,
     /// and false is not written, so their checkpoints still match.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub info_in_d: bool,
+    /// Learning rate of G and Q (D uses --lr). A training setting: the run keeps it
+    /// among its per-network learning rates, not in the model's config.
+    #[arg(long, default_value_t = 1e-3)]
+    #[serde(skip, default = "default_lr_g")]
+    pub lr_g: f64,
+}
+
+fn default_lr_g() -> f64 {
+    1e-3
 }
 
 impl Default for InfoganConfig {
     fn default() -> Self {
-        Self {
-            z_dim: 62,
-            categorical: vec![10],
-            continuous: 2,
-            continuous_range: 1.0,
-            lambda: 1.0,
-            lambda_cont: 0.1,
-            fixed_std: false,
-            g_loss: GeneratorLoss::NonSaturating,
-            info_in_d: false,
-        }
+        crate::registry::defaults()
     }
 }
 
@@ -229,7 +239,7 @@ impl Infogan {
             bn: bn(128, vb(&q_vars).pp("bn"))?,
             out: linear(128, cfg.q_width(), vb(&q_vars).pp("out"))?,
         };
-        let mut r = rng(seed, 2);
+        let mut r = rng(seed, gan_core::prior::RngStream::Init);
         for vars in [&g_vars, &d_vars, &q_vars] {
             reinit(vars, WeightInit::Normal { std: 0.02 }, &mut r)?;
         }
@@ -433,27 +443,9 @@ impl Infogan {
     }
 }
 
-impl GanModel for Infogan {
-    fn kind(&self) -> &'static str {
-        "infogan"
-    }
-
-    fn config(&self) -> serde_json::Value {
-        serde_json::to_value(&self.cfg).expect("config serialises")
-    }
-
-    fn networks(&self) -> Vec<(&'static str, &VarMap)> {
-        vec![
-            ("g", &self.g_vars),
-            ("d", &self.d_vars),
-            ("q", &self.q_vars),
-        ]
-    }
-
-    fn g_networks(&self) -> Vec<&'static str> {
-        vec!["g", "q"]
-    }
-
+impl Infogan {
+    /// D's line: ascend log D(x) + log(1 - D(G(z, c))) (plus, with `info_in_d`,
+    /// descend lambda * L_I through the trunk it shares with Q).
     fn d_step(&self, batch: &Batch, rng: &mut Rng) -> Result<StepOutput> {
         let m = batch.images.dim(0)?;
         let (real, _) = self.discriminate(&batch.images, true)?;
@@ -472,8 +464,8 @@ impl GanModel for Infogan {
             .with("d_fake_acc", binary_accuracy(&fake_logit, false)?))
     }
 
-    fn g_step(&self, batch: &Batch, rng: &mut Rng) -> Result<StepOutput> {
-        let m = batch.images.dim(0)?;
+    /// G and Q's line: descend G's loss + lambda * L_I on fresh codes.
+    fn g_step(&self, m: usize, rng: &mut Rng) -> Result<StepOutput> {
         let sample = self.prior.sample(m, rng, &self.device)?;
         let fake = self.g.forward_t(&sample.z, true)?;
         let (logit, q) = self.discriminate_for_g(&fake)?;
@@ -492,11 +484,60 @@ impl GanModel for Infogan {
         Ok(out)
     }
 
+}
+
+impl Model for Infogan {
+    fn kind(&self) -> &'static str {
+        Self::KIND
+    }
+
+    fn config(&self) -> serde_json::Value {
+        serde_json::to_value(&self.cfg).expect("config serialises")
+    }
+
+    fn networks(&self) -> Vec<(&'static str, &VarMap)> {
+        vec![
+            ("g", &self.g_vars),
+            ("d", &self.d_vars),
+            ("q", &self.q_vars),
+        ]
+    }
+
+    fn phases(&self) -> Vec<Phase> {
+        vec![
+            Phase::new("d", &["d"]),
+            Phase::new("g", &["g", "q"]).every(Every::K),
+        ]
+    }
+
+    fn run_phase(&self, phase: &str, step: &mut Step) -> Result<StepOutput> {
+        let batch = step.real()?;
+        match phase {
+            "d" => self.d_step(batch, step.rng),
+            "g" => self.g_step(batch.len()?, step.rng),
+            other => Err(no_such_phase(self.kind(), other)),
+        }
+    }
+
     fn figures(&self, rng: &mut Rng) -> Result<Vec<Figure>> {
         let order: Vec<u32> = (0..self.cfg.categorical[0] as u32).collect();
         self.traversals(&order, rng)
     }
 
+    fn figures_in_order(&self, classes: &[u32], rng: &mut Rng) -> Result<Vec<Figure>> {
+        self.traversals(classes, rng)
+    }
+
+    fn generator(&self) -> Option<&dyn gan_core::Generator> {
+        Some(self)
+    }
+
+    fn classifier(&self) -> Option<&dyn Classifier> {
+        Some(self)
+    }
+}
+
+impl gan_core::Generator for Infogan {
     fn generate(&self, n: usize, class: Option<u32>, rng: &mut Rng) -> Result<Tensor> {
         let k = self.cfg.categorical[0] as u32;
         let Some(c) = class else {
@@ -520,45 +561,47 @@ impl GanModel for Infogan {
             .g
             .forward_t(&self.input(&z, &vec![c; n], &cont, rng)?, false)?)
     }
-}
 
-/// How well the first categorical code classifies real digits without ever seeing a label.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CodeEval {
-    /// Images scored.
-    pub n: usize,
-    /// Fraction whose category maps to their digit under the best one-to-one mapping.
-    pub accuracy: f64,
-    /// `confusion[c][y]`: images of digit `y` that Q put in category `c`.
-    pub confusion: Vec<Vec<u64>>,
-    /// `category_to_digit[c]`, from the Hungarian algorithm on the confusion matrix.
-    pub category_to_digit: Vec<Option<usize>>,
-}
-
-impl CodeEval {
-    /// The category that generates `digit`, if one is mapped to it.
-    pub fn category_of(&self, digit: usize) -> Option<u32> {
-        self.category_to_digit
-            .iter()
-            .position(|m| *m == Some(digit))
-            .map(|c| c as u32)
+    fn conditioning(&self) -> Conditioning {
+        Conditioning::Code(self.cfg.categorical[0])
     }
 }
+
+/// Q's first categorical code, read as a classifier found without labels.
+impl Classifier for Infogan {
+    fn classify(&self, images: &Tensor) -> Result<Vec<u32>> {
+        Infogan::classify(self, images)
+    }
+
+    fn classes(&self) -> usize {
+        self.cfg.categorical[0]
+    }
+
+    fn supervised(&self) -> bool {
+        false
+    }
+}
+
+impl Registered for Infogan {
+    type Config = InfoganConfig;
+    const KIND: &'static str = "infogan";
+    const ABOUT: &'static str =
+        "InfoGAN: G(z, c) with categorical and continuous codes, Q(c|x) on D's trunk";
+    fn build(cfg: InfoganConfig, device: &Device, seed: u64) -> Result<Self> {
+        Self::new(cfg, device, seed)
+    }
+    fn network_lr(cfg: &InfoganConfig) -> Vec<(&'static str, f64)> {
+        vec![("g", cfg.lr_g), ("q", cfg.lr_g)]
+    }
+}
+
+pub use gan_core::eval::metrics::CodeEval;
 
 impl Infogan {
     /// Scores c1 as an unsupervised classifier of `images` (`[N, 1, 28, 28]` in [-1, 1])
     /// with true `labels`: argmax Q(c1 | x), matched to digits by the Hungarian algorithm.
     pub fn evaluate_codes(&self, images: &Tensor, labels: &[u8]) -> Result<CodeEval> {
         let categories = self.classify(images)?;
-        let k = self.cfg.categorical[0];
-        let confusion = gan_core::metrics::confusion_matrix(&categories, labels, k, 10)?;
-        let category_to_digit = gan_core::metrics::best_assignment(&confusion)?;
-        let accuracy = gan_core::metrics::matched_accuracy(&confusion, &category_to_digit);
-        Ok(CodeEval {
-            n: labels.len(),
-            accuracy,
-            confusion,
-            category_to_digit,
-        })
+        CodeEval::new(&categories, labels, self.cfg.categorical[0], 10)
     }
 }

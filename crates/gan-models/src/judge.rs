@@ -19,11 +19,11 @@ use anyhow::{bail, ensure, Context, Result};
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{VarBuilder, VarMap};
 // gan-core's layers: candle-nn's names and shapes, with the fast CPU convolutions.
-use gan_core::layers::{conv2d, linear, Conv2d, ConvSpec, Linear};
+use gan_core::fast::layers::{conv2d, linear, Conv2d, ConvSpec, Linear};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use gan_core::checkpoint::{load_vars, save_tensors, var_tensors};
+use gan_core::engine::checkpoint::{load_vars, save_tensors, var_tensors};
 use gan_core::init::{reinit, WeightInit};
 use gan_core::prior::{rng, Rng};
 use gan_core::{Adam, AdamConfig};
@@ -136,7 +136,7 @@ impl Judge {
         let conv2 = conv2d(cfg.c1, cfg.c2, 5, ConvSpec::default(), vb.pp("conv2"))?;
         let fc1 = linear(cfg.c2 * 5 * 5, cfg.hidden, vb.pp("fc1"))?;
         let fc2 = linear(cfg.hidden, CLASSES, vb.pp("fc2"))?;
-        reinit(&vars, WeightInit::FanInUniform, &mut rng(seed, 5))?;
+        reinit(&vars, WeightInit::FanInUniform, &mut rng(seed, gan_core::prior::RngStream::JudgeInit))?;
         Ok(Self {
             cfg,
             vars,
@@ -278,7 +278,7 @@ impl Judge {
         let device = images.device().clone();
         let judge = Self::new(cfg, &device, training.seed)?;
         let batches = gan_data::Batches::new(n, training.batch_size.min(n), false)?;
-        let mut noise = rng(training.seed, 6);
+        let mut noise = rng(training.seed, gan_core::prior::RngStream::JudgeTraining);
         for epoch in 0..training.epochs {
             let started = Instant::now();
             let lr = training.lr * 0.5f64.powi(epoch as i32);

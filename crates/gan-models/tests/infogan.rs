@@ -2,7 +2,7 @@
 //! categorical code is scored as a classifier.
 
 use candle_core::{Device, Tensor};
-use gan_core::checkpoint::var_tensors;
+use gan_core::engine::checkpoint::var_tensors;
 use gan_core::{GanModel, TrainConfig, Trainer};
 use gan_models::{Infogan, InfoganConfig};
 
@@ -106,7 +106,7 @@ fn categorical_code_scored_as_a_classifier() {
     assert_eq!(digits, (0..10).collect::<Vec<_>>(), "one-to-one mapping");
     assert!((0.0..=1.0).contains(&e.accuracy));
     assert!(m.evaluate_codes(&images, &labels[..29]).is_err());
-    let mut rng = gan_core::prior::rng(0, 0);
+    let mut rng = gan_core::prior::rng(0, gan_core::prior::RngStream::Training);
     assert_eq!(
         m.generate(3, Some(4), &mut rng).unwrap().dims(),
         &[3, 1, 28, 28]
@@ -127,7 +127,7 @@ fn info_in_d_adds_the_information_term_to_the_discriminator_step() {
         };
         // Same seed, same weights; the same rng stream gives the same fakes.
         let m = Infogan::new(cfg, &Device::Cpu, 7).unwrap();
-        let out = m.d_step(&batch, &mut gan_core::prior::rng(7, 0)).unwrap();
+        let out = m.d_step(&batch, &mut gan_core::prior::rng(7, gan_core::prior::RngStream::Training)).unwrap();
         let grads = out.loss.backward().unwrap();
         let nets = m.networks();
         let d_vars = nets.iter().find(|(n, _)| *n == "d").unwrap().1;

@@ -117,7 +117,7 @@ fn bad_input_gives_clear_errors() {
     // A valid safetensors file that is not a judge (a GAN checkpoint, say).
     let other = dir.path().join("other.safetensors");
     let t = Tensor::zeros((2, 2), candle_core::DType::F32, &Device::Cpu).unwrap();
-    gan_core::checkpoint::save_tensors(
+    gan_core::engine::checkpoint::save_tensors(
         &other,
         &[("w".to_string(), t)].into_iter().collect(),
         &Default::default(),

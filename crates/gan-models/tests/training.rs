@@ -41,7 +41,7 @@ fn quiet(epochs: usize, batch_size: usize, seed: u64) -> TrainConfig {
 fn weights(model: &dyn GanModel) -> Vec<(String, Vec<f32>)> {
     let mut out = Vec::new();
     for (net, vars) in model.networks() {
-        let mut named: Vec<_> = gan_core::checkpoint::var_tensors(vars)
+        let mut named: Vec<_> = gan_core::engine::checkpoint::var_tensors(vars)
             .into_iter()
             .collect();
         named.sort_by(|a, b| a.0.cmp(&b.0));
@@ -258,7 +258,7 @@ fn wrong_checkpoints_and_settings_are_refused() {
 
 #[test]
 fn generators_make_images_of_the_right_shape_and_range() {
-    let mut rng = gan_core::prior::rng(0, 0);
+    let mut rng = gan_core::prior::rng(0, gan_core::prior::RngStream::Training);
     let cgan = gan_models::Cgan::new(
         gan_models::CganConfig {
             z_dim: 8,

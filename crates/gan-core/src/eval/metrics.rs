@@ -63,6 +63,44 @@ pub fn matched_accuracy(confusion: &[Vec<u64>], mapping: &[Option<usize>]) -> f6
     hits as f64 / total.max(1) as f64
 }
 
+/// How well categories found without labels classify labelled data: the confusion
+/// matrix, the best one-to-one mapping of categories to labels (Hungarian algorithm),
+/// and the accuracy under it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct CodeEval {
+    /// Examples scored.
+    pub n: usize,
+    /// Fraction whose category maps to their label under the best one-to-one mapping.
+    pub accuracy: f64,
+    /// `confusion[c][y]`: examples of label `y` put in category `c`.
+    pub confusion: Vec<Vec<u64>>,
+    /// `category_to_digit[c]`, from the Hungarian algorithm on the confusion matrix.
+    pub category_to_digit: Vec<Option<usize>>,
+}
+
+impl CodeEval {
+    /// Scores `categories` (one of `k` per example) against `labels` (one of `classes`).
+    pub fn new(categories: &[u32], labels: &[u8], k: usize, classes: usize) -> Result<Self> {
+        let confusion = confusion_matrix(categories, labels, k, classes)?;
+        let category_to_digit = best_assignment(&confusion)?;
+        let accuracy = matched_accuracy(&confusion, &category_to_digit);
+        Ok(Self {
+            n: labels.len(),
+            accuracy,
+            confusion,
+            category_to_digit,
+        })
+    }
+
+    /// The category mapped to `digit`, if one is.
+    pub fn category_of(&self, digit: usize) -> Option<u32> {
+        self.category_to_digit
+            .iter()
+            .position(|m| *m == Some(digit))
+            .map(|c| c as u32)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

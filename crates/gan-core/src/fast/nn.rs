@@ -2,16 +2,16 @@
 
 use candle_core::{Result, Tensor};
 
-/// Leaky ReLU through the fused kernel of [`crate::ops::leaky_relu`]: candle-nn's
+/// Leaky ReLU through the fused kernel of [`crate::fast::ops::leaky_relu`]: candle-nn's
 /// version builds its backward pass from comparison masks and casts, an order of
 /// magnitude slower on CPU.
 pub fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
-    crate::ops::leaky_relu(x, slope)
+    crate::fast::ops::leaky_relu(x, slope)
 }
 
 /// ReLU through the same fused kernel (candle's backward of `relu` also builds masks).
 pub fn relu(x: &Tensor) -> Result<Tensor> {
-    crate::ops::relu(x)
+    crate::fast::ops::relu(x)
 }
 
 #[cfg(test)]

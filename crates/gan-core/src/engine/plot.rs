@@ -136,7 +136,7 @@ pub fn save_plot(
     image::codecs::png::PngEncoder::new(&mut png)
         .write_image(&buf, w, h, image::ExtendedColorType::Rgb8)
         .context("encoding the plot as PNG")?;
-    crate::checkpoint::atomic_write(path, &png)
+    crate::engine::checkpoint::atomic_write(path, &png)
 }
 
 fn draw_panel(

@@ -1,4 +1,4 @@
-//! Layers over the fast ops of [`crate::ops`], drop-in for candle-nn's: the same
+//! Layers over the fast ops of [`crate::fast::ops`], drop-in for candle-nn's: the same
 //! constructors, the same variable names and shapes (`weight`, `bias`, `running_mean`,
 //! `running_var`), so checkpoints are interchangeable, and `Module`/`ModuleT` as usual.
 
@@ -8,8 +8,8 @@ use std::cell::Cell;
 use candle_core::{Module, ModuleT, Result, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 
-use crate::ops;
-pub use crate::ops::ConvSpec;
+use crate::fast::ops;
+pub use crate::fast::ops::ConvSpec;
 
 thread_local! {
     static FROZEN: Cell<bool> = const { Cell::new(false) };
@@ -39,6 +39,18 @@ fn param(t: &Tensor) -> Cow<'_, Tensor> {
     } else {
         Cow::Borrowed(t)
     }
+}
+
+/// Gradient reversal (Ganin and Lempitsky 2015): the identity going forward, the
+/// gradient multiplied by `-lambda` going back. Domain-adversarial training puts it
+/// between the feature extractor and the domain classifier, so that one backward pass
+/// trains the classifier to tell the domains apart and the features to hide them.
+///
+/// Built as `x' + (x - x') * -lambda` with `x'` a constant copy of `x`: the second term
+/// is exactly zero going forward, so the output equals `x` bit for bit on every device.
+pub fn grad_reverse(x: &Tensor, lambda: f64) -> Result<Tensor> {
+    let fixed = x.detach();
+    (x - &fixed)?.affine(-lambda, 0.0)? + fixed
 }
 
 /// A fully connected layer, `x W^T + b`.

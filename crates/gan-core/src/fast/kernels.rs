@@ -1,4 +1,4 @@
-//! Plain CPU loops over `f32` slices behind the custom ops of [`crate::ops`]: matrix
+//! Plain CPU loops over `f32` slices behind the custom ops of [`crate::fast::ops`]: matrix
 //! products through the `gemm` crate (strided operands, so no transpose is ever copied),
 //! im2col/col2im for convolutions, and batch-norm statistics.
 //!

@@ -54,7 +54,7 @@ pub fn grid_png(images: &Tensor, cols: usize) -> Result<Vec<u8>> {
 
 /// Writes a grid PNG atomically.
 pub fn save_grid(path: &Path, images: &Tensor, cols: usize) -> Result<()> {
-    crate::checkpoint::atomic_write(path, &grid_png(images, cols)?)
+    crate::engine::checkpoint::atomic_write(path, &grid_png(images, cols)?)
 }
 
 #[cfg(test)]

@@ -10,7 +10,11 @@
 //! - [`class_coverage`]: the histogram of predicted classes, the classes covered and the
 //!   KL divergence from uniform, where mode collapse shows;
 //! - [`inception_score`]: exp E\[KL(p(y|x) || p(y))\], the Inception-Score analogue;
-//! - [`conditional_accuracy`]: whether a conditional model draws the digit it is asked for.
+//! - [`conditional_accuracy`]: whether a conditional model draws the digit it is asked for;
+//! - [`metrics`]: confusion matrices and the Hungarian matching of unsupervised
+//!   categories to labels.
+
+pub mod metrics;
 
 use anyhow::{bail, ensure, Result};
 use nalgebra::{DMatrix, DVector, SymmetricEigen};

@@ -4,7 +4,7 @@
 //! weight that is a 25 MB allocation, a 25 MB memset and a pass reading 50 MB and
 //! writing 25 MB, on top of the matrix product that made the gradient, every step.
 //! Inside [`Collector::backward`], the linear and convolution layers of
-//! [`crate::layers`] instead let their weight-gradient product write into a buffer kept
+//! [`crate::fast::layers`] instead let their weight-gradient product write into a buffer kept
 //! from step to step (the first contribution of a backward pass overwrites it, later
 //! ones accumulate), and [`crate::optim::Adam::step_collected`] reads it from there.
 //! Everything else (biases, batch norm, other ops) still flows through candle's
@@ -13,7 +13,7 @@
 //! ```
 //! use candle_core::{DType, Device, Tensor};
 //! use candle_nn::{VarBuilder, VarMap};
-//! use gan_core::grads::Collector;
+//! use gan_core::fast::grads::Collector;
 //! use gan_core::{layers, Adam, AdamConfig};
 //! use candle_core::Module;
 //!

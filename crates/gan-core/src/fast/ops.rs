@@ -20,8 +20,8 @@ use candle_core::{
     D,
 };
 
-use crate::grads;
-use crate::kernels::{self, ConvGeom, Mat};
+use crate::fast::grads;
+use crate::fast::kernels::{self, ConvGeom, Mat};
 
 /// True where the custom kernels run: `f32` tensors on the CPU.
 fn on_fast_path(x: &Tensor) -> bool {

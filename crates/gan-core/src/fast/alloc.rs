@@ -8,11 +8,11 @@
 //!
 //! ```no_run
 //! #[global_allocator]
-//! static ALLOC: gan_core::alloc::Allocator = gan_core::alloc::Allocator;
+//! static ALLOC: gan_core::fast::alloc::Allocator = gan_core::fast::alloc::Allocator;
 //!
 //! fn main() {
-//!     gan_core::alloc::keep_freed_memory();
-//!     gan_core::alloc::one_thread_pool();
+//!     gan_core::fast::alloc::keep_freed_memory();
+//!     gan_core::fast::alloc::one_thread_pool();
 //!     // ... train
 //! }
 //! ```

@@ -1,0 +1,19 @@
+//! The engine: the contract a model signs ([`model`]), the data streams it reads
+//! ([`data`]), the loop that trains it ([`trainer`]), and the run folder that loop writes
+//! ([`run`], [`checkpoint`], [`grid`], [`plot`]).
+
+pub mod checkpoint;
+pub mod data;
+pub mod grid;
+pub mod model;
+pub mod plot;
+pub mod run;
+pub mod trainer;
+
+pub use data::{Batches, Cursor, Dataset, Streams};
+pub use model::{
+    no_such_phase, Batch, Classifier, Conditioning, Encoder, Every, Figure, Generator, Model,
+    Phase, Step, StepOutput, Stream,
+};
+pub use run::{latest_checkpoint, load_weights, EpochSummary, RunConfig, TrainConfig};
+pub use trainer::Trainer;

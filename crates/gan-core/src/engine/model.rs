@@ -1,0 +1,302 @@
+//! The contract between a model and the engine: networks, data streams, phases, figures
+//! and capabilities.
+//!
+//! A model's step is a list of phases, each the "update network X by descending its
+//! stochastic gradient" line of the paper's algorithm box. The engine runs them in order,
+//! each on its own schedule, backpropagates each phase's loss and steps the optimizers
+//! of the networks that phase names, and nothing else.
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Context, Result};
+use candle_core::Tensor;
+use candle_nn::VarMap;
+
+use crate::prior::Rng;
+
+/// A mini-batch of one data stream.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// `[B, C, H, W]` images in [-1, 1] (C = 1 for MNIST, 3 for colour domains).
+    pub images: Tensor,
+    /// `[B]` u32 class labels, for streams whose data set has them.
+    pub labels: Option<Tensor>,
+}
+
+impl Batch {
+    /// The labels, or an error naming what asked for them on an unlabelled stream.
+    pub fn labels(&self) -> Result<&Tensor> {
+        self.labels
+            .as_ref()
+            .context("this model needs labels, but its data stream has none")
+    }
+
+    /// Examples in the batch.
+    pub fn len(&self) -> Result<usize> {
+        Ok(self.images.dim(0)?)
+    }
+
+    /// Whether the batch holds no example (never for the engine's batches).
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+}
+
+/// A named data stream a model reads every step.
+///
+/// Each stream is shuffled on its own: `salt` keys its permutations apart from the
+/// others', so two index-aligned data sets (MNIST and an MNIST-M built from it) are never
+/// drawn in lock step. The first stream a model declares sets the epoch; the others cycle
+/// through their own epochs, and the checkpoint keeps each one's position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stream {
+    /// Name the model asks for (`real`, `labelled`, `source`, `target`, ...).
+    pub name: &'static str,
+    /// Keys this stream's shuffling; distinct for every stream of a model.
+    pub salt: u64,
+    /// Examples per batch; `None` takes the run's `batch_size`.
+    pub batch_size: Option<usize>,
+}
+
+impl Stream {
+    /// A stream with the run's batch size.
+    pub const fn new(name: &'static str, salt: u64) -> Self {
+        Self {
+            name,
+            salt,
+            batch_size: None,
+        }
+    }
+
+    /// The real images of an ordinary GAN: salt 0, which replays the order of every run
+    /// saved before streams existed.
+    pub const fn real() -> Self {
+        Self::new("real", 0)
+    }
+
+    /// The same stream with its own batch size.
+    pub const fn with_batch_size(mut self, batch_size: usize) -> Self {
+        self.batch_size = Some(batch_size);
+        self
+    }
+}
+
+/// How often a phase runs, counted in steps (one batch of every stream per step).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Every {
+    /// Every step.
+    Step,
+    /// Every k-th step, k from the run's settings (Algorithm 1's k discriminator steps
+    /// per generator step).
+    K,
+    /// Every n-th step.
+    N(u64),
+}
+
+/// One update of a step: the networks it moves and how often it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Phase {
+    /// Short name; its loss is logged as `<name>_loss`.
+    pub name: &'static str,
+    /// The networks whose optimizers step on this phase's loss.
+    pub networks: Vec<&'static str>,
+    /// Its schedule.
+    pub every: Every,
+}
+
+impl Phase {
+    /// A phase that runs every step.
+    pub fn new(name: &'static str, networks: &[&'static str]) -> Self {
+        Self {
+            name,
+            networks: networks.to_vec(),
+            every: Every::Step,
+        }
+    }
+
+    /// The same phase on another schedule.
+    pub fn every(mut self, every: Every) -> Self {
+        self.every = every;
+        self
+    }
+
+    /// Whether the phase runs at `step` (1-based: the step being done).
+    pub fn runs_at(&self, step: u64, k: usize) -> bool {
+        match self.every {
+            Every::Step => true,
+            Every::K => step.is_multiple_of(k as u64),
+            Every::N(n) => step.is_multiple_of(n.max(1)),
+        }
+    }
+}
+
+/// What a phase sees: the step's batches, the run's noise generator, and tensors handed
+/// on by earlier phases of the same step.
+pub struct Step<'a> {
+    batches: &'a BTreeMap<String, Batch>,
+    /// The run's noise; checkpointed, so a resumed run draws what it would have drawn.
+    pub rng: &'a mut Rng,
+    carry: BTreeMap<&'static str, Tensor>,
+}
+
+impl<'a> Step<'a> {
+    /// A step over `batches` (by stream name).
+    pub fn new(batches: &'a BTreeMap<String, Batch>, rng: &'a mut Rng) -> Self {
+        Self {
+            batches,
+            rng,
+            carry: BTreeMap::new(),
+        }
+    }
+
+    /// This step's batch of `stream`.
+    pub fn batch(&self, stream: &str) -> Result<&'a Batch> {
+        match self.batches.get(stream) {
+            Some(b) => Ok(b),
+            None => bail!(
+                "no batch of stream {stream:?} in this step (it has {:?}): declare the stream in Model::streams",
+                self.batches.keys().collect::<Vec<_>>()
+            ),
+        }
+    }
+
+    /// The batch of the `real` stream, the one an ordinary GAN reads.
+    pub fn real(&self) -> Result<&'a Batch> {
+        self.batch("real")
+    }
+
+    /// Hands a tensor to the later phases of this step (the official PyTorch DCGAN
+    /// example gives D's fakes to G's update: one generator forward per step).
+    pub fn put(&mut self, name: &'static str, t: Tensor) {
+        self.carry.insert(name, t);
+    }
+
+    /// Takes what an earlier phase of this step handed on, if it did.
+    pub fn take(&mut self, name: &str) -> Option<Tensor> {
+        self.carry.remove(name)
+    }
+}
+
+/// What one phase computed: the loss to descend and numbers worth logging.
+#[derive(Debug, Clone)]
+pub struct StepOutput {
+    /// Scalar loss; the engine backpropagates it into the phase's networks.
+    pub loss: Tensor,
+    /// Extra per-step metrics (e.g. discriminator accuracy), logged as they are.
+    pub metrics: Vec<(&'static str, f32)>,
+}
+
+impl StepOutput {
+    /// A step output with no extra metrics.
+    pub fn new(loss: Tensor) -> Self {
+        Self {
+            loss,
+            metrics: Vec::new(),
+        }
+    }
+
+    /// Adds a metric to log.
+    pub fn with(mut self, name: &'static str, value: f32) -> Self {
+        self.metrics.push((name, value));
+        self
+    }
+}
+
+/// A picture a model wants drawn every epoch: images tiled `cols` to a row.
+#[derive(Debug, Clone)]
+pub struct Figure {
+    /// File stem under the run's `samples/` folder.
+    pub name: String,
+    /// `[N, C, H, W]` in [-1, 1].
+    pub images: Tensor,
+    /// Images per row.
+    pub cols: usize,
+}
+
+/// What a generator can be asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conditioning {
+    /// Nothing: it draws from its prior only.
+    None,
+    /// A class label it was trained with (cGAN): sample `i` of label `y` should be digit `y`.
+    Label(usize),
+    /// A categorical code learnt without labels (InfoGAN's c1): its categories mean
+    /// whatever training made of them, matched to classes by evaluation.
+    Code(usize),
+}
+
+/// A model that draws images.
+pub trait Generator {
+    /// `n` images `[n, C, H, W]` in [-1, 1]; `class` picks a label or category where
+    /// [`Generator::conditioning`] offers one, and is refused otherwise.
+    fn generate(&self, n: usize, class: Option<u32>, rng: &mut Rng) -> Result<Tensor>;
+    /// What `class` means to this generator.
+    fn conditioning(&self) -> Conditioning {
+        Conditioning::None
+    }
+}
+
+/// A model that assigns images to classes.
+pub trait Classifier {
+    /// One class per image of `images` `[N, C, H, W]` in [-1, 1].
+    fn classify(&self, images: &Tensor) -> Result<Vec<u32>>;
+    /// Number of classes it chooses from.
+    fn classes(&self) -> usize;
+    /// Whether its classes are the data set's labels (trained with labels), or
+    /// categories found without them that evaluation must first match to labels.
+    fn supervised(&self) -> bool;
+}
+
+/// A model that maps images to a latent representation.
+pub trait Encoder {
+    /// Codes `[N, D]` of images `[N, C, H, W]` in [-1, 1].
+    fn encode(&self, images: &Tensor) -> Result<Tensor>;
+}
+
+/// A model the engine trains, as the engine sees it.
+///
+/// `phases` reads like the paper's algorithm box; `run_phase` computes one of its lines.
+/// Fakes given to a discriminator must be `detach()`ed so that its phase costs no
+/// generator backward pass. What the model can do after training is offered through
+/// the capability methods, each `None` unless the model has it.
+pub trait Model: Send + Sync {
+    /// Short name of the model (`gan`, `dcgan`, ...); checkpoints carry it.
+    fn kind(&self) -> &'static str;
+    /// The model's hyper-parameters; a checkpoint resumes only into the same ones.
+    fn config(&self) -> serde_json::Value;
+    /// Every network with its own variables (and its own optimizer).
+    fn networks(&self) -> Vec<(&'static str, &VarMap)>;
+    /// The data streams of a step, the epoch-setting one first.
+    fn streams(&self) -> Vec<Stream> {
+        vec![Stream::real()]
+    }
+    /// The phases of a step, in the order they run.
+    fn phases(&self) -> Vec<Phase>;
+    /// The loss of phase `phase` (one of [`Model::phases`]' names) on this step.
+    fn run_phase(&self, phase: &str, step: &mut Step) -> Result<StepOutput>;
+    /// The pictures of the model at this point; `rng` is the same every call, so that the
+    /// grids of successive epochs show the same noise.
+    fn figures(&self, rng: &mut Rng) -> Result<Vec<Figure>>;
+    /// The same figures with their rows in the order of `classes` (a model whose
+    /// categories evaluation matched to labels draws them 0-9); none by default.
+    fn figures_in_order(&self, _classes: &[u32], _rng: &mut Rng) -> Result<Vec<Figure>> {
+        Ok(Vec::new())
+    }
+    /// Its generator, if it has one.
+    fn generator(&self) -> Option<&dyn Generator> {
+        None
+    }
+    /// Its classifier, if it has one.
+    fn classifier(&self) -> Option<&dyn Classifier> {
+        None
+    }
+    /// Its encoder, if it has one.
+    fn encoder(&self) -> Option<&dyn Encoder> {
+        None
+    }
+}
+
+/// The error for a phase name a model does not know, for `run_phase`'s last arm.
+pub fn no_such_phase(kind: &str, name: &str) -> anyhow::Error {
+    anyhow::anyhow!("{kind} has no phase {name:?}")
+}

@@ -1,0 +1,481 @@
+//! The training loop every model of gan-rs runs in.
+//!
+//! A step draws one batch of every stream the model declares, then runs the model's
+//! phases in order, each on its schedule: the phase's loss is backpropagated and the
+//! optimizers of the networks it names take a step (one Adam per network). Around the
+//! steps: a progress bar, a JSONL metrics log, figures every epoch, and checkpoints from
+//! which a run resumes exactly where it stopped.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::checkpoint::{atomic_write, load_tensors, save_tensors, var_tensors};
+use super::data::{plan, Cursor, Streams};
+use super::model::{Batch, Model, Phase, Step};
+use super::run::{
+    check_model, device_of, latest_checkpoint, load_networks, read_json, truncate_metrics,
+    EpochSummary, LoopState, RunConfig, TrainConfig,
+};
+use crate::fast::grads::Collector;
+use crate::optim::{Adam, AdamConfig};
+use crate::prior::{rng, RngStream};
+
+/// The batches of one step, by stream, and where the later streams stand after them.
+type Fetched = (BTreeMap<String, Batch>, BTreeMap<String, Cursor>);
+
+/// Runs a [`Model`] over its data streams, writing everything into one run folder:
+/// `config.json`, `metrics.jsonl` (one line per step), `epochs.jsonl`,
+/// `samples/<figure>.png` (latest) and `samples/<figure>_epochNNN.png`, and
+/// `checkpoints/`.
+///
+/// ```no_run
+/// # use gan_core::engine::{Dataset, Model, Streams, TrainConfig, Trainer};
+/// # fn demo(model: &dyn Model, images: candle_core::Tensor, labels: candle_core::Tensor) -> anyhow::Result<()> {
+/// let cfg = TrainConfig { epochs: 2, ..TrainConfig::default() };
+/// let data = Streams::real(Dataset::new(images, Some(labels))?);
+/// let mut trainer = Trainer::new(model, cfg, "runs/demo".as_ref())?;
+/// let summaries = trainer.fit(&data)?;
+/// println!("last epoch took {:.1} s", summaries.last().unwrap().seconds);
+/// # Ok(()) }
+/// ```
+pub struct Trainer<'m> {
+    model: &'m dyn Model,
+    phases: Vec<Phase>,
+    cfg: TrainConfig,
+    run_dir: PathBuf,
+    opts: BTreeMap<String, Adam>,
+    /// Weight gradients of the step, written in place (see [`crate::fast::grads`]).
+    grads: Collector,
+    state: LoopState,
+}
+
+impl<'m> Trainer<'m> {
+    /// A fresh run in `run_dir`, which must not hold a run already (resume it instead).
+    pub fn new(model: &'m dyn Model, cfg: TrainConfig, run_dir: &Path) -> Result<Self> {
+        cfg.validate()?;
+        if run_dir.join("checkpoints").exists() || run_dir.join("config.json").exists() {
+            bail!(
+                "{} already holds a run: pass --resume {} to continue it, or choose another --out",
+                run_dir.display(),
+                run_dir.display()
+            )
+        }
+        let phases = model.phases();
+        let opts = make_optimizers(model, &phases, &cfg)?;
+        std::fs::create_dir_all(run_dir.join("samples"))
+            .with_context(|| format!("creating run folder {}", run_dir.display()))?;
+        let run = RunConfig {
+            model: model.kind().into(),
+            model_config: model.config(),
+            train: cfg.clone(),
+        };
+        atomic_write(
+            &run_dir.join("config.json"),
+            serde_json::to_string_pretty(&run)?.as_bytes(),
+        )?;
+        let state = LoopState {
+            model: model.kind().into(),
+            model_config: model.config(),
+            epoch: 0,
+            batch: 0,
+            step: 0,
+            rng: rng(cfg.seed, RngStream::Training),
+            adam_steps: BTreeMap::new(),
+            seconds: 0.0,
+            streams: BTreeMap::new(),
+        };
+        Ok(Self {
+            model,
+            phases,
+            cfg,
+            grads: Collector::new(),
+            run_dir: run_dir.into(),
+            opts,
+            state,
+        })
+    }
+
+    /// Continues the run in `run_dir` from its latest checkpoint: weights, optimizer
+    /// moments, random state and every stream's position are restored, so the run goes
+    /// on as if it had not stopped. `cfg` may raise `epochs`; the rest must be the run's.
+    pub fn resume(model: &'m dyn Model, cfg: TrainConfig, run_dir: &Path) -> Result<Self> {
+        cfg.validate()?;
+        let saved = RunConfig::read(run_dir)?;
+        let same = TrainConfig {
+            epochs: cfg.epochs,
+            max_steps: cfg.max_steps,
+            progress: cfg.progress,
+            ..saved.train.clone()
+        };
+        if same != cfg {
+            bail!(
+                "--resume keeps the run's settings; only --epochs may change (run has {:?})",
+                saved.train
+            )
+        }
+        let ckpt = latest_checkpoint(run_dir)?;
+        let state: LoopState = read_json(&ckpt.join("state.json"))?;
+        check_model(model, &state.model, &state.model_config, &ckpt)?;
+        load_networks(model, &ckpt)?;
+        let phases = model.phases();
+        let mut opts = make_optimizers(model, &phases, &cfg)?;
+        for (name, opt) in opts.iter_mut() {
+            let moments = load_tensors(
+                &ckpt.join(format!("{name}.adam.safetensors")),
+                &device_of(model),
+            )?;
+            let steps = state.adam_steps.get(name).copied().unwrap_or(0);
+            opt.load_state(&moments, steps)
+                .with_context(|| format!("optimizer of {name} in {}", ckpt.display()))?;
+        }
+        truncate_metrics(&run_dir.join("metrics.jsonl"), state.step)?;
+        let run = RunConfig {
+            train: cfg.clone(),
+            ..saved
+        };
+        atomic_write(
+            &run_dir.join("config.json"),
+            serde_json::to_string_pretty(&run)?.as_bytes(),
+        )?;
+        Ok(Self {
+            model,
+            phases,
+            cfg,
+            grads: Collector::new(),
+            run_dir: run_dir.into(),
+            opts,
+            state,
+        })
+    }
+
+    /// Steps done so far.
+    pub fn step(&self) -> u64 {
+        self.state.step
+    }
+
+    /// Trains on `data` (a data set per stream the model declares) until the configured
+    /// epoch count of its first stream (or `max_steps`), returning one summary per epoch
+    /// run by this call.
+    pub fn fit(&mut self, data: &Streams) -> Result<Vec<EpochSummary>> {
+        let streams = self.model.streams();
+        let mut cycles = plan(&streams, data, self.cfg.batch_size, self.cfg.seed)?;
+        let first = cycles.remove(0);
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.run_dir.join("metrics.jsonl"))
+            .context("opening metrics.jsonl")?;
+        let mut summaries = Vec::new();
+        while self.state.epoch < self.cfg.epochs {
+            if self.cfg.max_steps.is_some_and(|m| self.state.step >= m) {
+                break;
+            }
+            let epoch = self.state.epoch;
+            let started = Instant::now();
+            let order = first.batches.epoch_indices(self.cfg.seed, epoch as u64);
+            let bar = self.progress_bar(order.len() as u64, epoch);
+            bar.set_position(self.state.batch as u64);
+            let mut means: BTreeMap<String, (f64, usize)> = BTreeMap::new();
+            let mut seen = 0usize;
+            let mut lines = String::new();
+            // The next batches are gathered on another thread while this one trains.
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Fetched>>(2);
+            let pending = &order[self.state.batch..];
+            let mut cursors = self.state.streams.clone();
+            let (first, cycles) = (&first, &mut cycles);
+            std::thread::scope(|scope| -> Result<()> {
+                scope.spawn(move || {
+                    for idx in pending {
+                        let fetched = fetch(first.name.as_str(), first.data, idx, cycles, &mut cursors);
+                        // A closed channel means training stopped early: nothing to do.
+                        if tx.send(fetched).is_err() {
+                            break;
+                        }
+                    }
+                });
+                // By value: leaving the loop early drops the receiver, which ends the
+                // producer instead of leaving it blocked on a full channel.
+                for fetched in rx {
+                    if self.cfg.max_steps.is_some_and(|m| self.state.step >= m) {
+                        break;
+                    }
+                    let (batches, cursors) = fetched?;
+                    let mut record = self.train_step(&batches)?;
+                    self.state.streams = cursors;
+                    seen += batches[first.name.as_str()].len()?;
+                    for (k, v) in &record {
+                        let e = means.entry(k.clone()).or_default();
+                        e.0 += *v as f64;
+                        e.1 += 1;
+                    }
+                    record.insert("epoch".into(), epoch as f32);
+                    let mut line = serde_json::Map::new();
+                    line.insert("step".into(), self.state.step.into());
+                    for (k, v) in &record {
+                        line.insert(k.clone(), serde_json::json!(v));
+                    }
+                    lines.push_str(&serde_json::Value::Object(line).to_string());
+                    lines.push('\n');
+                    bar.inc(1);
+                    if self.state.step.is_multiple_of(10) {
+                        bar.set_message(running(&means));
+                    }
+                    if self.cfg.checkpoint_every > 0
+                        && self.state.step.is_multiple_of(self.cfg.checkpoint_every)
+                    {
+                        log.write_all(lines.as_bytes())?;
+                        lines.clear();
+                        self.state.seconds += started.elapsed().as_secs_f64();
+                        self.checkpoint()?;
+                    }
+                }
+                Ok(())
+            })?;
+            log.write_all(lines.as_bytes())?;
+            let finished_epoch = self.state.batch == order.len();
+            if finished_epoch {
+                self.state.epoch += 1;
+                self.state.batch = 0;
+            }
+            self.draw(epoch)?;
+            self.checkpoint()?;
+            bar.finish_and_clear();
+            let seconds = started.elapsed().as_secs_f64();
+            let summary = EpochSummary {
+                epoch,
+                seconds,
+                images_per_second: seen as f64 / seconds.max(1e-9),
+                means: means
+                    .into_iter()
+                    .map(|(k, (s, c))| (k, s / c.max(1) as f64))
+                    .collect(),
+            };
+            let mut epochs_log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.run_dir.join("epochs.jsonl"))?;
+            writeln!(epochs_log, "{}", serde_json::to_string(&summary)?)?;
+            if let Err(e) = crate::engine::plot::plot_run(&self.run_dir) {
+                eprintln!("warning: could not redraw the curves: {e:#}");
+            }
+            eprintln!(
+                "{} epoch {}/{}{}: {} ({:.1} s, {:.0} img/s)",
+                self.model.kind(),
+                epoch + 1,
+                self.cfg.epochs,
+                if finished_epoch {
+                    ""
+                } else {
+                    " (stopped early)"
+                },
+                running(
+                    &summary
+                        .means
+                        .iter()
+                        .map(|(k, v)| (k.clone(), (*v, 1)))
+                        .collect()
+                ),
+                seconds,
+                summary.images_per_second
+            );
+            summaries.push(summary);
+            if !finished_epoch {
+                break;
+            }
+        }
+        Ok(summaries)
+    }
+
+    /// One step: the model's phases that are due, in order, on one batch of every
+    /// stream. The unit of work [`Trainer::fit`] repeats, public for benchmarks and
+    /// hand-written loops. Returns the step's losses and metrics by name.
+    pub fn train_step(&mut self, batches: &BTreeMap<String, Batch>) -> Result<BTreeMap<String, f32>> {
+        // The step runs on a thread of rayon's pool, which the matrix products and
+        // kernels of `ops` also use: the calling thread would otherwise sit beside the
+        // pool's threads on the same cores, and each parallel section would pay a
+        // hand-off between them.
+        rayon::scope(|_| self.step_in_pool(batches))
+    }
+
+    fn step_in_pool(&mut self, batches: &BTreeMap<String, Batch>) -> Result<BTreeMap<String, f32>> {
+        let mut record = BTreeMap::new();
+        let number = self.state.step + 1;
+        let mut step = Step::new(batches, &mut self.state.rng);
+        for phase in &self.phases {
+            if !phase.runs_at(number, self.cfg.k) {
+                continue;
+            }
+            let out = self.model.run_phase(phase.name, &mut step)?;
+            record.insert(format!("{}_loss", phase.name), out.loss.to_scalar::<f32>()?);
+            let grads = self.grads.backward(&out.loss)?;
+            for net in &phase.networks {
+                self.opts
+                    .get_mut(*net)
+                    .context("a phase names an unknown network")?
+                    .step_collected(&grads, &self.grads)?;
+            }
+            record.extend(out.metrics.iter().map(|(k, v)| (k.to_string(), *v)));
+        }
+        self.state.step = number;
+        self.state.batch += 1;
+        Ok(record)
+    }
+
+    fn draw(&self, epoch: usize) -> Result<()> {
+        let dir = self.run_dir.join("samples");
+        for fig in self.model.figures(&mut rng(self.cfg.seed, RngStream::Figures))? {
+            crate::engine::grid::save_grid(
+                &dir.join(format!("{}_epoch{:03}.png", fig.name, epoch + 1)),
+                &fig.images,
+                fig.cols,
+            )?;
+            crate::engine::grid::save_grid(
+                &dir.join(format!("{}.png", fig.name)),
+                &fig.images,
+                fig.cols,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Writes `checkpoints/step-N/` completely under a temporary name, renames it into
+    /// place, then points `checkpoints/latest.json` at it: a crash at any moment leaves
+    /// the previous checkpoint intact and referenced.
+    fn checkpoint(&mut self) -> Result<()> {
+        let root = self.run_dir.join("checkpoints");
+        let name = format!("step-{:09}", self.state.step);
+        let tmp = root.join(format!("{name}.tmp"));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let meta = BTreeMap::from([("model".to_string(), self.model.kind().to_string())]);
+        let meta = meta.into_iter().collect();
+        for (net, vars) in self.model.networks() {
+            save_tensors(
+                &tmp.join(format!("{net}.safetensors")),
+                &var_tensors(vars),
+                &meta,
+            )?;
+        }
+        self.state.adam_steps.clear();
+        for (net, opt) in &self.opts {
+            save_tensors(
+                &tmp.join(format!("{net}.adam.safetensors")),
+                &opt.state()?,
+                &meta,
+            )?;
+            self.state.adam_steps.insert(net.clone(), opt.steps());
+        }
+        atomic_write(
+            &tmp.join("state.json"),
+            serde_json::to_string_pretty(&self.state)?.as_bytes(),
+        )?;
+        let dest = root.join(&name);
+        let _ = std::fs::remove_dir_all(&dest);
+        std::fs::rename(&tmp, &dest)
+            .with_context(|| format!("renaming {} into place", tmp.display()))?;
+        atomic_write(
+            &root.join("latest.json"),
+            serde_json::json!({ "dir": name }).to_string().as_bytes(),
+        )?;
+        for entry in std::fs::read_dir(&root)?.flatten() {
+            let p = entry.path();
+            let stem = entry.file_name().to_string_lossy().to_string();
+            if p.is_dir() && stem.starts_with("step-") && stem != name {
+                let _ = std::fs::remove_dir_all(p);
+            }
+        }
+        Ok(())
+    }
+
+    fn progress_bar(&self, len: u64, epoch: usize) -> ProgressBar {
+        if !self.cfg.progress {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::new(len);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix} [{bar:30}] {pos}/{len} {elapsed_precise}<{eta_precise} {msg}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(format!(
+            "{} epoch {}/{}",
+            self.model.kind(),
+            epoch + 1,
+            self.cfg.epochs
+        ));
+        bar
+    }
+}
+
+/// One step's batches: `idx` of the first stream, the next batch of every other.
+fn fetch(
+    first: &str,
+    data: &super::data::Dataset,
+    idx: &[u32],
+    cycles: &mut [super::data::Cycle],
+    cursors: &mut BTreeMap<String, Cursor>,
+) -> Result<Fetched> {
+    let mut batches = BTreeMap::from([(first.to_string(), data.gather(idx)?)]);
+    for c in cycles.iter_mut() {
+        let cursor = cursors.entry(c.name.clone()).or_default();
+        batches.insert(c.name.clone(), c.next(cursor)?);
+    }
+    Ok((batches, cursors.clone()))
+}
+
+fn running(means: &BTreeMap<String, (f64, usize)>) -> String {
+    means
+        .iter()
+        .map(|(k, (s, c))| format!("{k} {:.3}", s / (*c).max(1) as f64))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn make_optimizers(
+    model: &dyn Model,
+    phases: &[Phase],
+    cfg: &TrainConfig,
+) -> Result<BTreeMap<String, Adam>> {
+    let nets = model.networks();
+    if phases.is_empty() {
+        bail!("model {} declares no phase: nothing would train", model.kind())
+    }
+    for phase in phases {
+        for wanted in &phase.networks {
+            if !nets.iter().any(|(n, _)| n == wanted) {
+                bail!(
+                    "phase {:?} of {} updates network {wanted:?} that the model does not declare",
+                    phase.name,
+                    model.kind()
+                )
+            }
+        }
+    }
+    if let Some(unknown) = cfg
+        .network_lr
+        .keys()
+        .find(|k| !nets.iter().any(|(n, _)| n == k))
+    {
+        bail!(
+            "a learning rate is set for network {unknown:?}, which {} does not have",
+            model.kind()
+        )
+    }
+    nets.into_iter()
+        .map(|(name, vars)| {
+            let lr = cfg.network_lr.get(name).copied().unwrap_or(cfg.adam.lr);
+            Ok((
+                name.to_string(),
+                Adam::new(vars, AdamConfig { lr, ..cfg.adam })?,
+            ))
+        })
+        .collect()
+}
+
