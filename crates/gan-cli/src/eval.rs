@@ -7,11 +7,11 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
+use gan_core::engine::{Classifier, Conditioning, Generator};
 use gan_core::eval::{
     class_coverage, conditional_accuracy, frechet_distance, inception_score, ClassCoverage,
     ConditionalAccuracy, FeatureStats,
 };
-use gan_core::engine::{Classifier, Conditioning, Generator};
 use gan_core::{Model, RunConfig};
 use gan_models::judge::{JudgeOutputs, CLASSES, DEFAULT_JUDGE_PATH};
 use gan_models::{Judge, JudgeConfig, JudgeTraining};
@@ -352,7 +352,8 @@ pub fn eval(args: &EvalArgs) -> Result<EvalReport> {
             let mut rng = gan_core::prior::rng(seed, gan_core::prior::RngStream::Eval);
             let fake = score_generated(g, &judge, n, None, &mut rng)?;
             let real_stats = FeatureStats::from_rows(&real.features, dim)?;
-            let fid = frechet_distance(&FeatureStats::from_rows(&fake.features, dim)?, &real_stats)?;
+            let fid =
+                frechet_distance(&FeatureStats::from_rows(&fake.features, dim)?, &real_stats)?;
             let fid_floor =
                 frechet_distance(&FeatureStats::from_rows(&floor.features, dim)?, &real_stats)?;
             Some(SampleScores {
@@ -392,8 +393,13 @@ pub fn eval(args: &EvalArgs) -> Result<EvalReport> {
             if per_label == 0 {
                 bail!("--n must be at least {CLASSES} to score a conditional model, got {n}")
             }
-            let (requested, predicted) =
-                by_class(g, &judge, per_label, (0..CLASSES as u32).map(|d| (d, d)), seed)?;
+            let (requested, predicted) = by_class(
+                g,
+                &judge,
+                per_label,
+                (0..CLASSES as u32).map(|d| (d, d)),
+                seed,
+            )?;
             Some(stamp_cond(
                 conditional_accuracy(&requested, &predicted, CLASSES)?,
                 seed,
@@ -405,7 +411,16 @@ pub fn eval(args: &EvalArgs) -> Result<EvalReport> {
     let (categorical_code, classifier_accuracy) = match classifier {
         Some(c) if !c.supervised() => (
             Some(Stamped {
-                result: code_scores(&args.run_dir, &run, model.as_ref(), c, &test, &judge, per_label, seed)?,
+                result: code_scores(
+                    &args.run_dir,
+                    &run,
+                    model.as_ref(),
+                    c,
+                    &test,
+                    &judge,
+                    per_label,
+                    seed,
+                )?,
                 seed,
                 judge_sha256: sha.clone(),
             }),
@@ -418,7 +433,13 @@ pub fn eval(args: &EvalArgs) -> Result<EvalReport> {
                 .zip(&test.labels_u8[..n])
                 .filter(|(p, y)| **p == **y as u32)
                 .count();
-            (None, Some(stamp(Scalar { value: right as f64 / n as f64, n })))
+            (
+                None,
+                Some(stamp(Scalar {
+                    value: right as f64 / n as f64,
+                    n,
+                })),
+            )
         }
         None => (None, None),
     };
@@ -492,7 +513,12 @@ fn code_scores(
     seed: u64,
 ) -> Result<CodeScores> {
     let categories = classifier.classify(&test.images)?;
-    let codes = gan_core::eval::metrics::CodeEval::new(&categories, &test.labels_u8, classifier.classes(), CLASSES)?;
+    let codes = gan_core::eval::metrics::CodeEval::new(
+        &categories,
+        &test.labels_u8,
+        classifier.classes(),
+        CLASSES,
+    )?;
     say!(
         "{} c1 as a classifier of the {} MNIST test images: accuracy {:.2}% (error {:.2}%)",
         run.model,
@@ -542,7 +568,10 @@ fn code_scores(
     let generated_by_category = match model.generator() {
         Some(g) if matches!(g.conditioning(), Conditioning::Code(_)) => {
             if per_label == 0 || pairs.is_empty() {
-                bail!("--n must be at least {CLASSES} to score the categories of {}", run.model)
+                bail!(
+                    "--n must be at least {CLASSES} to score the categories of {}",
+                    run.model
+                )
             }
             let (requested, predicted) = by_class(g, judge, per_label, pairs.into_iter(), seed)?;
             Some(conditional_accuracy(&requested, &predicted, CLASSES)?)

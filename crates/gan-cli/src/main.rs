@@ -351,7 +351,10 @@ fn free_run_dir(kind: &str, seed: u64) -> PathBuf {
 /// The training split as the `real` stream, fetching MNIST first when the folder lacks it.
 fn load_data(dir: &Path, verify: bool, device: &candle_core::Device) -> Result<Streams> {
     let split = load_split(dir, gan_data::SplitKind::Train, verify, device)?;
-    Ok(Streams::real(Dataset::new(split.images, Some(split.labels))?))
+    Ok(Streams::real(Dataset::new(
+        split.images,
+        Some(split.labels),
+    )?))
 }
 
 pub(crate) fn load_split(
@@ -399,12 +402,9 @@ fn category_of_digit(run_dir: &Path, digit: u32) -> Result<u32> {
         &candle_core::Device::Cpu,
         run.train.seed,
     )?;
-    let learnt_code = model.generator().is_some_and(|g| {
-        matches!(
-            g.conditioning(),
-            gan_core::engine::Conditioning::Code(_)
-        )
-    });
+    let learnt_code = model
+        .generator()
+        .is_some_and(|g| matches!(g.conditioning(), gan_core::engine::Conditioning::Code(_)));
     if !learnt_code {
         bail!("--digit picks a digit through a categorical code learnt without labels (InfoGAN's); {} is a {} run (cgan takes --label)", run_dir.display(), run.model)
     }
@@ -416,8 +416,13 @@ fn category_of_digit(run_dir: &Path, digit: u32) -> Result<u32> {
             run_dir.display()
         )
     })?;
-    let eval: gan_core::eval::metrics::CodeEval = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not an evaluation of a categorical code", path.display()))?;
+    let eval: gan_core::eval::metrics::CodeEval =
+        serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{} is not an evaluation of a categorical code",
+                path.display()
+            )
+        })?;
     eval.category_of(digit as usize)
         .with_context(|| format!("no category of this run is mapped to digit {digit}"))
 }
@@ -451,12 +456,17 @@ fn sample(
         )
     })?;
     gan_core::engine::load_weights(model.as_ref(), run_dir)?;
-    let images = generator.generate(n, label, &mut gan_core::prior::rng(seed, gan_core::prior::RngStream::Sample))?;
+    let images = generator.generate(
+        n,
+        label,
+        &mut gan_core::prior::rng(seed, gan_core::prior::RngStream::Sample),
+    )?;
     if ext == "png" {
         let cols = (n as f64).sqrt().ceil() as usize;
         gan_core::engine::grid::save_grid(out, &images, cols)?;
     } else {
-        let unit = gan_core::engine::grid::to_unit(&images)?.to_device(&candle_core::Device::Cpu)?;
+        let unit =
+            gan_core::engine::grid::to_unit(&images)?.to_device(&candle_core::Device::Cpu)?;
         let tensors = HashMap::from([("images".to_string(), unit)]);
         let meta = HashMap::from([("model".to_string(), run.model.clone())]);
         gan_core::engine::checkpoint::save_tensors(out, &tensors, &meta)?;

@@ -222,8 +222,13 @@ fn rows(runs: &[RunView]) -> Vec<Row> {
     add("conditional accuracy", &|r| {
         pct(ev(r, &["conditional_accuracy", "accuracy"]).as_ref())
     });
-    add("InfoGAN c1 accuracy (test)", &|r| {
-        pct(ev(r, &["infogan", "c1_accuracy"]).as_ref())
+    // `infogan` in eval.json files written before the capabilities.
+    add("c1 accuracy without labels (test)", &|r| {
+        let code = ev(r, &["categorical_code", "c1_accuracy"]);
+        pct(code.or_else(|| ev(r, &["infogan", "c1_accuracy"])).as_ref())
+    });
+    add("classifier accuracy (test)", &|r| {
+        pct(ev(r, &["classifier_accuracy", "value"]).as_ref())
     });
     rows
 }
@@ -423,7 +428,10 @@ pub fn report(runs: &[PathBuf], out: &Path) -> Result<()> {
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(base).with_context(|| format!("creating {}", base.display()))?;
     gan_core::engine::checkpoint::atomic_write(out, html(&views, &table)?.as_bytes())?;
-    gan_core::engine::checkpoint::atomic_write(&md_path, markdown(&views, &table, base)?.as_bytes())?;
+    gan_core::engine::checkpoint::atomic_write(
+        &md_path,
+        markdown(&views, &table, base)?.as_bytes(),
+    )?;
     say!(
         "wrote {} (self-contained) and {} comparing {} runs",
         out.display(),

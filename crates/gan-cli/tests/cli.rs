@@ -378,7 +378,7 @@ fn infogan_eval_mapping_and_digit_sampling() {
 
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("eval.json")).unwrap()).unwrap();
-    let info = &report["infogan"];
+    let info = &report["categorical_code"];
     assert_eq!(info["c1_accuracy"].as_f64(), Some(acc));
     assert_eq!(info["generated_by_category"]["n"].as_u64(), Some(20));
     assert!(report["conditional_accuracy"].is_null());
@@ -628,7 +628,7 @@ fn eval_suite_and_report() {
 /// local mirror the test starts, first mirror dead), verifies it and trains.
 #[test]
 fn first_run_fetches_mnist_from_a_mirror() {
-    let Some(shared) = gan_data::shared_mnist_dir() else {
+    let Some(shared) = gan_data::mnist::shared_mnist_dir() else {
         eprintln!("skipped: ../shared/data/mnist not found");
         return;
     };

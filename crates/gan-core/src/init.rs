@@ -110,7 +110,12 @@ mod tests {
             .to_vec1::<f32>()
             .unwrap();
         assert!(bias.iter().all(|&x| x == 0.0));
-        reinit(&a, WeightInit::FanInUniform, &mut crate::prior::rng(5, crate::prior::RngStream::Training)).unwrap();
+        reinit(
+            &a,
+            WeightInit::FanInUniform,
+            &mut crate::prior::rng(5, crate::prior::RngStream::Training),
+        )
+        .unwrap();
         let w = crate::engine::checkpoint::var_tensors(&a)["fc.weight"]
             .flatten_all()
             .unwrap()

@@ -183,7 +183,9 @@ mod tests {
                 high: 3.0,
             },
         ]);
-        let s = spec.sample(20_000, &mut rng(7, RngStream::Training), &Device::Cpu).unwrap();
+        let s = spec
+            .sample(20_000, &mut rng(7, RngStream::Training), &Device::Cpu)
+            .unwrap();
         assert_eq!(s.z.dims(), &[20_000, 7]);
         let z = s.z.to_vec2::<f32>().unwrap();
         let col = |j: usize| z.iter().map(|r| r[j]).collect::<Vec<_>>();
@@ -209,7 +211,9 @@ mod tests {
             },
             Latent::Categorical { k: 10 },
         ]);
-        let s = spec.sample(10_000, &mut rng(1, RngStream::Training), &Device::Cpu).unwrap();
+        let s = spec
+            .sample(10_000, &mut rng(1, RngStream::Training), &Device::Cpu)
+            .unwrap();
         let z = s.z.to_vec2::<f32>().unwrap();
         let mut counts = [0usize; 10];
         for (row, &c) in z.iter().zip(&s.categories[0]) {
@@ -256,7 +260,9 @@ mod tests {
             low: 1.0,
             high: 1.0,
         }]);
-        assert!(bad.sample(1, &mut rng(0, RngStream::Training), &Device::Cpu).is_err());
+        assert!(bad
+            .sample(1, &mut rng(0, RngStream::Training), &Device::Cpu)
+            .is_err());
         assert!(one_hot(&[3], 3, &Device::Cpu).is_err());
     }
 }

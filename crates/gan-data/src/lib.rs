@@ -8,20 +8,19 @@
 //!
 //! - [`idx`]: the IDX format, raw or gzip;
 //! - [`mnist`]: the file table, verification, loading into tensors;
-//! - [`fetch`]: download with mirror fail-over, import of a local copy, atomic storage;
-//! - [`batch`]: seeded shuffled mini-batches that a resumed run replays exactly.
+//! - [`fetch`]: download with mirror fail-over, import of a local copy, atomic storage.
+//!
+//! Shuffling and batching are the engine's (`gan_core::engine::data`): this crate knows
+//! nothing of training.
 
-pub mod batch;
 pub mod fetch;
 pub mod idx;
 pub mod mnist;
 
-pub use batch::Batches;
 pub use fetch::{
     download_files, download_mnist, ensure_files, ensure_mnist, import_files, import_mnist,
     mirrors, FetchReport, FileSpec, MIRRORS,
 };
 pub use mnist::{
-    load_mnist, load_split, shared_mnist_dir, Mnist, Split, SplitKind, Verify, DEFAULT_DATA_DIR,
-    MNIST_FILES,
+    load_mnist, load_split, Mnist, Split, SplitKind, Verify, DEFAULT_DATA_DIR, MNIST_FILES,
 };

@@ -16,6 +16,7 @@ pub const DEFAULT_DATA_DIR: &str = "assets/data/mnist";
 /// The real MNIST of `../shared/data/mnist` beside the workspace, where a machine has one
 /// (this project's development and CI machines do): tests that need real data read it
 /// from here and say they were skipped where it is absent.
+#[cfg(feature = "dev-shared-data")]
 pub fn shared_mnist_dir() -> Option<&'static Path> {
     let dir = Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),

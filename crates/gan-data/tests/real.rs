@@ -5,7 +5,12 @@ use gan_data::{import_mnist, load_mnist, Verify};
 
 #[test]
 fn imports_and_loads_real_mnist() {
-    let Some(shared) = gan_data::shared_mnist_dir() else {
+    // The copy the development and CI machines keep beside the clone.
+    let shared = std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/data/mnist"
+    ));
+    let Some(shared) = shared.is_dir().then_some(shared) else {
         eprintln!("skipped: ../shared/data/mnist not found");
         return;
     };

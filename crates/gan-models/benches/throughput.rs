@@ -113,7 +113,10 @@ fn measure(kind: &str, args: &Args, device: &Device) -> Result<Figures> {
             images: images.narrow(0, start, b)?,
             labels: Some(labels.narrow(0, start, b)?),
         };
-        Ok(streams.iter().map(|s| (s.name.to_string(), one.clone())).collect())
+        Ok(streams
+            .iter()
+            .map(|s| (s.name.to_string(), one.clone()))
+            .collect())
     };
     for i in 0..args.warmup {
         trainer.train_step(&batch(i)?)?;

@@ -7,11 +7,11 @@ use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 
 use crate::gan::Mlp;
+use crate::registry::Registered;
+use gan_core::engine::{no_such_phase, Conditioning};
 use gan_core::init::{reinit, WeightInit};
 use gan_core::loss::{binary_accuracy, discriminator_loss, generator_loss, GeneratorLoss};
 use gan_core::prior::{one_hot, rng, Latent, LatentSpec, Rng};
-use crate::registry::Registered;
-use gan_core::engine::{no_such_phase, Conditioning};
 use gan_core::{Batch, Every, Figure, Generator, Model, Phase, Step, StepOutput};
 
 /// Number of classes of MNIST.

@@ -11,12 +11,12 @@ use candle_nn::{VarBuilder, VarMap};
 use gan_core::fast::layers::{frozen, linear, Linear};
 use serde::{Deserialize, Serialize};
 
-use gan_core::init::{reinit, WeightInit};
-use gan_core::loss::{binary_accuracy, discriminator_loss, generator_loss, GeneratorLoss};
-use gan_core::fast::nn::leaky_relu;
-use gan_core::prior::{rng, Latent, LatentSpec, Rng};
 use crate::registry::Registered;
 use gan_core::engine::no_such_phase;
+use gan_core::fast::nn::leaky_relu;
+use gan_core::init::{reinit, WeightInit};
+use gan_core::loss::{binary_accuracy, discriminator_loss, generator_loss, GeneratorLoss};
+use gan_core::prior::{rng, Latent, LatentSpec, Rng};
 use gan_core::{Batch, Every, Figure, Generator, Model, Phase, Step, StepOutput};
 
 /// Settings of the MLP GAN; the defaults here are the CLI's.

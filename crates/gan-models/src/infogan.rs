@@ -19,14 +19,14 @@ use gan_core::fast::layers::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::registry::Registered;
+use gan_core::engine::{no_such_phase, Classifier, Conditioning};
+use gan_core::fast::nn::leaky_relu;
 use gan_core::init::{reinit, WeightInit};
 use gan_core::loss::{
     binary_accuracy, cross_entropy, discriminator_loss, gaussian_nll, generator_loss, GeneratorLoss,
 };
-use gan_core::fast::nn::leaky_relu;
 use gan_core::prior::{one_hot, rng, Latent, LatentSample, LatentSpec, Rng};
-use crate::registry::Registered;
-use gan_core::engine::{no_such_phase, Classifier, Conditioning};
 use gan_core::{Batch, Every, Figure, Model, Phase, Step, StepOutput};
 
 /// The mutual-information term of one batch and its parts.
@@ -483,7 +483,6 @@ impl Infogan {
         }
         Ok(out)
     }
-
 }
 
 impl Model for Infogan {

@@ -136,7 +136,11 @@ impl Judge {
         let conv2 = conv2d(cfg.c1, cfg.c2, 5, ConvSpec::default(), vb.pp("conv2"))?;
         let fc1 = linear(cfg.c2 * 5 * 5, cfg.hidden, vb.pp("fc1"))?;
         let fc2 = linear(cfg.hidden, CLASSES, vb.pp("fc2"))?;
-        reinit(&vars, WeightInit::FanInUniform, &mut rng(seed, gan_core::prior::RngStream::JudgeInit))?;
+        reinit(
+            &vars,
+            WeightInit::FanInUniform,
+            &mut rng(seed, gan_core::prior::RngStream::JudgeInit),
+        )?;
         Ok(Self {
             cfg,
             vars,
@@ -277,7 +281,7 @@ impl Judge {
         );
         let device = images.device().clone();
         let judge = Self::new(cfg, &device, training.seed)?;
-        let batches = gan_data::Batches::new(n, training.batch_size.min(n), false)?;
+        let batches = gan_core::engine::Batches::new(n, training.batch_size.min(n), false)?;
         let mut noise = rng(training.seed, gan_core::prior::RngStream::JudgeTraining);
         for epoch in 0..training.epochs {
             let started = Instant::now();

@@ -3,7 +3,7 @@
 
 use candle_core::{Device, Tensor};
 use gan_core::engine::checkpoint::var_tensors;
-use gan_core::{GanModel, TrainConfig, Trainer};
+use gan_core::{Batch, Dataset, Generator, Model, Step, Streams, TrainConfig, Trainer};
 use gan_models::{Infogan, InfoganConfig};
 
 fn model(seed: u64) -> Infogan {
@@ -70,7 +70,7 @@ fn information_term_falls_on_a_short_run() {
     };
     Trainer::new(&m, cfg, dir.path())
         .unwrap()
-        .fit(&images, &labels)
+        .fit(&Streams::real(Dataset::new(images, Some(labels)).unwrap()))
         .unwrap();
     let log = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
     let rows: Vec<serde_json::Value> = log
@@ -116,10 +116,15 @@ fn categorical_code_scored_as_a_classifier() {
 
 #[test]
 fn info_in_d_adds_the_information_term_to_the_discriminator_step() {
-    use gan_core::engine::Batch;
     let images = Tensor::rand(-1f32, 1.0, (8, 1, 28, 28), &Device::Cpu).unwrap();
     let labels = Tensor::zeros(8, candle_core::DType::U32, &Device::Cpu).unwrap();
-    let batch = Batch { images, labels };
+    let batches = std::collections::BTreeMap::from([(
+        "real".to_string(),
+        Batch {
+            images,
+            labels: Some(labels),
+        },
+    )]);
     let step = |info_in_d: bool| {
         let cfg = InfoganConfig {
             info_in_d,
@@ -127,7 +132,10 @@ fn info_in_d_adds_the_information_term_to_the_discriminator_step() {
         };
         // Same seed, same weights; the same rng stream gives the same fakes.
         let m = Infogan::new(cfg, &Device::Cpu, 7).unwrap();
-        let out = m.d_step(&batch, &mut gan_core::prior::rng(7, gan_core::prior::RngStream::Training)).unwrap();
+        let mut rng = gan_core::prior::rng(7, gan_core::prior::RngStream::Training);
+        let out = m
+            .run_phase("d", &mut Step::new(&batches, &mut rng))
+            .unwrap();
         let grads = out.loss.backward().unwrap();
         let nets = m.networks();
         let d_vars = nets.iter().find(|(n, _)| *n == "d").unwrap().1;

@@ -142,7 +142,7 @@ fn bad_input_gives_clear_errors() {
 
 #[test]
 fn a_judge_trained_on_real_mnist_reads_known_digits() {
-    let Some(shared) = gan_data::shared_mnist_dir() else {
+    let Some(shared) = gan_data::mnist::shared_mnist_dir() else {
         eprintln!("skipped: ../shared/data/mnist not found");
         return;
     };

@@ -3,7 +3,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use gan_core::engine::load_weights;
-use gan_core::{GanModel, TrainConfig, Trainer};
+use gan_core::{Dataset, Generator, Model, Streams, TrainConfig, Trainer};
 use gan_models::{Dcgan, DcganConfig, Gan, GanConfig};
 
 /// `n` 28x28 "digits": a bright vertical or horizontal bar on black, with labels 0 or 1,
@@ -28,6 +28,11 @@ fn bars(n: usize) -> (Tensor, Tensor) {
     )
 }
 
+/// The `real` stream of images and labels.
+fn real(images: &Tensor, labels: &Tensor) -> Streams {
+    Streams::real(Dataset::new(images.clone(), Some(labels.clone())).unwrap())
+}
+
 fn quiet(epochs: usize, batch_size: usize, seed: u64) -> TrainConfig {
     TrainConfig {
         epochs,
@@ -38,7 +43,7 @@ fn quiet(epochs: usize, batch_size: usize, seed: u64) -> TrainConfig {
     }
 }
 
-fn weights(model: &dyn GanModel) -> Vec<(String, Vec<f32>)> {
+fn weights(model: &dyn Model) -> Vec<(String, Vec<f32>)> {
     let mut out = Vec::new();
     for (net, vars) in model.networks() {
         let mut named: Vec<_> = gan_core::engine::checkpoint::var_tensors(vars)
@@ -92,7 +97,7 @@ fn discriminator_learns_to_tell_real_from_fake() {
         ..quiet(3, 32, 1)
     };
     let mut trainer = Trainer::new(&model, cfg, dir.path()).unwrap();
-    let epochs = trainer.fit(&images, &labels).unwrap();
+    let epochs = trainer.fit(&real(&images, &labels)).unwrap();
     let log = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
     let rows: Vec<serde_json::Value> = log
         .lines()
@@ -134,7 +139,7 @@ fn k_discriminator_steps_per_generator_step() {
         .collect::<Vec<_>>();
     Trainer::new(&model, cfg, dir.path())
         .unwrap()
-        .fit(&images, &labels)
+        .fit(&real(&images, &labels))
         .unwrap();
     let log = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
     let g_rows = log.lines().filter(|l| l.contains("g_loss")).count();
@@ -158,7 +163,7 @@ fn resume_continues_bit_for_bit() {
     let a = tempfile::tempdir().unwrap();
     Trainer::new(&straight, quiet(2, 16, 3), a.path())
         .unwrap()
-        .fit(&images, &labels)
+        .fit(&real(&images, &labels))
         .unwrap();
 
     // Interrupted mid-epoch (checkpoint every 4 steps, stopped after 8), then resumed by a
@@ -172,7 +177,7 @@ fn resume_continues_bit_for_bit() {
     };
     Trainer::new(&first, cfg.clone(), b.path())
         .unwrap()
-        .fit(&images, &labels)
+        .fit(&real(&images, &labels))
         .unwrap();
     let resumed = small_dcgan(99);
     let cfg = TrainConfig {
@@ -181,7 +186,7 @@ fn resume_continues_bit_for_bit() {
     };
     let mut t = Trainer::resume(&resumed, cfg, b.path()).unwrap();
     assert_eq!(t.step(), 8);
-    t.fit(&images, &labels).unwrap();
+    t.fit(&real(&images, &labels)).unwrap();
 
     assert_eq!(
         weights(&straight),
@@ -205,7 +210,7 @@ fn wrong_checkpoints_and_settings_are_refused() {
     let gan = small_gan(4);
     Trainer::new(&gan, quiet(1, 16, 4), dir.path())
         .unwrap()
-        .fit(&images, &labels)
+        .fit(&real(&images, &labels))
         .unwrap();
 
     let dcgan = small_dcgan(4);
@@ -251,9 +256,12 @@ fn wrong_checkpoints_and_settings_are_refused() {
     let d = tempfile::tempdir().unwrap();
     let err = Trainer::new(&gan, quiet(1, 64, 4), d.path())
         .unwrap()
-        .fit(&images, &labels)
+        .fit(&real(&images, &labels))
         .unwrap_err();
-    assert!(format!("{err:#}").contains("32 training images"), "{err:#}");
+    assert!(
+        format!("{err:#}").contains("32 examples for batches of 64"),
+        "{err:#}"
+    );
 }
 
 #[test]
@@ -269,8 +277,12 @@ fn generators_make_images_of_the_right_shape_and_range() {
         0,
     )
     .unwrap();
-    for model in [&small_gan(5) as &dyn GanModel, &small_dcgan(5), &cgan] {
-        let x = model.generate(5, None, &mut rng).unwrap();
+    for model in [&small_gan(5) as &dyn Model, &small_dcgan(5), &cgan] {
+        let x = model
+            .generator()
+            .unwrap()
+            .generate(5, None, &mut rng)
+            .unwrap();
         assert_eq!(x.dims(), &[5, 1, 28, 28]);
         let v = x
             .flatten_all()

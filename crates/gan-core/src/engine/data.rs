@@ -248,7 +248,10 @@ pub(crate) fn plan<'d>(
         if out.iter().any(|c| c.name == s.name) {
             bail!("stream {:?} is declared twice", s.name)
         }
-        if let Some(other) = streams.iter().find(|o| o.name != s.name && o.salt == s.salt) {
+        if let Some(other) = streams
+            .iter()
+            .find(|o| o.name != s.name && o.salt == s.salt)
+        {
             bail!(
                 "streams {:?} and {:?} share salt {}: they would be shuffled in lock step",
                 s.name,
@@ -260,7 +263,13 @@ pub(crate) fn plan<'d>(
         let b = s.batch_size.unwrap_or(batch_size);
         let batches = Batches::new(d.len(), b, true)
             .and_then(|x| x.salted(s.salt))
-            .with_context(|| format!("stream {:?}: {} examples for batches of {b}", s.name, d.len()))?;
+            .with_context(|| {
+                format!(
+                    "stream {:?}: {} examples for batches of {b}",
+                    s.name,
+                    d.len()
+                )
+            })?;
         out.push(Cycle::new(s.name, d, batches, seed));
     }
     Ok(out)

@@ -227,4 +227,3 @@ pub(crate) fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
         .collect();
     atomic_write(path, kept.as_bytes())
 }
-

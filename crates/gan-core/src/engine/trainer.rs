@@ -191,7 +191,8 @@ impl<'m> Trainer<'m> {
             std::thread::scope(|scope| -> Result<()> {
                 scope.spawn(move || {
                     for idx in pending {
-                        let fetched = fetch(first.name.as_str(), first.data, idx, cycles, &mut cursors);
+                        let fetched =
+                            fetch(first.name.as_str(), first.data, idx, cycles, &mut cursors);
                         // A closed channel means training stopped early: nothing to do.
                         if tx.send(fetched).is_err() {
                             break;
@@ -294,7 +295,10 @@ impl<'m> Trainer<'m> {
     /// One step: the model's phases that are due, in order, on one batch of every
     /// stream. The unit of work [`Trainer::fit`] repeats, public for benchmarks and
     /// hand-written loops. Returns the step's losses and metrics by name.
-    pub fn train_step(&mut self, batches: &BTreeMap<String, Batch>) -> Result<BTreeMap<String, f32>> {
+    pub fn train_step(
+        &mut self,
+        batches: &BTreeMap<String, Batch>,
+    ) -> Result<BTreeMap<String, f32>> {
         // The step runs on a thread of rayon's pool, which the matrix products and
         // kernels of `ops` also use: the calling thread would otherwise sit beside the
         // pool's threads on the same cores, and each parallel section would pay a
@@ -328,7 +332,10 @@ impl<'m> Trainer<'m> {
 
     fn draw(&self, epoch: usize) -> Result<()> {
         let dir = self.run_dir.join("samples");
-        for fig in self.model.figures(&mut rng(self.cfg.seed, RngStream::Figures))? {
+        for fig in self
+            .model
+            .figures(&mut rng(self.cfg.seed, RngStream::Figures))?
+        {
             crate::engine::grid::save_grid(
                 &dir.join(format!("{}_epoch{:03}.png", fig.name, epoch + 1)),
                 &fig.images,
@@ -445,7 +452,10 @@ fn make_optimizers(
 ) -> Result<BTreeMap<String, Adam>> {
     let nets = model.networks();
     if phases.is_empty() {
-        bail!("model {} declares no phase: nothing would train", model.kind())
+        bail!(
+            "model {} declares no phase: nothing would train",
+            model.kind()
+        )
     }
     for phase in phases {
         for wanted in &phase.networks {
@@ -478,4 +488,3 @@ fn make_optimizers(
         })
         .collect()
 }
-

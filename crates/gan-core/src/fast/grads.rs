@@ -14,7 +14,8 @@
 //! use candle_core::{DType, Device, Tensor};
 //! use candle_nn::{VarBuilder, VarMap};
 //! use gan_core::fast::grads::Collector;
-//! use gan_core::{layers, Adam, AdamConfig};
+//! use gan_core::fast::layers;
+//! use gan_core::{Adam, AdamConfig};
 //! use candle_core::Module;
 //!
 //! let vars = VarMap::new();

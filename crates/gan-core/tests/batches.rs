@@ -1,7 +1,7 @@
 //! The seeded mini-batch order.
 
 use candle_core::{Device, Tensor};
-use gan_data::Batches;
+use gan_core::engine::{Batches, Dataset};
 
 fn sorted(mut v: Vec<u32>) -> Vec<u32> {
     v.sort_unstable();
@@ -70,37 +70,67 @@ fn bad_sizes_are_errors() {
 }
 
 #[test]
-fn batches_gather_matching_images_and_labels() {
+fn salts_shuffle_streams_apart() {
+    let b = Batches::new(103, 10, true).unwrap();
+    let salted = b.clone().salted(1).unwrap();
+    assert_eq!(
+        b.epoch_indices(7, 0),
+        b.clone().salted(0).unwrap().epoch_indices(7, 0)
+    );
+    for epoch in 0..3 {
+        assert_ne!(
+            b.epoch_indices(7, epoch),
+            salted.epoch_indices(7, epoch),
+            "two index-aligned streams must not be drawn in lock step"
+        );
+    }
+    assert!(b.salted(256).is_err());
+}
+
+#[test]
+fn gather_keeps_images_and_labels_paired() {
     let images = Tensor::arange(0f32, 12.0, &Device::Cpu)
         .unwrap()
         .reshape((6, 1, 1, 2))
         .unwrap();
     let labels = Tensor::new(&[0u32, 1, 2, 3, 4, 5], &Device::Cpu).unwrap();
+    let data = Dataset::new(images, Some(labels)).unwrap();
     let b = Batches::new(6, 4, false).unwrap();
-    let expected = b.epoch_indices(3, 0);
     let mut seen = Vec::new();
-    for (batch, idx) in b.epoch(&images, &labels, 3, 0).zip(&expected) {
-        let (x, y) = batch.unwrap();
-        assert_eq!(x.dims(), &[idx.len(), 1, 1, 2]);
-        let y = y.to_vec1::<u32>().unwrap();
-        assert_eq!(&y, idx, "the batch follows epoch_indices");
-        let x = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    for idx in b.epoch_indices(3, 0) {
+        let batch = data.gather(&idx).unwrap();
+        assert_eq!(batch.images.dims(), &[idx.len(), 1, 1, 2]);
+        let y = batch.labels.unwrap().to_vec1::<u32>().unwrap();
+        assert_eq!(y, idx, "the batch follows epoch_indices");
+        let x = batch
+            .images
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         for (i, l) in y.iter().enumerate() {
             assert_eq!(x[2 * i], 2.0 * *l as f32, "image and label stay paired");
         }
         seen.extend(y);
     }
     assert_eq!(sorted(seen), vec![0, 1, 2, 3, 4, 5]);
-    assert_eq!(b.epoch(&images, &labels, 3, 0).count(), 2);
 }
 
 #[test]
-fn mismatched_tensors_are_an_error() {
+fn bad_data_sets_are_errors() {
     let images = Tensor::zeros((5, 1, 2, 2), candle_core::DType::F32, &Device::Cpu).unwrap();
     let labels = Tensor::zeros(6, candle_core::DType::U32, &Device::Cpu).unwrap();
-    let b = Batches::new(6, 4, false).unwrap();
-    let all: Vec<_> = b.epoch(&images, &labels, 0, 0).collect();
-    assert_eq!(all.len(), 1);
-    let e = all.into_iter().next().unwrap().unwrap_err().to_string();
-    assert!(e.contains("images") && e.contains("6 examples"), "{e}");
+    let e = Dataset::new(images.clone(), Some(labels))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("5 images") && e.contains("one label per image"),
+        "{e}"
+    );
+    let two = Tensor::zeros((5, 2, 2, 2), candle_core::DType::F32, &Device::Cpu).unwrap();
+    let e = Dataset::new(two, None).unwrap_err().to_string();
+    assert!(e.contains("C = 1 or 3"), "{e}");
+    let flat = Tensor::zeros((5, 4), candle_core::DType::F32, &Device::Cpu).unwrap();
+    assert!(Dataset::new(flat, None).is_err());
+    assert!(Dataset::new(images, None).is_ok());
 }
