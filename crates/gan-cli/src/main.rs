@@ -64,7 +64,7 @@ enum Command {
     /// scored on the test set, saved as safetensors with its SHA-256.
     TrainJudge {
         /// Where to save it (a card `<out>.json` is written beside it).
-        #[arg(long, default_value = gan_models::judge::DEFAULT_JUDGE_PATH)]
+        #[arg(long, default_value = gan_core::eval::judge::DEFAULT_JUDGE_PATH)]
         out: PathBuf,
         /// Passes over the 60,000 training images.
         #[arg(long, default_value_t = 4)]
@@ -253,7 +253,7 @@ fn run(cli: Cli) -> Result<()> {
             device,
         } => eval::train_judge(&eval::TrainJudgeArgs {
             out,
-            training: gan_models::JudgeTraining {
+            training: gan_core::eval::judge::JudgeTraining {
                 epochs,
                 batch_size,
                 lr,

@@ -5,7 +5,6 @@ pub mod cgan;
 pub mod dcgan;
 pub mod gan;
 pub mod infogan;
-pub mod judge;
 pub mod registry;
 
 use anyhow::{bail, Result};
@@ -14,7 +13,6 @@ pub use cgan::{Cgan, CganConfig};
 pub use dcgan::{Dcgan, DcganConfig};
 pub use gan::{Gan, GanConfig};
 pub use infogan::{Infogan, InfoganConfig};
-pub use judge::{Judge, JudgeConfig, JudgeTraining};
 pub use registry::{build_model as build, find, Entry, Registered, MODELS};
 
 /// Refuses a class for a model that takes none.

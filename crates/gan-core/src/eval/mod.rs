@@ -11,10 +11,14 @@
 //!   KL divergence from uniform, where mode collapse shows;
 //! - [`inception_score`]: exp E\[KL(p(y|x) || p(y))\], the Inception-Score analogue;
 //! - [`conditional_accuracy`]: whether a conditional model draws the digit it is asked for;
+//! - [`judge`]: the judge itself, a LeNet-style classifier the project trains;
+//! - [`suite`]: every metric that applies to a model's capabilities, in one report;
 //! - [`metrics`]: confusion matrices and the Hungarian matching of unsupervised
 //!   categories to labels.
 
+pub mod judge;
 pub mod metrics;
+pub mod suite;
 
 use anyhow::{bail, ensure, Result};
 use nalgebra::{DMatrix, DVector, SymmetricEigen};

@@ -2,7 +2,7 @@
 //! refuses bad input with clear errors, and (with real MNIST) recognises known digits.
 
 use candle_core::{Device, Tensor};
-use gan_models::{Judge, JudgeConfig, JudgeTraining};
+use gan_core::eval::judge::{Judge, JudgeConfig, JudgeTraining};
 use rand::{Rng, SeedableRng};
 
 const TINY: JudgeConfig = JudgeConfig {

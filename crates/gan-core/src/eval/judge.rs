@@ -1,7 +1,7 @@
 //! The judge: a LeNet-style MNIST classifier trained by the project, whose predictions
 //! and penultimate-layer features are what the evaluation suite measures generated
 //! images with (MNIST-FID, class coverage, the Inception-Score analogue, conditional
-//! accuracy; see `gan_core::eval`).
+//! accuracy; see [`crate::eval`]).
 //!
 //! A metric is only comparable between runs scored by the same judge, so a judge is a
 //! file: its weights as safetensors, with its architecture and test accuracy in the
@@ -19,14 +19,14 @@ use anyhow::{bail, ensure, Context, Result};
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{VarBuilder, VarMap};
 // gan-core's layers: candle-nn's names and shapes, with the fast CPU convolutions.
-use gan_core::fast::layers::{conv2d, linear, Conv2d, ConvSpec, Linear};
+use crate::fast::layers::{conv2d, linear, Conv2d, ConvSpec, Linear};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use gan_core::engine::checkpoint::{load_vars, save_tensors, var_tensors};
-use gan_core::init::{reinit, WeightInit};
-use gan_core::prior::{rng, Rng};
-use gan_core::{Adam, AdamConfig};
+use crate::engine::checkpoint::{load_vars, save_tensors, var_tensors};
+use crate::init::{reinit, WeightInit};
+use crate::optim::{Adam, AdamConfig};
+use crate::prior::{rng, Rng};
 
 /// Number of classes the judge tells apart.
 pub const CLASSES: usize = 10;
@@ -139,7 +139,7 @@ impl Judge {
         reinit(
             &vars,
             WeightInit::FanInUniform,
-            &mut rng(seed, gan_core::prior::RngStream::JudgeInit),
+            &mut rng(seed, crate::prior::RngStream::JudgeInit),
         )?;
         Ok(Self {
             cfg,
@@ -281,8 +281,8 @@ impl Judge {
         );
         let device = images.device().clone();
         let judge = Self::new(cfg, &device, training.seed)?;
-        let batches = gan_core::engine::Batches::new(n, training.batch_size.min(n), false)?;
-        let mut noise = rng(training.seed, gan_core::prior::RngStream::JudgeTraining);
+        let batches = crate::engine::Batches::new(n, training.batch_size.min(n), false)?;
+        let mut noise = rng(training.seed, crate::prior::RngStream::JudgeTraining);
         for epoch in 0..training.epochs {
             let started = Instant::now();
             let lr = training.lr * 0.5f64.powi(epoch as i32);
@@ -302,7 +302,7 @@ impl Judge {
                 let x = images.index_select(&idx, 0)?;
                 let y = labels.index_select(&idx, 0)?;
                 let (_, logits) = judge.forward(&x, Some((training.dropout, &mut noise)))?;
-                let loss = gan_core::loss::cross_entropy(&logits, &y)?;
+                let loss = crate::loss::cross_entropy(&logits, &y)?;
                 opt.step(&loss.backward()?)?;
                 sum += loss.to_scalar::<f32>()? as f64;
                 count += 1;

@@ -1,0 +1,399 @@
+//! The evaluation suite: every metric that applies to what a model can do, scored by
+//! the judge against the MNIST test set, in one report.
+//!
+//! - a [`Generator`]: MNIST-FID against N test images (beside its floor, N training
+//!   images against the same N test images), the Inception-Score analogue and the
+//!   judge's class coverage of N samples;
+//! - a generator that takes a label ([`Conditioning::Label`]): the judge's accuracy on
+//!   N/10 samples per label;
+//! - a [`Classifier`] found without labels (InfoGAN's c1): its accuracy on the test set
+//!   under the Hungarian matching of categories to digits, and, when the generator takes
+//!   the category, the judge's accuracy on each category's samples against its digit;
+//! - a classifier trained with labels: its accuracy on the test set (a classifier-only
+//!   model gets this, and no FID).
+
+use anyhow::{bail, Context, Result};
+use candle_core::Tensor;
+use serde::{Deserialize, Serialize};
+
+use super::judge::{Judge, JudgeOutputs, CLASSES};
+use super::metrics::CodeEval;
+use super::{
+    class_coverage, conditional_accuracy, frechet_distance, inception_score, ClassCoverage,
+    ConditionalAccuracy, FeatureStats,
+};
+use crate::engine::{Classifier, Conditioning, Generator, Model};
+use crate::prior::{rng, RngStream};
+
+/// Generated images per call of the model: bounds memory, not results.
+const GEN_BATCH: usize = 500;
+
+/// The real images the suite compares with.
+pub struct Reference<'a> {
+    /// Test images `[M, C, H, W]` in [-1, 1], M at least N.
+    pub test_images: &'a Tensor,
+    /// Their labels.
+    pub test_labels: &'a [u8],
+    /// Training images, at least N: the FID floor.
+    pub train_images: &'a Tensor,
+}
+
+/// What the report says it evaluated.
+pub struct Header {
+    /// The run folder.
+    pub run: String,
+    /// The model's kind.
+    pub model: String,
+    /// Steps of the evaluated checkpoint.
+    pub step: u64,
+    /// Where the judge was loaded from.
+    pub judge_path: String,
+}
+
+/// A number and how many samples it comes from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Scalar {
+    /// The number.
+    pub value: f64,
+    /// Samples it comes from.
+    pub n: usize,
+}
+
+/// A metric with what makes it comparable: the seed of the samples and the judge.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Stamped<T> {
+    /// The metric.
+    #[serde(flatten)]
+    pub result: T,
+    /// Seed of the samples it was computed on.
+    pub seed: u64,
+    /// The judge that scored them.
+    pub judge_sha256: String,
+}
+
+/// A categorical code found without labels (InfoGAN's c1), as a classifier of the test
+/// set, and the judge's reading of what each category generates.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CodeScores {
+    /// Accuracy of the model's category on the test images under the Hungarian mapping.
+    pub c1_accuracy: f64,
+    /// Test images scored.
+    pub n: usize,
+    /// The mapping, category -> digit.
+    pub category_to_digit: Vec<Option<usize>>,
+    /// Judge accuracy on samples generated for each mapped category, against its digit
+    /// (for models whose generator takes the category).
+    pub generated_by_category: Option<ConditionalAccuracy>,
+}
+
+/// The scores of a model's samples against the test set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SampleScores {
+    /// Frechet distance of judge features: N generated vs N test images.
+    pub fid: Stamped<Scalar>,
+    /// The same for N training images vs N test images: as good as a model can get.
+    pub fid_floor_train_vs_test: Stamped<Scalar>,
+    /// exp E[KL(p(y|x) || p(y))] over the N generated images (at most 10).
+    pub inception_score: Stamped<Scalar>,
+    /// The same over N real test images, for scale.
+    pub inception_score_test: Stamped<Scalar>,
+    /// Judge-predicted classes of the N generated images.
+    pub coverage: Stamped<ClassCoverage>,
+    /// The same for N real test images.
+    pub coverage_test: Stamped<ClassCoverage>,
+}
+
+/// Everything `eval` measures, as written to `eval.json`: what applies to the model's
+/// capabilities (a generator's samples, a label's or a code's classes, a classifier).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EvalReport {
+    /// The run folder.
+    pub run: String,
+    /// The model's kind.
+    pub model: String,
+    /// Steps of the evaluated checkpoint.
+    pub step: u64,
+    /// Generated and real images compared.
+    pub n: usize,
+    /// Seed of the generated samples.
+    pub seed: u64,
+    /// Where the judge was loaded from.
+    pub judge_path: String,
+    /// The judge's file hash: metrics compare only under the same judge.
+    pub judge_sha256: String,
+    /// The judge's accuracy on the MNIST test set, from its file.
+    pub judge_test_accuracy: Option<f64>,
+    /// Models with a generator.
+    #[serde(flatten)]
+    pub samples: Option<SampleScores>,
+    /// Generators that take a label: judge accuracy on samples generated for each label.
+    pub conditional_accuracy: Option<Stamped<ConditionalAccuracy>>,
+    /// Classifiers found without labels (InfoGAN's c1); `infogan` in older files.
+    #[serde(alias = "infogan")]
+    pub categorical_code: Option<Stamped<CodeScores>>,
+    /// Classifiers trained with labels: accuracy on the N test images.
+    pub classifier_accuracy: Option<Stamped<Scalar>>,
+    /// Wall time of the evaluation.
+    pub seconds: f64,
+}
+
+/// Every metric of the suite that applies to `model`, on `n` samples drawn from `seed`
+/// and `n` real images of `reference`. Returns the report and, for a classifier found
+/// without labels, its full evaluation (confusion matrix and mapping).
+pub fn evaluate(
+    model: &dyn Model,
+    judge: &Judge,
+    reference: &Reference,
+    header: Header,
+    n: usize,
+    seed: u64,
+) -> Result<(EvalReport, Option<CodeEval>)> {
+    let started = std::time::Instant::now();
+    if n < 2 {
+        bail!("N must be at least 2 (FID needs a covariance), got {n}")
+    }
+    for (what, t) in [
+        ("test", reference.test_images),
+        ("training", reference.train_images),
+    ] {
+        if t.dim(0)? < n {
+            bail!("N = {n} is more than the {} {what} images given", t.dim(0)?)
+        }
+    }
+    let sha = judge
+        .sha256()
+        .context("the judge has no file hash")?
+        .to_string();
+    let stamp = |result| Stamped {
+        result,
+        seed,
+        judge_sha256: sha.clone(),
+    };
+    let dim = judge.config().hidden;
+    let test = reference;
+    let real = judge.outputs(&first(test.test_images, n)?)?;
+    let generator = model.generator();
+    let classifier = model.classifier();
+    if generator.is_none() && classifier.is_none() {
+        bail!(
+            "{} can neither generate nor classify: nothing to evaluate",
+            header.model
+        )
+    }
+    let samples = match generator {
+        Some(g) => {
+            let floor = judge.outputs(&first(reference.train_images, n)?)?;
+            let mut rng = rng(seed, RngStream::Eval);
+            let fake = score_generated(g, &judge, n, None, &mut rng)?;
+            let real_stats = FeatureStats::from_rows(&real.features, dim)?;
+            let fid =
+                frechet_distance(&FeatureStats::from_rows(&fake.features, dim)?, &real_stats)?;
+            let fid_floor =
+                frechet_distance(&FeatureStats::from_rows(&floor.features, dim)?, &real_stats)?;
+            Some(SampleScores {
+                fid: stamp(Scalar { value: fid, n }),
+                fid_floor_train_vs_test: stamp(Scalar {
+                    value: fid_floor,
+                    n,
+                }),
+                inception_score: stamp(Scalar {
+                    value: inception_score(&fake.probs, CLASSES)?,
+                    n,
+                }),
+                inception_score_test: stamp(Scalar {
+                    value: inception_score(&real.probs, CLASSES)?,
+                    n,
+                }),
+                coverage: Stamped {
+                    result: class_coverage(&fake.predicted, CLASSES)?,
+                    seed,
+                    judge_sha256: sha.clone(),
+                },
+                coverage_test: Stamped {
+                    result: class_coverage(&real.predicted, CLASSES)?,
+                    seed,
+                    judge_sha256: sha.clone(),
+                },
+            })
+        }
+        None => None,
+    };
+
+    // Generators that take a label: N/10 samples per label. A learnt categorical code is
+    // not a label: it is scored through its matched mapping below.
+    let per_label = n / CLASSES;
+    let conditional = match generator.map(|g| (g, g.conditioning())) {
+        Some((g, Conditioning::Label(_))) => {
+            if per_label == 0 {
+                bail!("--n must be at least {CLASSES} to score a conditional model, got {n}")
+            }
+            let (requested, predicted) = by_class(
+                g,
+                &judge,
+                per_label,
+                (0..CLASSES as u32).map(|d| (d, d)),
+                seed,
+            )?;
+            Some(stamp_cond(
+                conditional_accuracy(&requested, &predicted, CLASSES)?,
+                seed,
+                &sha,
+            ))
+        }
+        _ => None,
+    };
+    let (categorical_code, classifier_accuracy) = match classifier {
+        Some(c) if !c.supervised() => (
+            Some(code_scores(model, c, test, judge, per_label, seed)?),
+            None,
+        ),
+        Some(c) => {
+            let predicted = c.classify(&first(test.test_images, n)?)?;
+            let right = predicted
+                .iter()
+                .zip(&test.test_labels[..n])
+                .filter(|(p, y)| **p == **y as u32)
+                .count();
+            (
+                None,
+                Some(stamp(Scalar {
+                    value: right as f64 / n as f64,
+                    n,
+                })),
+            )
+        }
+        None => (None, None),
+    };
+
+    let (categorical_code, codes) = match categorical_code {
+        Some((scores, codes)) => (Some(stamp_any(scores, seed, &sha)), Some(codes)),
+        None => (None, None),
+    };
+    let report = EvalReport {
+        run: header.run,
+        model: header.model,
+        step: header.step,
+        n,
+        seed,
+        judge_path: header.judge_path,
+        judge_sha256: sha.clone(),
+        judge_test_accuracy: judge.test_accuracy(),
+        samples,
+        conditional_accuracy: conditional,
+        categorical_code,
+        classifier_accuracy,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    Ok((report, codes))
+}
+
+fn stamp_any<T>(result: T, seed: u64, sha: &str) -> Stamped<T> {
+    Stamped {
+        result,
+        seed,
+        judge_sha256: sha.to_string(),
+    }
+}
+
+/// A categorical code found without labels: the classifier on the test set, then the
+/// judge on each category's samples where the generator takes the category.
+fn code_scores(
+    model: &dyn Model,
+    classifier: &dyn Classifier,
+    reference: &Reference,
+    judge: &Judge,
+    per_label: usize,
+    seed: u64,
+) -> Result<(CodeScores, CodeEval)> {
+    let categories = classifier.classify(reference.test_images)?;
+    let codes = CodeEval::new(
+        &categories,
+        reference.test_labels,
+        classifier.classes(),
+        CLASSES,
+    )?;
+    let pairs: Vec<(u32, u32)> = codes
+        .category_to_digit
+        .iter()
+        .enumerate()
+        .filter_map(|(c, d)| d.map(|d| (c as u32, d as u32)))
+        .collect();
+    let generated_by_category = match model.generator() {
+        Some(g) if matches!(g.conditioning(), Conditioning::Code(_)) => {
+            if per_label == 0 || pairs.is_empty() {
+                bail!(
+                    "N must be at least {CLASSES} to score the categories of {}",
+                    model.kind()
+                )
+            }
+            let (requested, predicted) = by_class(g, judge, per_label, pairs.into_iter(), seed)?;
+            Some(conditional_accuracy(&requested, &predicted, CLASSES)?)
+        }
+        _ => None,
+    };
+    let scores = CodeScores {
+        c1_accuracy: codes.accuracy,
+        n: codes.n,
+        category_to_digit: codes.category_to_digit.clone(),
+        generated_by_category,
+    };
+    Ok((scores, codes))
+}
+
+fn stamp_cond(result: ConditionalAccuracy, seed: u64, sha: &str) -> Stamped<ConditionalAccuracy> {
+    stamp_any(result, seed, sha)
+}
+
+/// Judge outputs of many batches, concatenated.
+fn merge(parts: Vec<JudgeOutputs>) -> Result<JudgeOutputs> {
+    let mut it = parts.into_iter();
+    let mut all = it.next().context("no images were scored")?;
+    for p in it {
+        all.features.extend(p.features);
+        all.probs.extend(p.probs);
+        all.predicted.extend(p.predicted);
+    }
+    Ok(all)
+}
+
+/// `n` samples of the model (for `class`, when given), scored by the judge batch by
+/// batch so that the images never all sit in memory.
+fn score_generated(
+    model: &dyn Generator,
+    judge: &Judge,
+    n: usize,
+    class: Option<u32>,
+    rng: &mut crate::prior::Rng,
+) -> Result<JudgeOutputs> {
+    let mut parts = Vec::new();
+    for start in (0..n).step_by(GEN_BATCH) {
+        let b = GEN_BATCH.min(n - start);
+        let images = model.generate(b, class, rng)?;
+        Judge::check_images(&images).context("the model generated a bad batch")?;
+        parts.push(judge.outputs(&images)?);
+    }
+    merge(parts)
+}
+
+fn first(images: &Tensor, n: usize) -> Result<Tensor> {
+    Ok(images.narrow(0, 0, n)?)
+}
+
+/// Generates `per_class` samples for each (class asked of the model, digit expected)
+/// pair and returns the expected digits beside the judge's predictions.
+fn by_class(
+    model: &dyn Generator,
+    judge: &Judge,
+    per_class: usize,
+    pairs: impl Iterator<Item = (u32, u32)>,
+    seed: u64,
+) -> Result<(Vec<u32>, Vec<u32>)> {
+    let mut rng = rng(seed, RngStream::EvalByClass);
+    let (mut requested, mut predicted) = (Vec::new(), Vec::new());
+    for (class, digit) in pairs {
+        let out = score_generated(model, judge, per_class, Some(class), &mut rng)?;
+        requested.extend(std::iter::repeat_n(digit, per_class));
+        predicted.extend(out.predicted);
+    }
+    Ok((requested, predicted))
+}
