@@ -59,7 +59,7 @@ enum Task {
     /// same networks and steps in PyTorch (bench/bench.py, in the virtualenv bench/.venv,
     /// created on first use) and prints the ratio.
     Bench {
-        /// gan, dcgan, cgan, infogan or all.
+        /// A model of the registry (`gan-cli --help` lists them) or all.
         #[arg(long, default_value = "all")]
         model: String,
         /// Also run the PyTorch implementation and compare.

@@ -32,9 +32,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Scores a run with the judge: MNIST-FID (and the train-vs-test floor), class
-    /// coverage, the Inception-Score analogue, conditional accuracy for models that take
-    /// a label, and InfoGAN's c1 accuracy; writes RUN_DIR/eval.json and prints it.
+    /// Scores a run with the evaluation suite, as far as the model's capabilities go:
+    /// a generator's MNIST-FID (beside the train-vs-test floor), class coverage and
+    /// Inception-Score analogue, a label's conditional accuracy, a categorical code's or
+    /// a classifier's accuracy on the test set; writes RUN_DIR/eval.json and prints it.
     Eval {
         /// The run folder.
         #[arg(long)]
@@ -187,8 +188,9 @@ fn main() {
 fn command() -> clap::Command {
     let mut cmd = Cli::command();
     for e in gan_models::MODELS {
-        let sub = clap::Command::new(e.kind).about(e.about);
-        cmd = cmd.subcommand(TrainArgs::augment_args((e.args)(sub)));
+        // The about last: augment_args would otherwise put TrainArgs' doc there.
+        let sub = TrainArgs::augment_args((e.args)(clap::Command::new(e.kind)));
+        cmd = cmd.subcommand(sub.about(e.about));
     }
     cmd
 }

@@ -301,3 +301,45 @@ fn generators_make_images_of_the_right_shape_and_range() {
         .contains("0-9"));
     assert!(small_gan(5).generate(2, Some(3), &mut rng).is_err());
 }
+
+#[test]
+fn dcgan_can_hand_the_fakes_of_d_step_to_g_step() {
+    let (images, labels) = bars(64);
+    let run = |reuse_fakes: bool| {
+        let model = Dcgan::new(
+            DcganConfig {
+                z_dim: 8,
+                g_width: 4,
+                d_width: 4,
+                reuse_fakes,
+                ..DcganConfig::default()
+            },
+            &Device::Cpu,
+            3,
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = TrainConfig {
+            max_steps: Some(2),
+            ..quiet(1, 16, 3)
+        };
+        Trainer::new(&model, cfg, dir.path())
+            .unwrap()
+            .fit(&real(&images, &labels))
+            .unwrap();
+        let log = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
+        log.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let (fresh, reused) = (run(false), run(true));
+    // D's first step draws the same noise either way; G's step then trains on those
+    // fakes instead of drawing its own, and the runs part.
+    assert_eq!(fresh[0]["d_loss"], reused[0]["d_loss"]);
+    assert_ne!(fresh[0]["g_loss"], reused[0]["g_loss"]);
+    assert_ne!(fresh[1]["d_loss"], reused[1]["d_loss"]);
+    // The option is not written when off, so older DCGAN runs keep matching their config.
+    assert!(!serde_json::to_string(&DcganConfig::default())
+        .unwrap()
+        .contains("reuse_fakes"));
+}

@@ -184,7 +184,7 @@ pub fn evaluate(
         Some(g) => {
             let floor = judge.outputs(&first(reference.train_images, n)?)?;
             let mut rng = rng(seed, RngStream::Eval);
-            let fake = score_generated(g, &judge, n, None, &mut rng)?;
+            let fake = score_generated(g, judge, n, None, &mut rng)?;
             let real_stats = FeatureStats::from_rows(&real.features, dim)?;
             let fid =
                 frechet_distance(&FeatureStats::from_rows(&fake.features, dim)?, &real_stats)?;
@@ -229,7 +229,7 @@ pub fn evaluate(
             }
             let (requested, predicted) = by_class(
                 g,
-                &judge,
+                judge,
                 per_label,
                 (0..CLASSES as u32).map(|d| (d, d)),
                 seed,
