@@ -271,9 +271,38 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// Settings `--resume` takes from the command line; the others are the run's own.
+const RESUME_MAY_SET: &[&str] = &[
+    "resume",
+    "epochs",
+    "max_steps",
+    "checkpoint_every",
+    "quiet",
+    "data_dir",
+    "no_verify",
+    "device",
+];
+
 fn train_model(entry: &gan_models::Entry, matches: &ArgMatches) -> Result<()> {
     let kind = entry.kind;
     let args = &TrainArgs::from_arg_matches(matches)?;
+    let given = |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+    if args.resume.is_some() {
+        let refused: Vec<String> = matches
+            .ids()
+            .map(|id| id.as_str())
+            .filter(|id| given(id) && !RESUME_MAY_SET.contains(id))
+            .map(|id| format!("--{}", id.replace('_', "-")))
+            .collect();
+        if !refused.is_empty() {
+            bail!(
+                "--resume continues a run with the settings it was started with; {} would \
+                 change them (only --epochs, --max-steps and --checkpoint-every may): drop \
+                 them, or start a new run with another --out",
+                refused.join(", ")
+            )
+        }
+    }
     let parsed = (entry.from_args)(matches)?;
     let (model_config, network_lr) = (parsed.config, parsed.network_lr);
     let device = gan_core::device::parse_device(&args.device)?;
@@ -295,7 +324,6 @@ fn train_model(entry: &gan_models::Entry, matches: &ArgMatches) -> Result<()> {
         progress: !args.quiet,
     };
     fresh.validate()?;
-    let data = load_data(&args.data_dir, !args.no_verify, &device)?;
     match &args.resume {
         Some(run_dir) => {
             let saved = RunConfig::read(run_dir)?;
@@ -311,9 +339,28 @@ fn train_model(entry: &gan_models::Entry, matches: &ArgMatches) -> Result<()> {
                 epochs: args.epochs.unwrap_or(saved.train.epochs),
                 max_steps: args.max_steps,
                 progress: !args.quiet,
+                checkpoint_every: if given("checkpoint_every") {
+                    args.checkpoint_every
+                } else {
+                    saved.train.checkpoint_every
+                },
                 ..saved.train.clone()
             };
+            for (what, was, now) in [
+                ("--epochs", saved.train.epochs as u64, cfg.epochs as u64),
+                (
+                    "--checkpoint-every",
+                    saved.train.checkpoint_every,
+                    cfg.checkpoint_every,
+                ),
+            ] {
+                if was != now {
+                    eprintln!("{what}: {was} -> {now}");
+                }
+            }
             let model = gan_models::build(kind, &saved.model_config, &device, cfg.seed)?;
+            let data = load_data(&args.data_dir, !args.no_verify, &device)?;
+            Trainer::check_data(model.as_ref(), &cfg, &data)?;
             let mut trainer = Trainer::resume(model.as_ref(), cfg, run_dir)?;
             eprintln!("resuming {} at step {}", run_dir.display(), trainer.step());
             trainer.fit(&data)?;
@@ -321,6 +368,9 @@ fn train_model(entry: &gan_models::Entry, matches: &ArgMatches) -> Result<()> {
         }
         None => {
             let model = gan_models::build(kind, &model_config, &device, fresh.seed)?;
+            let data = load_data(&args.data_dir, !args.no_verify, &device)?;
+            // Before anything is written: a bad setting leaves no stub folder behind.
+            Trainer::check_data(model.as_ref(), &fresh, &data)?;
             let run_dir = match &args.out {
                 Some(p) => p.clone(),
                 None => free_run_dir(kind, fresh.seed),
@@ -447,6 +497,7 @@ fn sample(
             out.display()
         )
     }
+    refuse_inside_checkpoints(run_dir, out)?;
     let device = gan_core::device::parse_device(device)?;
     let run = RunConfig::read(run_dir)?;
     let model = gan_models::build(&run.model, &run.model_config, &device, run.train.seed)?;
@@ -463,6 +514,12 @@ fn sample(
         label,
         &mut gan_core::prior::rng(seed, gan_core::prior::RngStream::Sample),
     )?;
+    gan_core::engine::ensure_finite(&images, "the generated images").with_context(|| {
+        format!(
+            "the weights of {} give no usable images: the run diverged",
+            run_dir.display()
+        )
+    })?;
     if ext == "png" {
         let cols = (n as f64).sqrt().ceil() as usize;
         gan_core::engine::grid::save_grid(out, &images, cols)?;
@@ -474,5 +531,30 @@ fn sample(
         gan_core::engine::checkpoint::save_tensors(out, &tensors, &meta)?;
     }
     eprintln!("wrote {n} {} images to {}", run.model, out.display());
+    Ok(())
+}
+
+/// Refuses an output file inside a run's checkpoints folder (any run's): writing there
+/// would overwrite the weights the run is loaded from.
+fn refuse_inside_checkpoints(run_dir: &Path, out: &Path) -> Result<()> {
+    let parent = match out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(p) => p.to_path_buf(),
+        None => PathBuf::from("."),
+    };
+    let Ok(parent) = parent.canonicalize() else {
+        return Ok(()); // a folder that does not exist yet holds no checkpoint
+    };
+    let own = run_dir.join("checkpoints").canonicalize().ok();
+    let inside_own = own.as_ref().is_some_and(|c| parent.starts_with(c));
+    let inside_any = parent.ancestors().any(|a| {
+        a.file_name().is_some_and(|n| n == "checkpoints") && a.join("latest.json").exists()
+    });
+    if inside_own || inside_any {
+        bail!(
+            "--out {} is inside a run's checkpoints folder: writing there could overwrite the \
+             weights the run is loaded from; choose another path",
+            out.display()
+        )
+    }
     Ok(())
 }

@@ -694,16 +694,27 @@ fn every_model_of_the_registry_is_a_subcommand() {
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout).to_string();
     for e in gan_models::MODELS {
-        assert!(help.contains(e.kind) && help.contains(e.about), "{} missing from:\n{help}", e.kind);
+        assert!(
+            help.contains(e.kind) && help.contains(e.about),
+            "{} missing from:\n{help}",
+            e.kind
+        );
         let out = cli(&[e.kind, "--help"]);
         let sub = String::from_utf8_lossy(&out.stdout).to_string();
         assert!(out.status.success(), "{} --help failed", e.kind);
         // The shared training settings and the model's own config, with their defaults.
-        assert!(sub.contains("--epochs") && sub.contains("--resume"), "{sub}");
+        assert!(
+            sub.contains("--epochs") && sub.contains("--resume"),
+            "{sub}"
+        );
         let config = (e.default_config)();
         for key in config.as_object().unwrap().keys() {
             let flag = format!("--{}", key.replace('_', "-"));
-            assert!(sub.contains(&flag), "{}: {flag} missing from:\n{sub}", e.kind);
+            assert!(
+                sub.contains(&flag),
+                "{}: {flag} missing from:\n{sub}",
+                e.kind
+            );
         }
     }
     fails(&["nope"], "unrecognized subcommand");

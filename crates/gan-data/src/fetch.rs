@@ -146,7 +146,22 @@ impl Staged {
         file.sync_all()
             .with_context(|| format!("syncing {}", self.path.display()))?;
         drop(file);
-        let found = content_sha256(&self.path).with_context(|| format!("checking {origin}"))?;
+        // What is wrong, named after where the bytes came from (not the staging file):
+        // an incomplete gzip stream or an IDX header of the wrong kind or length says so
+        // before a checksum mismatch would.
+        let raw = std::fs::read(&self.path)
+            .with_context(|| format!("reading back the copy of {origin}"))?;
+        let content = crate::idx::decompress(&raw, origin).map_err(|e| {
+            anyhow::anyhow!(
+                "{e:#}: the gzip stream is truncated or damaged (was the copy complete?)"
+            )
+        })?;
+        if spec.name.contains("idx3") {
+            crate::idx::parse_images(&content, origin)?;
+        } else if spec.name.contains("idx1") {
+            crate::idx::parse_labels(&content, origin)?;
+        }
+        let found = crate::mnist::sha256_hex(&content);
         if found != spec.sha256 {
             bail!(
                 "{origin}: SHA-256 mismatch for {}: expected {}, found {found}",

@@ -329,3 +329,43 @@ fn mirrors_default_to_the_public_ones() {
         .iter()
         .all(|m| m.starts_with("https://") && m.ends_with('/')));
 }
+
+#[test]
+fn a_bad_import_names_its_source_and_the_real_cause() {
+    let content = encode_labels(&labels(300));
+    let src = tempfile::tempdir().unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    let source = src.path().join(format!("{NAME}.gz"));
+
+    // A truncated copy: the gzip stream ends early.
+    let whole = gz(&content);
+    std::fs::write(&source, &whole[..whole.len() / 2]).unwrap();
+    let e = format!(
+        "{:#}",
+        import_files(src.path(), dst.path(), &[spec(&content)]).unwrap_err()
+    );
+    assert!(e.contains(&source.display().to_string()), "{e}");
+    assert!(e.contains("truncated"), "{e}");
+    assert!(
+        !e.contains(".part"),
+        "the staging file is no user's business: {e}"
+    );
+    assert_eq!(names_in(dst.path()), Vec::<String>::new());
+
+    // An images file under a labels name: a wrong magic number, not a checksum.
+    let images = gan_data::idx::encode_images(&gan_data::idx::IdxImages {
+        n: 2,
+        rows: 2,
+        cols: 2,
+        pixels: vec![0; 8],
+    });
+    std::fs::write(&source, gz(&images)).unwrap();
+    let e = format!(
+        "{:#}",
+        import_files(src.path(), dst.path(), &[spec(&content)]).unwrap_err()
+    );
+    assert!(e.contains(&source.display().to_string()), "{e}");
+    assert!(e.contains("wrong magic number"), "{e}");
+    assert!(!e.contains("SHA-256"), "{e}");
+    assert_eq!(names_in(dst.path()), Vec::<String>::new());
+}

@@ -161,7 +161,10 @@ impl Dcgan {
     pub fn new(cfg: DcganConfig, device: &Device, seed: u64) -> Result<Self> {
         anyhow::ensure!(
             cfg.z_dim > 0 && cfg.g_width > 0 && cfg.d_width > 0,
-            "dcgan sizes must be positive"
+            "dcgan needs --z-dim, --g-width and --d-width > 0 (got {}, {}, {})",
+            cfg.z_dim,
+            cfg.g_width,
+            cfg.d_width
         );
         let (g_vars, d_vars) = (VarMap::new(), VarMap::new());
         let g = Generator::new(

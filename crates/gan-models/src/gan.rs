@@ -81,8 +81,11 @@ impl Gan {
     /// Builds both networks on `device`, weights drawn from `seed`.
     pub fn new(cfg: GanConfig, device: &Device, seed: u64) -> Result<Self> {
         anyhow::ensure!(
-            cfg.z_dim > 0 && !cfg.hidden.is_empty(),
-            "gan needs z_dim > 0 and a hidden layer"
+            cfg.z_dim > 0 && !cfg.hidden.is_empty() && !cfg.hidden.contains(&0),
+            "gan needs --z-dim > 0 and at least one hidden layer, every width > 0 (got \
+             --z-dim {} --hidden {:?})",
+            cfg.z_dim,
+            cfg.hidden
         );
         let (g_vars, d_vars) = (VarMap::new(), VarMap::new());
         let g_widths: Vec<usize> = [cfg.z_dim]

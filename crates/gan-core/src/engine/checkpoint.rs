@@ -34,17 +34,29 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     result.with_context(|| format!("writing {}", path.display()))
 }
 
-/// Saves named tensors as safetensors, atomically, with string metadata (model kind, ...).
+/// Saves named tensors as safetensors, atomically, with string metadata (model kind, ...);
+/// returns the SHA-256 of the bytes written, for a reader to check them against.
 pub fn save_tensors(
     path: &Path,
     tensors: &HashMap<String, Tensor>,
     meta: &HashMap<String, String>,
-) -> Result<()> {
+) -> Result<String> {
     let mut sorted: Vec<_> = tensors.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(b.0));
     let bytes = safetensors::serialize(sorted, Some(meta.clone()))
         .with_context(|| format!("serialising {}", path.display()))?;
-    atomic_write(path, &canonical_header(bytes)?)
+    let bytes = canonical_header(bytes)?;
+    atomic_write(path, &bytes)?;
+    Ok(sha256_hex(&bytes))
+}
+
+/// The SHA-256 of `bytes`, in lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Rewrites a safetensors header with its keys sorted. `safetensors` writes the metadata

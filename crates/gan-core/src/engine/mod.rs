@@ -1,10 +1,12 @@
 //! The engine: the contract a model signs ([`model`]), the data streams it reads
 //! ([`data`]), the loop that trains it ([`trainer`]), and the run folder that loop writes
-//! ([`run`], [`checkpoint`], [`grid`], [`plot`]).
+//! ([`run`], [`checkpoint`], [`grid`], [`plot`]), which one process at a time writes
+//! ([`lock`]).
 
 pub mod checkpoint;
 pub mod data;
 pub mod grid;
+pub mod lock;
 pub mod model;
 pub mod plot;
 pub mod run;
@@ -15,5 +17,7 @@ pub use model::{
     no_such_phase, Batch, Classifier, Conditioning, Encoder, Every, Figure, Generator, Model,
     Phase, Step, StepOutput, Stream,
 };
-pub use run::{latest_checkpoint, load_weights, EpochSummary, RunConfig, TrainConfig};
+pub use run::{
+    ensure_finite, latest_checkpoint, load_weights, EpochSummary, RunConfig, TrainConfig,
+};
 pub use trainer::Trainer;

@@ -14,12 +14,13 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::checkpoint::{atomic_write, load_tensors, save_tensors, var_tensors};
+use super::checkpoint::{atomic_write, load_tensors};
 use super::data::{plan, Cursor, Streams};
+use super::lock::RunLock;
 use super::model::{Batch, Model, Phase, Step};
 use super::run::{
-    check_model, device_of, latest_checkpoint, load_networks, read_json, truncate_metrics,
-    EpochSummary, LoopState, RunConfig, TrainConfig,
+    check_model, device_of, epoch_summary, load_networks, truncate_metrics, verified_checkpoint,
+    write_checkpoint, EpochSummary, LoopState, RunConfig, TrainConfig,
 };
 use crate::fast::grads::Collector;
 use crate::optim::{Adam, AdamConfig};
@@ -52,12 +53,22 @@ pub struct Trainer<'m> {
     /// Weight gradients of the step, written in place (see [`crate::fast::grads`]).
     grads: Collector,
     state: LoopState,
+    /// When time was last added to the state's clocks.
+    clock: Instant,
+    /// Step of the newest checkpoint on disk.
+    last_checkpoint: Option<u64>,
+    _lock: RunLock,
 }
 
 impl<'m> Trainer<'m> {
     /// A fresh run in `run_dir`, which must not hold a run already (resume it instead).
     pub fn new(model: &'m dyn Model, cfg: TrainConfig, run_dir: &Path) -> Result<Self> {
         cfg.validate()?;
+        let phases = model.phases();
+        let opts = make_optimizers(model, &phases, &cfg)?;
+        // The lock first: of two processes starting on one folder, one gets it and the
+        // other is refused before either looks for an existing run.
+        let lock = RunLock::acquire(run_dir)?;
         if run_dir.join("checkpoints").exists() || run_dir.join("config.json").exists() {
             bail!(
                 "{} already holds a run: pass --resume {} to continue it, or choose another --out",
@@ -65,8 +76,6 @@ impl<'m> Trainer<'m> {
                 run_dir.display()
             )
         }
-        let phases = model.phases();
-        let opts = make_optimizers(model, &phases, &cfg)?;
         std::fs::create_dir_all(run_dir.join("samples"))
             .with_context(|| format!("creating run folder {}", run_dir.display()))?;
         let run = RunConfig {
@@ -88,6 +97,9 @@ impl<'m> Trainer<'m> {
             adam_steps: BTreeMap::new(),
             seconds: 0.0,
             streams: BTreeMap::new(),
+            epoch_seconds: 0.0,
+            train: Some(cfg.clone()),
+            files: BTreeMap::new(),
         };
         Ok(Self {
             model,
@@ -97,7 +109,16 @@ impl<'m> Trainer<'m> {
             run_dir: run_dir.into(),
             opts,
             state,
+            clock: Instant::now(),
+            last_checkpoint: None,
+            _lock: lock,
         })
+    }
+
+    /// Checks `data` against the model's streams and the batch size, without training:
+    /// what [`Trainer::fit`] would refuse, before anything is written.
+    pub fn check_data(model: &dyn Model, cfg: &TrainConfig, data: &Streams) -> Result<()> {
+        plan(&model.streams(), data, cfg.batch_size, cfg.seed).map(|_| ())
     }
 
     /// Continues the run in `run_dir` from its latest checkpoint: weights, optimizer
@@ -105,22 +126,57 @@ impl<'m> Trainer<'m> {
     /// on as if it had not stopped. `cfg` may raise `epochs`; the rest must be the run's.
     pub fn resume(model: &'m dyn Model, cfg: TrainConfig, run_dir: &Path) -> Result<Self> {
         cfg.validate()?;
+        let lock = RunLock::acquire(run_dir)?;
         let saved = RunConfig::read(run_dir)?;
         let same = TrainConfig {
             epochs: cfg.epochs,
             max_steps: cfg.max_steps,
             progress: cfg.progress,
+            checkpoint_every: cfg.checkpoint_every,
             ..saved.train.clone()
         };
         if same != cfg {
             bail!(
-                "--resume keeps the run's settings; only --epochs may change (run has {:?})",
+                "--resume keeps the run's settings; only --epochs, --max-steps and \
+                 --checkpoint-every may change (run has {:?})",
                 saved.train
             )
         }
-        let ckpt = latest_checkpoint(run_dir)?;
-        let state: LoopState = read_json(&ckpt.join("state.json"))?;
+        let (ckpt, state) = verified_checkpoint(run_dir)?;
         check_model(model, &state.model, &state.model_config, &ckpt)?;
+        if let Some(ran) = &state.train {
+            let ran = TrainConfig {
+                epochs: cfg.epochs,
+                max_steps: cfg.max_steps,
+                progress: cfg.progress,
+                checkpoint_every: cfg.checkpoint_every,
+                ..ran.clone()
+            };
+            if ran != cfg {
+                bail!(
+                    "{}/config.json does not match the settings its checkpoint was trained \
+                     with ({:?}): was it edited? The checkpoint's place in the data means \
+                     nothing under other settings",
+                    run_dir.display(),
+                    state.train
+                )
+            }
+        }
+        if let Some(m) = cfg.max_steps.filter(|m| state.step >= *m) {
+            bail!(
+                "{} is at step {} already, at or past --max-steps {m}: nothing to train",
+                run_dir.display(),
+                state.step
+            )
+        }
+        if state.epoch >= cfg.epochs {
+            bail!(
+                "{} has finished its {} epochs (step {}): pass a larger --epochs to train on",
+                run_dir.display(),
+                state.epoch,
+                state.step
+            )
+        }
         load_networks(model, &ckpt)?;
         let phases = model.phases();
         let mut opts = make_optimizers(model, &phases, &cfg)?;
@@ -142,6 +198,9 @@ impl<'m> Trainer<'m> {
             &run_dir.join("config.json"),
             serde_json::to_string_pretty(&run)?.as_bytes(),
         )?;
+        let last_checkpoint = Some(state.step);
+        let mut state = state;
+        state.train = Some(cfg.clone());
         Ok(Self {
             model,
             phases,
@@ -150,6 +209,9 @@ impl<'m> Trainer<'m> {
             run_dir: run_dir.into(),
             opts,
             state,
+            clock: Instant::now(),
+            last_checkpoint,
+            _lock: lock,
         })
     }
 
@@ -176,12 +238,11 @@ impl<'m> Trainer<'m> {
                 break;
             }
             let epoch = self.state.epoch;
-            let started = Instant::now();
+            self.clock = Instant::now();
             let order = first.batches.epoch_indices(self.cfg.seed, epoch as u64);
             let bar = self.progress_bar(order.len() as u64, epoch);
             bar.set_position(self.state.batch as u64);
             let mut means: BTreeMap<String, (f64, usize)> = BTreeMap::new();
-            let mut seen = 0usize;
             let mut lines = String::new();
             // The next batches are gathered on another thread while this one trains.
             let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Fetched>>(2);
@@ -208,7 +269,6 @@ impl<'m> Trainer<'m> {
                     let (batches, cursors) = fetched?;
                     let mut record = self.train_step(&batches)?;
                     self.state.streams = cursors;
-                    seen += batches[first.name.as_str()].len()?;
                     for (k, v) in &record {
                         let e = means.entry(k.clone()).or_default();
                         e.0 += *v as f64;
@@ -231,7 +291,6 @@ impl<'m> Trainer<'m> {
                     {
                         log.write_all(lines.as_bytes())?;
                         lines.clear();
-                        self.state.seconds += started.elapsed().as_secs_f64();
                         self.checkpoint()?;
                     }
                 }
@@ -246,21 +305,15 @@ impl<'m> Trainer<'m> {
             self.draw(epoch)?;
             self.checkpoint()?;
             bar.finish_and_clear();
-            let seconds = started.elapsed().as_secs_f64();
-            let summary = EpochSummary {
+            let summary = epoch_summary(
+                &self.run_dir,
                 epoch,
-                seconds,
-                images_per_second: seen as f64 / seconds.max(1e-9),
-                means: means
-                    .into_iter()
-                    .map(|(k, (s, c))| (k, s / c.max(1) as f64))
-                    .collect(),
-            };
-            let mut epochs_log = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(self.run_dir.join("epochs.jsonl"))?;
-            writeln!(epochs_log, "{}", serde_json::to_string(&summary)?)?;
+                self.state.epoch_seconds,
+                first.batches.batch_size(),
+            )?;
+            if finished_epoch {
+                self.state.epoch_seconds = 0.0;
+            }
             if let Err(e) = crate::engine::plot::plot_run(&self.run_dir) {
                 eprintln!("warning: could not redraw the curves: {e:#}");
             }
@@ -281,7 +334,7 @@ impl<'m> Trainer<'m> {
                         .map(|(k, v)| (k.clone(), (*v, 1)))
                         .collect()
                 ),
-                seconds,
+                summary.seconds,
                 summary.images_per_second
             );
             summaries.push(summary);
@@ -315,7 +368,19 @@ impl<'m> Trainer<'m> {
                 continue;
             }
             let out = self.model.run_phase(phase.name, &mut step)?;
-            record.insert(format!("{}_loss", phase.name), out.loss.to_scalar::<f32>()?);
+            let loss = out.loss.to_scalar::<f32>()?;
+            if !loss.is_finite() {
+                bail!(
+                    "step {number}: the {} loss is {loss}: training diverged (a lower --lr may \
+                     help); stopped without saving, {}",
+                    phase.name,
+                    match self.last_checkpoint {
+                        Some(s) => format!("the last checkpoint (step {s}) is intact"),
+                        None => "and no checkpoint was written yet".to_string(),
+                    }
+                )
+            }
+            record.insert(format!("{}_loss", phase.name), loss);
             let grads = self.grads.backward(&out.loss)?;
             for net in &phase.networks {
                 self.opts
@@ -350,52 +415,20 @@ impl<'m> Trainer<'m> {
         Ok(())
     }
 
-    /// Writes `checkpoints/step-N/` completely under a temporary name, renames it into
-    /// place, then points `checkpoints/latest.json` at it: a crash at any moment leaves
-    /// the previous checkpoint intact and referenced.
+    /// Adds the time since the last call to the run's and the epoch's clocks.
+    fn tick(&mut self) {
+        let now = Instant::now();
+        let d = now.duration_since(self.clock).as_secs_f64();
+        self.clock = now;
+        self.state.seconds += d;
+        self.state.epoch_seconds += d;
+    }
+
+    /// A checkpoint of where the loop stands (see [`write_checkpoint`]).
     fn checkpoint(&mut self) -> Result<()> {
-        let root = self.run_dir.join("checkpoints");
-        let name = format!("step-{:09}", self.state.step);
-        let tmp = root.join(format!("{name}.tmp"));
-        let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        let meta = BTreeMap::from([("model".to_string(), self.model.kind().to_string())]);
-        let meta = meta.into_iter().collect();
-        for (net, vars) in self.model.networks() {
-            save_tensors(
-                &tmp.join(format!("{net}.safetensors")),
-                &var_tensors(vars),
-                &meta,
-            )?;
-        }
-        self.state.adam_steps.clear();
-        for (net, opt) in &self.opts {
-            save_tensors(
-                &tmp.join(format!("{net}.adam.safetensors")),
-                &opt.state()?,
-                &meta,
-            )?;
-            self.state.adam_steps.insert(net.clone(), opt.steps());
-        }
-        atomic_write(
-            &tmp.join("state.json"),
-            serde_json::to_string_pretty(&self.state)?.as_bytes(),
-        )?;
-        let dest = root.join(&name);
-        let _ = std::fs::remove_dir_all(&dest);
-        std::fs::rename(&tmp, &dest)
-            .with_context(|| format!("renaming {} into place", tmp.display()))?;
-        atomic_write(
-            &root.join("latest.json"),
-            serde_json::json!({ "dir": name }).to_string().as_bytes(),
-        )?;
-        for entry in std::fs::read_dir(&root)?.flatten() {
-            let p = entry.path();
-            let stem = entry.file_name().to_string_lossy().to_string();
-            if p.is_dir() && stem.starts_with("step-") && stem != name {
-                let _ = std::fs::remove_dir_all(p);
-            }
-        }
+        self.tick();
+        write_checkpoint(&self.run_dir, self.model, &self.opts, &mut self.state)?;
+        self.last_checkpoint = Some(self.state.step);
         Ok(())
     }
 

@@ -21,9 +21,8 @@ use candle_nn::{VarBuilder, VarMap};
 // gan-core's layers: candle-nn's names and shapes, with the fast CPU convolutions.
 use crate::fast::layers::{conv2d, linear, Conv2d, ConvSpec, Linear};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use crate::engine::checkpoint::{load_vars, save_tensors, var_tensors};
+use crate::engine::checkpoint::{load_vars, save_tensors, sha256_hex, var_tensors};
 use crate::init::{reinit, WeightInit};
 use crate::optim::{Adam, AdamConfig};
 use crate::prior::{rng, Rng};
@@ -170,10 +169,11 @@ impl Judge {
         self.test_accuracy
     }
 
-    /// Refuses anything but a batch of 28x28 grey images, with the shape it got.
+    /// Refuses anything but a batch of finite 28x28 grey images, saying what it got: a
+    /// NaN pixel would turn into a 0 feature after the ReLUs and score as if it were ink.
     pub fn check_images(images: &Tensor) -> Result<()> {
         match images.dims() {
-            [n, 1, 28, 28] if *n > 0 => Ok(()),
+            [n, 1, 28, 28] if *n > 0 => crate::engine::ensure_finite(images, "the images"),
             dims => bail!(
                 "the judge scores MNIST-shaped images [N, 1, 28, 28] with N > 0, got {dims:?}"
             ),
@@ -326,10 +326,7 @@ impl Judge {
         if let Some(a) = test_accuracy {
             meta.insert("test_accuracy".into(), format!("{a}"));
         }
-        save_tensors(path, &var_tensors(&self.vars), &meta)?;
-        let bytes =
-            std::fs::read(path).with_context(|| format!("reading back {}", path.display()))?;
-        let sha = sha256_hex(&bytes);
+        let sha = save_tensors(path, &var_tensors(&self.vars), &meta)?;
         self.sha256 = Some(sha.clone());
         self.test_accuracy = test_accuracy;
         Ok(sha)
@@ -366,11 +363,4 @@ impl Judge {
         judge.test_accuracy = meta.get("test_accuracy").and_then(|s| s.parse().ok());
         Ok(judge)
     }
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
