@@ -96,6 +96,65 @@ impl DeviceKind {
     }
 }
 
+/// Where the CUDA compiler may be, in the order `cudarc`'s build looks: `NVCC`, then
+/// `CUDA_PATH`, `CUDA_HOME`, `CUDA_ROOT`, `/usr/local/cuda`, then `PATH`.
+fn nvcc_candidates(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = var("NVCC").map(PathBuf::from).into_iter().collect();
+    for root in ["CUDA_PATH", "CUDA_HOME", "CUDA_ROOT"] {
+        out.extend(var(root).map(|r| PathBuf::from(r).join("bin").join("nvcc")));
+    }
+    out.push(PathBuf::from("/usr/local/cuda/bin/nvcc"));
+    if let Some(path) = var("PATH") {
+        out.extend(std::env::split_paths(&path).map(|d| d.join("nvcc")));
+    }
+    out
+}
+
+/// Refuses, in one line and before minutes of compiling, a device whose toolkit this
+/// machine lacks (the CUDA build otherwise ends in a panic of cudarc's build script).
+fn check_toolchain(
+    device: DeviceKind,
+    var: impl Fn(&str) -> Option<std::ffi::OsString>,
+    macos: bool,
+) -> Result<()> {
+    match device {
+        DeviceKind::Cpu => Ok(()),
+        DeviceKind::Cuda => {
+            if nvcc_candidates(var).iter().any(|p| p.is_file()) {
+                Ok(())
+            } else {
+                anyhow::bail!(
+                    "--device cuda needs the CUDA toolkit, and no nvcc was found (NVCC, \
+                     CUDA_PATH, CUDA_HOME, /usr/local/cuda, PATH): install the CUDA toolkit \
+                     (https://developer.nvidia.com/cuda-downloads) or point CUDA_PATH at it"
+                )
+            }
+        }
+        DeviceKind::Metal if !macos => {
+            anyhow::bail!("--device metal builds on macOS only (Apple's Metal framework)")
+        }
+        DeviceKind::Metal => {
+            let found = Command::new("xcrun")
+                .args(["-f", "metal"])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if found {
+                Ok(())
+            } else {
+                anyhow::bail!(
+                    "--device metal needs Xcode's Metal compiler and `xcrun -f metal` found \
+                     none: install Xcode or its command line tools (`xcode-select --install`)"
+                )
+            }
+        }
+    }
+}
+
+/// [`check_toolchain`] on this machine.
+fn toolchain_ok(device: DeviceKind) -> Result<()> {
+    check_toolchain(device, |k| std::env::var_os(k), cfg!(target_os = "macos"))
+}
+
 /// The workspace root: xtask's own folder's parent, wherever cargo is run from.
 fn workspace_root() -> Result<PathBuf> {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -127,6 +186,7 @@ fn fetch_mnist(from: Option<PathBuf>, dir: Option<PathBuf>) -> Result<()> {
 /// `cargo <verb> --release -p gan-cli [--features F] [-- ARGS]` in the workspace root,
 /// with this terminal; returns its exit code.
 fn cargo(verb: &str, device: DeviceKind, args: &[String]) -> Result<ExitCode> {
+    toolchain_ok(device)?;
     // The cargo that runs xtask, so toolchain overrides carry over.
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(&cargo);
@@ -256,6 +316,7 @@ fn bench(
         candle_version(&root),
         git_commit(&root)
     );
+    toolchain_ok(device)?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(&cargo);
     cmd.current_dir(&root)
@@ -376,4 +437,34 @@ fn main() -> ExitCode {
         eprintln!("error: {e:#}");
         ExitCode::FAILURE
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_toolkit_is_one_line_before_any_build() {
+        let none = |_: &str| None;
+        let e = check_toolchain(DeviceKind::Cuda, none, false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nvcc") && e.contains("CUDA toolkit"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+        let e = check_toolchain(DeviceKind::Metal, none, false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("macOS"), "{e}");
+        assert!(check_toolchain(DeviceKind::Cpu, none, false).is_ok());
+    }
+
+    #[test]
+    fn nvcc_is_found_where_cuda_path_says() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("bin")).unwrap();
+        std::fs::write(dir.path().join("bin/nvcc"), "").unwrap();
+        let root = dir.path().as_os_str().to_owned();
+        let var = move |k: &str| (k == "CUDA_PATH").then(|| root.clone());
+        assert!(check_toolchain(DeviceKind::Cuda, var, false).is_ok());
+    }
 }

@@ -288,10 +288,16 @@ fn train_model(entry: &gan_models::Entry, matches: &ArgMatches) -> Result<()> {
     let args = &TrainArgs::from_arg_matches(matches)?;
     let given = |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
     if args.resume.is_some() {
+        // Arguments only: the derived groups (`TrainArgs`, the config) have ids too.
+        let sub = command();
+        let sub = sub
+            .find_subcommand(kind)
+            .expect("a registry model is a subcommand");
+        let is_arg = |id: &str| sub.get_arguments().any(|a| a.get_id() == id);
         let refused: Vec<String> = matches
             .ids()
             .map(|id| id.as_str())
-            .filter(|id| given(id) && !RESUME_MAY_SET.contains(id))
+            .filter(|id| is_arg(id) && given(id) && !RESUME_MAY_SET.contains(id))
             .map(|id| format!("--{}", id.replace('_', "-")))
             .collect();
         if !refused.is_empty() {

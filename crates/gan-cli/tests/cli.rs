@@ -4,59 +4,8 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-fn write_idx(dir: &Path, name: &str, magic: u32, dims: &[u32], data: &[u8]) {
-    let mut bytes = magic.to_be_bytes().to_vec();
-    for d in dims {
-        bytes.extend(d.to_be_bytes());
-    }
-    bytes.extend(data);
-    std::fs::write(dir.join(name), bytes).unwrap();
-}
-
-/// 64 images of a bar at a varying place, labels cycling 0-9.
-fn tiny_mnist(dir: &Path) {
-    let n = 64u32;
-    let mut px = vec![0u8; 64 * 784];
-    for i in 0..64 {
-        let col = 4 + i % 20;
-        for y in 4..24 {
-            px[i * 784 + y * 28 + col] = 255;
-        }
-    }
-    let labels: Vec<u8> = (0..64).map(|i| (i % 10) as u8).collect();
-    write_idx(dir, "train-images-idx3-ubyte", 0x803, &[n, 28, 28], &px);
-    write_idx(dir, "train-labels-idx1-ubyte", 0x801, &[n], &labels);
-    write_idx(dir, "t10k-images-idx3-ubyte", 0x803, &[n, 28, 28], &px);
-    write_idx(dir, "t10k-labels-idx1-ubyte", 0x801, &[n], &labels);
-}
-
-fn cli(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gan-cli"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = cli(args);
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(out.status.success(), "gan-cli {args:?} failed:\n{err}");
-    err
-}
-
-fn fails(args: &[&str], needle: &str) {
-    let out = cli(args);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "gan-cli {args:?} should have failed");
-    assert!(
-        err.contains(needle),
-        "gan-cli {args:?}: expected {needle:?} in:\n{err}"
-    );
-    assert!(
-        !err.contains("panicked"),
-        "gan-cli {args:?} panicked:\n{err}"
-    );
-}
+mod common;
+use common::{cli, fails, ok, tiny_mnist};
 
 #[test]
 fn train_resume_sample_end_to_end() {

@@ -281,7 +281,13 @@ pub(crate) fn write_checkpoint(
         })?;
     }
     let root = run_dir.join("checkpoints");
-    let name = format!("step-{:09}", state.step);
+    // A step checkpointed twice (a periodic checkpoint that ends an epoch) gets a fresh
+    // folder: replacing the one latest.json names would leave a moment without it.
+    let base = format!("step-{:09}", state.step);
+    let name = std::iter::once(base.clone())
+        .chain((1..).map(|k| format!("{base}-{k}")))
+        .find(|n| !root.join(n).exists())
+        .expect("some folder name is free");
     let tmp = root.join(format!("{name}.tmp"));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
@@ -305,7 +311,6 @@ pub(crate) fn write_checkpoint(
         serde_json::to_string_pretty(state)?.as_bytes(),
     )?;
     let dest = root.join(&name);
-    let _ = std::fs::remove_dir_all(&dest);
     std::fs::rename(&tmp, &dest)
         .with_context(|| format!("renaming {} into place", tmp.display()))?;
     atomic_write(

@@ -87,20 +87,7 @@ impl<'m> Trainer<'m> {
             &run_dir.join("config.json"),
             serde_json::to_string_pretty(&run)?.as_bytes(),
         )?;
-        let state = LoopState {
-            model: model.kind().into(),
-            model_config: model.config(),
-            epoch: 0,
-            batch: 0,
-            step: 0,
-            rng: rng(cfg.seed, RngStream::Training),
-            adam_steps: BTreeMap::new(),
-            seconds: 0.0,
-            streams: BTreeMap::new(),
-            epoch_seconds: 0.0,
-            train: Some(cfg.clone()),
-            files: BTreeMap::new(),
-        };
+        let state = fresh_state(model, &cfg);
         Ok(Self {
             model,
             phases,
@@ -142,8 +129,29 @@ impl<'m> Trainer<'m> {
                 saved.train
             )
         }
-        let (ckpt, state) = verified_checkpoint(run_dir)?;
-        check_model(model, &state.model, &state.model_config, &ckpt)?;
+        // A run killed before its first checkpoint starts over: nothing was lost.
+        let has_checkpoint = std::fs::read_dir(run_dir.join("checkpoints"))
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with("step-"))
+            })
+            .unwrap_or(false);
+        let found = if has_checkpoint {
+            Some(verified_checkpoint(run_dir)?)
+        } else {
+            eprintln!(
+                "{} has no checkpoint yet: starting it over from step 0",
+                run_dir.display()
+            );
+            None
+        };
+        let state = match &found {
+            Some((ckpt, state)) => {
+                check_model(model, &state.model, &state.model_config, ckpt)?;
+                state.clone()
+            }
+            None => fresh_state(model, &cfg),
+        };
         if let Some(ran) = &state.train {
             let ran = TrainConfig {
                 epochs: cfg.epochs,
@@ -177,17 +185,19 @@ impl<'m> Trainer<'m> {
                 state.step
             )
         }
-        load_networks(model, &ckpt)?;
         let phases = model.phases();
         let mut opts = make_optimizers(model, &phases, &cfg)?;
-        for (name, opt) in opts.iter_mut() {
-            let moments = load_tensors(
-                &ckpt.join(format!("{name}.adam.safetensors")),
-                &device_of(model),
-            )?;
-            let steps = state.adam_steps.get(name).copied().unwrap_or(0);
-            opt.load_state(&moments, steps)
-                .with_context(|| format!("optimizer of {name} in {}", ckpt.display()))?;
+        if let Some((ckpt, _)) = &found {
+            load_networks(model, ckpt)?;
+            for (name, opt) in opts.iter_mut() {
+                let moments = load_tensors(
+                    &ckpt.join(format!("{name}.adam.safetensors")),
+                    &device_of(model),
+                )?;
+                let steps = state.adam_steps.get(name).copied().unwrap_or(0);
+                opt.load_state(&moments, steps)
+                    .with_context(|| format!("optimizer of {name} in {}", ckpt.display()))?;
+            }
         }
         truncate_metrics(&run_dir.join("metrics.jsonl"), state.step)?;
         let run = RunConfig {
@@ -198,7 +208,7 @@ impl<'m> Trainer<'m> {
             &run_dir.join("config.json"),
             serde_json::to_string_pretty(&run)?.as_bytes(),
         )?;
-        let last_checkpoint = Some(state.step);
+        let last_checkpoint = found.map(|_| state.step);
         let mut state = state;
         state.train = Some(cfg.clone());
         Ok(Self {
@@ -286,8 +296,13 @@ impl<'m> Trainer<'m> {
                     if self.state.step.is_multiple_of(10) {
                         bar.set_message(running(&means));
                     }
+                    // Not at the end of the epoch or of max_steps: the loop's own
+                    // checkpoint follows there.
+                    let ends = self.state.batch == order.len()
+                        || self.cfg.max_steps.is_some_and(|m| self.state.step >= m);
                     if self.cfg.checkpoint_every > 0
                         && self.state.step.is_multiple_of(self.cfg.checkpoint_every)
+                        && !ends
                     {
                         log.write_all(lines.as_bytes())?;
                         lines.clear();
@@ -298,13 +313,10 @@ impl<'m> Trainer<'m> {
             })?;
             log.write_all(lines.as_bytes())?;
             let finished_epoch = self.state.batch == order.len();
-            if finished_epoch {
-                self.state.epoch += 1;
-                self.state.batch = 0;
-            }
             self.draw(epoch)?;
-            self.checkpoint()?;
-            bar.finish_and_clear();
+            // The epoch's line before the checkpoint that closes it: a run killed between
+            // the two redoes the epoch's end from the checkpoint before, line included.
+            self.tick();
             let summary = epoch_summary(
                 &self.run_dir,
                 epoch,
@@ -312,8 +324,12 @@ impl<'m> Trainer<'m> {
                 first.batches.batch_size(),
             )?;
             if finished_epoch {
+                self.state.epoch += 1;
+                self.state.batch = 0;
                 self.state.epoch_seconds = 0.0;
             }
+            self.checkpoint()?;
+            bar.finish_and_clear();
             if let Err(e) = crate::engine::plot::plot_run(&self.run_dir) {
                 eprintln!("warning: could not redraw the curves: {e:#}");
             }
@@ -451,6 +467,24 @@ impl<'m> Trainer<'m> {
             self.cfg.epochs
         ));
         bar
+    }
+}
+
+/// The loop state of a run that has not taken a step.
+fn fresh_state(model: &dyn Model, cfg: &TrainConfig) -> LoopState {
+    LoopState {
+        model: model.kind().into(),
+        model_config: model.config(),
+        epoch: 0,
+        batch: 0,
+        step: 0,
+        rng: rng(cfg.seed, RngStream::Training),
+        adam_steps: BTreeMap::new(),
+        seconds: 0.0,
+        streams: BTreeMap::new(),
+        epoch_seconds: 0.0,
+        train: Some(cfg.clone()),
+        files: BTreeMap::new(),
     }
 }
 
