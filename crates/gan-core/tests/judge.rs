@@ -177,3 +177,13 @@ fn a_judge_trained_on_real_mnist_reads_known_digits() {
         .unwrap();
     assert!(acc > 0.9, "test accuracy {acc}");
 }
+
+#[test]
+fn the_judge_refuses_non_finite_images() {
+    // After its ReLUs a NaN image would score as a blank one: no metric of such a run.
+    let nan = Tensor::full(f32::NAN, (2, 1, 28, 28), &Device::Cpu).unwrap();
+    let e = Judge::check_images(&nan).unwrap_err().to_string();
+    assert!(e.contains("NaN"), "{e}");
+    let fine = Tensor::zeros((2, 1, 28, 28), candle_core::DType::F32, &Device::Cpu).unwrap();
+    assert!(Judge::check_images(&fine).is_ok());
+}
