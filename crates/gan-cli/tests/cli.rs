@@ -2,7 +2,7 @@
 //! sample, and the errors a user meets.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 mod common;
 use common::{cli, fails, ok, tiny_mnist};

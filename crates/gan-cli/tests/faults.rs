@@ -367,19 +367,33 @@ fn non_finite_weights_give_no_samples() {
     ok(&gan_args(&data, r, &["--max-steps", "4"]));
     // NaN weights with a matching hash, as a run that diverged without the guard (or a
     // hand-edited file) would leave.
-    let ptr: serde_json::Value = serde_json::from_str(&read(&run.join("checkpoints/latest.json"))).unwrap();
+    let ptr: serde_json::Value =
+        serde_json::from_str(&read(&run.join("checkpoints/latest.json"))).unwrap();
     let dir = run.join("checkpoints").join(ptr["dir"].as_str().unwrap());
     let g = dir.join("g.safetensors");
-    let tensors = gan_core::engine::checkpoint::load_tensors(&g, &candle_core::Device::Cpu).unwrap();
+    let tensors =
+        gan_core::engine::checkpoint::load_tensors(&g, &candle_core::Device::Cpu).unwrap();
     let nan: std::collections::HashMap<_, _> = tensors
         .into_iter()
         .map(|(k, t)| (k, (t * f64::NAN).unwrap()))
         .collect();
     let sha = gan_core::engine::checkpoint::save_tensors(&g, &nan, &Default::default()).unwrap();
-    let mut state: serde_json::Value = serde_json::from_str(&read(&dir.join("state.json"))).unwrap();
+    let mut state: serde_json::Value =
+        serde_json::from_str(&read(&dir.join("state.json"))).unwrap();
     state["files"]["g.safetensors"] = sha.into();
     std::fs::write(dir.join("state.json"), state.to_string()).unwrap();
     let png = tmp.path().join("n.png");
-    fails(&["sample", "--checkpoint", r, "--out", png.to_str().unwrap(), "--n", "4"], "NaN");
+    fails(
+        &[
+            "sample",
+            "--checkpoint",
+            r,
+            "--out",
+            png.to_str().unwrap(),
+            "--n",
+            "4",
+        ],
+        "NaN",
+    );
     assert!(!png.exists());
 }

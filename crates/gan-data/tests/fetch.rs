@@ -288,8 +288,19 @@ fn import_keeps_compression_verifies_and_is_idempotent() {
 #[test]
 fn import_refuses_non_canonical_or_missing_files() {
     let src = tempfile::tempdir().unwrap();
+    // Well-formed IDX files of the right kinds, just not MNIST's.
     for f in gan_data::MNIST_FILES {
-        std::fs::write(src.path().join(f.name), encode_labels(&[1])).unwrap();
+        let bytes = if f.name.contains("idx3") {
+            gan_data::idx::encode_images(&gan_data::idx::IdxImages {
+                n: 1,
+                rows: 2,
+                cols: 2,
+                pixels: vec![7; 4],
+            })
+        } else {
+            encode_labels(&[1])
+        };
+        std::fs::write(src.path().join(f.name), bytes).unwrap();
     }
     let dst = tempfile::tempdir().unwrap();
     let e = format!(
