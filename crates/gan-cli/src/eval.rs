@@ -307,6 +307,10 @@ fn append_log(run_dir: &Path, r: &EvalReport) -> Result<()> {
     if let Some(a) = &r.classifier_accuracy {
         line["classifier_accuracy"] = a.result.value.into();
     }
+    if let Some(x) = &r.reconstruction {
+        line["reconstruction_mse"] = x.result.mse_per_pixel.into();
+        line["label_kept"] = x.result.label_kept.into();
+    }
     let path = run_dir.join(EVAL_LOG);
     let mut f = std::fs::OpenOptions::new()
         .create(true)
@@ -389,6 +393,14 @@ fn print_report(r: &EvalReport) {
                 per_class(g)
             );
         }
+    }
+    if let Some(x) = &r.reconstruction {
+        say!(
+            "  reconstructions of {} test images:     MSE per pixel {:.4}, digit kept (judge) {}",
+            x.result.n,
+            x.result.mse_per_pixel,
+            pct(x.result.label_kept)
+        );
     }
     if let Some(a) = &r.classifier_accuracy {
         say!(

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use candle_core::Tensor;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use gan_core::{AdamConfig, Dataset, RunConfig, Streams, TrainConfig, Trainer};
 
@@ -116,6 +117,17 @@ enum Command {
         /// The digit to generate from an InfoGAN run, through the mapping `eval` saved.
         #[arg(long, conflicts_with = "label")]
         digit: Option<u32>,
+        /// Instead of sampling, take the first N MNIST test images through the run's
+        /// encoder and decoder: a grid of originals over reconstructions (or the
+        /// reconstructions as a tensor).
+        #[arg(long, conflicts_with_all = ["label", "digit"])]
+        reconstruct: bool,
+        /// Folder with the MNIST IDX files, for --reconstruct.
+        #[arg(long, default_value = gan_data::DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        /// Skip the canonical SHA-256 check of --data-dir.
+        #[arg(long)]
+        no_verify: bool,
         /// Seed of the noise.
         #[arg(long, default_value_t = 0)]
         seed: u64,
@@ -217,9 +229,22 @@ fn run(cli: Cli) -> Result<()> {
             out,
             label,
             digit,
+            reconstruct,
+            data_dir,
+            no_verify,
             seed,
             device,
         } => {
+            if reconstruct {
+                return reconstruct_test_images(
+                    &checkpoint,
+                    n,
+                    &out,
+                    &data_dir,
+                    !no_verify,
+                    &device,
+                );
+            }
             let class = match digit {
                 Some(d) => Some(category_of_digit(&checkpoint, d)?),
                 None => label,
@@ -485,6 +510,77 @@ fn category_of_digit(run_dir: &Path, digit: u32) -> Result<u32> {
         .with_context(|| format!("no category of this run is mapped to digit {digit}"))
 }
 
+/// `--out`'s kind: a PNG grid or a safetensors tensor, refused otherwise.
+fn output_kind(out: &Path) -> Result<&'static str> {
+    match out.extension().and_then(|e| e.to_str()).unwrap_or("") {
+        "png" => Ok("png"),
+        "safetensors" => Ok("safetensors"),
+        _ => bail!(
+            "--out must end in .png (a grid) or .safetensors (a tensor), got {}",
+            out.display()
+        ),
+    }
+}
+
+/// Writes `images` (in [-1, 1]) as a grid of `cols` or as the tensor `images` in [0, 1].
+fn write_images(out: &Path, images: &Tensor, cols: usize, model: &str) -> Result<()> {
+    if output_kind(out)? == "png" {
+        gan_core::engine::grid::save_grid(out, images, cols)
+    } else {
+        let unit = gan_core::engine::grid::to_unit(images)?.to_device(&candle_core::Device::Cpu)?;
+        let tensors = HashMap::from([("images".to_string(), unit)]);
+        let meta = HashMap::from([("model".to_string(), model.to_string())]);
+        gan_core::engine::checkpoint::save_tensors(out, &tensors, &meta).map(|_| ())
+    }
+}
+
+/// `sample --reconstruct`: the first `n` test images through the run's En and De.
+fn reconstruct_test_images(
+    run_dir: &Path,
+    n: usize,
+    out: &Path,
+    data_dir: &Path,
+    verify: bool,
+    device: &str,
+) -> Result<()> {
+    if n == 0 {
+        bail!("--n must be at least 1")
+    }
+    output_kind(out)?;
+    refuse_inside_checkpoints(run_dir, out)?;
+    let device = gan_core::device::parse_device(device)?;
+    let run = RunConfig::read(run_dir)?;
+    let model = gan_models::build(&run.model, &run.model_config, &device, run.train.seed)?;
+    let encoder = model.encoder().with_context(|| {
+        format!(
+            "{} is a {} run, which has no encoder to reconstruct with (ae, vae and the \
+             encoder family have)",
+            run_dir.display(),
+            run.model
+        )
+    })?;
+    gan_core::engine::load_weights(model.as_ref(), run_dir)?;
+    let test = load_split(data_dir, gan_data::SplitKind::Test, verify, &device)?;
+    if n > test.len() {
+        bail!("--n {n} is more than the {} test images", test.len())
+    }
+    let x = test.images.narrow(0, 0, n)?;
+    let x_hat = encoder.reconstruct(&x)?;
+    gan_core::engine::ensure_finite(&x_hat, "the reconstructions")?;
+    if output_kind(out)? == "png" {
+        let grid = gan_core::engine::grid::interleave_rows(&x, &x_hat, 8)?;
+        write_images(out, &grid, 8.min(n), &run.model)?;
+    } else {
+        write_images(out, &x_hat, 8, &run.model)?;
+    }
+    eprintln!(
+        "wrote {n} test images and their {} reconstructions to {}",
+        run.model,
+        out.display()
+    );
+    Ok(())
+}
+
 fn sample(
     run_dir: &Path,
     n: usize,
@@ -496,13 +592,7 @@ fn sample(
     if n == 0 {
         bail!("--n must be at least 1")
     }
-    let ext = out.extension().and_then(|e| e.to_str()).unwrap_or("");
-    if !matches!(ext, "png" | "safetensors") {
-        bail!(
-            "--out must end in .png (a grid) or .safetensors (a tensor), got {}",
-            out.display()
-        )
-    }
+    output_kind(out)?;
     refuse_inside_checkpoints(run_dir, out)?;
     let device = gan_core::device::parse_device(device)?;
     let run = RunConfig::read(run_dir)?;
@@ -526,16 +616,7 @@ fn sample(
             run_dir.display()
         )
     })?;
-    if ext == "png" {
-        let cols = (n as f64).sqrt().ceil() as usize;
-        gan_core::engine::grid::save_grid(out, &images, cols)?;
-    } else {
-        let unit =
-            gan_core::engine::grid::to_unit(&images)?.to_device(&candle_core::Device::Cpu)?;
-        let tensors = HashMap::from([("images".to_string(), unit)]);
-        let meta = HashMap::from([("model".to_string(), run.model.clone())]);
-        gan_core::engine::checkpoint::save_tensors(out, &tensors, &meta)?;
-    }
+    write_images(out, &images, (n as f64).sqrt().ceil() as usize, &run.model)?;
     eprintln!("wrote {n} {} images to {}", run.model, out.display());
     Ok(())
 }

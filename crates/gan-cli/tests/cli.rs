@@ -668,3 +668,121 @@ fn every_model_of_the_registry_is_a_subcommand() {
     }
     fails(&["nope"], "unrecognized subcommand");
 }
+
+#[test]
+fn encoder_models_are_scored_on_their_reconstructions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    tiny_mnist(&data);
+    let data = data.to_str().unwrap();
+    let judge = tmp.path().join("judge.safetensors");
+    let judge_s = judge.to_str().unwrap();
+    ok(&[
+        "train-judge",
+        "--data-dir",
+        data,
+        "--no-verify",
+        "--epochs",
+        "1",
+        "--out",
+        judge_s,
+    ]);
+    for kind in ["ae", "vae"] {
+        let run = tmp.path().join(kind);
+        let r = run.to_str().unwrap();
+        ok(&[
+            kind,
+            "--data-dir",
+            data,
+            "--no-verify",
+            "--quiet",
+            "--z-dim",
+            "4",
+            "--width",
+            "4",
+            "--batch-size",
+            "16",
+            "--max-steps",
+            "4",
+            "--out",
+            r,
+        ]);
+        // The reconstruction grid is drawn every epoch, from the first real images.
+        assert!(run.join("samples/reconstructions.png").exists(), "{kind}");
+        let out = cli(&[
+            "eval",
+            "--checkpoint",
+            r,
+            "--data-dir",
+            data,
+            "--no-verify",
+            "--judge",
+            judge_s,
+            "--n",
+            "30",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let e = read_json(&run.join("eval.json"));
+        let rec = &e["reconstruction"];
+        assert_eq!(rec["n"].as_u64(), Some(30), "{kind}: {e}");
+        let mse = rec["mse_per_pixel"].as_f64().unwrap();
+        assert!(mse.is_finite() && mse > 0.0 && mse <= 4.0, "{mse}");
+        assert!((0.0..=1.0).contains(&rec["label_kept"].as_f64().unwrap()));
+        // Only the VAE has a prior to sample from.
+        assert_eq!(e["fid"].is_null(), kind == "ae", "{kind}: {e}");
+        let png = tmp.path().join(format!("{kind}.png"));
+        let err = ok(&[
+            "sample",
+            "--checkpoint",
+            r,
+            "--reconstruct",
+            "--n",
+            "8",
+            "--data-dir",
+            data,
+            "--no-verify",
+            "--out",
+            png.to_str().unwrap(),
+        ]);
+        assert!(err.contains("reconstructions") && png.exists(), "{err}");
+    }
+    // A model without an encoder says so.
+    let gan = tmp.path().join("gan");
+    ok(&[
+        "gan",
+        "--data-dir",
+        data,
+        "--no-verify",
+        "--quiet",
+        "--z-dim",
+        "8",
+        "--hidden",
+        "16",
+        "--batch-size",
+        "16",
+        "--max-steps",
+        "1",
+        "--out",
+        gan.to_str().unwrap(),
+    ]);
+    let png = tmp.path().join("g.png");
+    fails(
+        &[
+            "sample",
+            "--checkpoint",
+            gan.to_str().unwrap(),
+            "--reconstruct",
+            "--data-dir",
+            data,
+            "--no-verify",
+            "--out",
+            png.to_str().unwrap(),
+        ],
+        "no encoder",
+    );
+}

@@ -1,19 +1,24 @@
 //! The GAN family of the lecture notes, each model one file: a [`gan_core::Model`] that
 //! the shared engine trains, plus its line in the [`registry`].
 
+pub mod ae;
 pub mod cgan;
 pub mod dcgan;
+pub(crate) mod encdec;
 pub mod gan;
 pub mod infogan;
 pub mod registry;
+pub mod vae;
 
 use anyhow::{bail, Result};
 
+pub use ae::{Ae, AeConfig};
 pub use cgan::{Cgan, CganConfig};
 pub use dcgan::{Dcgan, DcganConfig};
 pub use gan::{Gan, GanConfig};
 pub use infogan::{Infogan, InfoganConfig};
 pub use registry::{build_model as build, find, Entry, Registered, MODELS};
+pub use vae::{Vae, VaeConfig};
 
 /// Refuses a class for a model that takes none.
 pub(crate) fn unconditional(kind: &str, class: Option<u32>) -> Result<()> {

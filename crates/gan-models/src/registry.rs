@@ -90,6 +90,8 @@ pub static MODELS: &[Entry] = &[
     entry::<crate::Dcgan>(),
     entry::<crate::Cgan>(),
     entry::<crate::Infogan>(),
+    entry::<crate::Ae>(),
+    entry::<crate::Vae>(),
 ];
 
 /// The names of every model, in registry order.

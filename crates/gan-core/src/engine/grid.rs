@@ -52,6 +52,26 @@ pub fn grid_png(images: &Tensor, cols: usize) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// `a` and `b` (same shape `[N, C, H, W]`) in alternating rows of `cols`: originals over
+/// their reconstructions, say.
+pub fn interleave_rows(a: &Tensor, b: &Tensor, cols: usize) -> Result<Tensor> {
+    anyhow::ensure!(
+        a.dims() == b.dims(),
+        "{:?} against {:?}",
+        a.dims(),
+        b.dims()
+    );
+    let n = a.dim(0)?;
+    let cols = cols.clamp(1, n.max(1));
+    let mut rows = Vec::new();
+    for start in (0..n).step_by(cols) {
+        let len = cols.min(n - start);
+        rows.push(a.narrow(0, start, len)?);
+        rows.push(b.narrow(0, start, len)?);
+    }
+    Ok(Tensor::cat(&rows, 0)?)
+}
+
 /// Writes a grid PNG atomically.
 pub fn save_grid(path: &Path, images: &Tensor, cols: usize) -> Result<()> {
     crate::engine::checkpoint::atomic_write(path, &grid_png(images, cols)?)

@@ -247,10 +247,15 @@ pub trait Classifier {
     fn supervised(&self) -> bool;
 }
 
-/// A model that maps images to a latent representation.
+/// A model that maps images to a latent representation, and back.
 pub trait Encoder {
-    /// Codes `[N, D]` of images `[N, C, H, W]` in [-1, 1].
+    /// Codes `[N, D]` of images `[N, C, H, W]` in [-1, 1] (a VAE's posterior means).
     fn encode(&self, images: &Tensor) -> Result<Tensor>;
+    /// The encoder's layer before its output, `[N, F]`: the features that
+    /// representation learning is usually judged on.
+    fn features(&self, images: &Tensor) -> Result<Tensor>;
+    /// The images decoded from their codes, `[N, C, H, W]` in [-1, 1].
+    fn reconstruct(&self, images: &Tensor) -> Result<Tensor>;
 }
 
 /// A model the engine trains, as the engine sees it.
@@ -277,6 +282,12 @@ pub trait Model: Send + Sync {
     /// The pictures of the model at this point; `rng` is the same every call, so that the
     /// grids of successive epochs show the same noise.
     fn figures(&self, rng: &mut Rng) -> Result<Vec<Figure>>;
+    /// Pictures that need real images, drawn every epoch beside [`Model::figures`]:
+    /// `real` is the same few images of the first stream every time (reconstructions,
+    /// say); none by default.
+    fn figures_of_real(&self, _real: &Tensor, _rng: &mut Rng) -> Result<Vec<Figure>> {
+        Ok(Vec::new())
+    }
     /// The same figures with their rows in the order of `classes` (a model whose
     /// categories evaluation matched to labels draws them 0-9); none by default.
     fn figures_in_order(&self, _classes: &[u32], _rng: &mut Rng) -> Result<Vec<Figure>> {

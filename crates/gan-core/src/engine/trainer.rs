@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use candle_core::Tensor;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::checkpoint::{atomic_write, load_tensors};
@@ -25,6 +26,9 @@ use super::run::{
 use crate::fast::grads::Collector;
 use crate::optim::{Adam, AdamConfig};
 use crate::prior::{rng, RngStream};
+
+/// Real images shown to [`Model::figures_of_real`].
+const FIGURE_IMAGES: usize = 16;
 
 /// The batches of one step, by stream, and where the later streams stand after them.
 type Fetched = (BTreeMap<String, Batch>, BTreeMap<String, Cursor>);
@@ -237,6 +241,9 @@ impl<'m> Trainer<'m> {
         let streams = self.model.streams();
         let mut cycles = plan(&streams, data, self.cfg.batch_size, self.cfg.seed)?;
         let first = cycles.remove(0);
+        // The same real images for every epoch's figures that need some.
+        let shown = first.data.len().min(FIGURE_IMAGES);
+        let figure_images = first.data.images.narrow(0, 0, shown)?;
         let mut log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -313,7 +320,7 @@ impl<'m> Trainer<'m> {
             })?;
             log.write_all(lines.as_bytes())?;
             let finished_epoch = self.state.batch == order.len();
-            self.draw(epoch)?;
+            self.draw(epoch, &figure_images)?;
             // The epoch's line before the checkpoint that closes it: a run killed between
             // the two redoes the epoch's end from the checkpoint before, line included.
             self.tick();
@@ -411,12 +418,18 @@ impl<'m> Trainer<'m> {
         Ok(record)
     }
 
-    fn draw(&self, epoch: usize) -> Result<()> {
+    /// Saves every figure of the model as `samples/<name>_epochNNN.png` and, the latest,
+    /// `samples/<name>.png`; `real` is what [`Model::figures_of_real`] is shown.
+    fn draw(&self, epoch: usize, real: &Tensor) -> Result<()> {
         let dir = self.run_dir.join("samples");
-        for fig in self
+        let mut figures = self
             .model
-            .figures(&mut rng(self.cfg.seed, RngStream::Figures))?
-        {
+            .figures(&mut rng(self.cfg.seed, RngStream::Figures))?;
+        figures.extend(
+            self.model
+                .figures_of_real(real, &mut rng(self.cfg.seed, RngStream::Figures))?,
+        );
+        for fig in figures {
             crate::engine::grid::save_grid(
                 &dir.join(format!("{}_epoch{:03}.png", fig.name, epoch + 1)),
                 &fig.images,

@@ -10,7 +10,9 @@
 //!   under the Hungarian matching of categories to digits, and, when the generator takes
 //!   the category, the judge's accuracy on each category's samples against its digit;
 //! - a classifier trained with labels: its accuracy on the test set (a classifier-only
-//!   model gets this, and no FID).
+//!   model gets this, and no FID);
+//! - an [`Encoder`]: the per-pixel error of its reconstructions De(En(x)) of test images,
+//!   and the judge's accuracy on them against the labels (does the digit survive?).
 
 use anyhow::{bail, Context, Result};
 use candle_core::Tensor;
@@ -22,7 +24,7 @@ use super::{
     class_coverage, conditional_accuracy, frechet_distance, inception_score, ClassCoverage,
     ConditionalAccuracy, FeatureStats,
 };
-use crate::engine::{Classifier, Conditioning, Generator, Model};
+use crate::engine::{Classifier, Conditioning, Encoder, Generator, Model};
 use crate::prior::{rng, RngStream};
 
 /// Generated images per call of the model: bounds memory, not results.
@@ -86,6 +88,18 @@ pub struct CodeScores {
     pub generated_by_category: Option<ConditionalAccuracy>,
 }
 
+/// How well an encoder-decoder reconstructs test images.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReconstructionScores {
+    /// Mean squared error per pixel of De(En(x)), pixels in [-1, 1].
+    pub mse_per_pixel: f64,
+    /// The judge's accuracy on De(En(x)) against x's label: does the reconstruction keep
+    /// the digit?
+    pub label_kept: f64,
+    /// Test images reconstructed.
+    pub n: usize,
+}
+
 /// The scores of a model's samples against the test set.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SampleScores {
@@ -133,6 +147,9 @@ pub struct EvalReport {
     pub categorical_code: Option<Stamped<CodeScores>>,
     /// Classifiers trained with labels: accuracy on the N test images.
     pub classifier_accuracy: Option<Stamped<Scalar>>,
+    /// Models with an encoder: how faithful De(En(x)) is to N test images.
+    #[serde(default)]
+    pub reconstruction: Option<Stamped<ReconstructionScores>>,
     /// Wall time of the evaluation.
     pub seconds: f64,
 }
@@ -174,9 +191,9 @@ pub fn evaluate(
     let real = judge.outputs(&first(test.test_images, n)?)?;
     let generator = model.generator();
     let classifier = model.classifier();
-    if generator.is_none() && classifier.is_none() {
+    if generator.is_none() && classifier.is_none() && model.encoder().is_none() {
         bail!(
-            "{} can neither generate nor classify: nothing to evaluate",
+            "{} can neither generate, classify nor encode: nothing to evaluate",
             header.model
         )
     }
@@ -265,6 +282,14 @@ pub fn evaluate(
         None => (None, None),
     };
 
+    let reconstruction = match model.encoder() {
+        Some(e) => Some(stamp_any(
+            reconstruction_scores(e, judge, reference, n)?,
+            seed,
+            &sha,
+        )),
+        None => None,
+    };
     let (categorical_code, codes) = match categorical_code {
         Some((scores, codes)) => (Some(stamp_any(scores, seed, &sha)), Some(codes)),
         None => (None, None),
@@ -282,6 +307,7 @@ pub fn evaluate(
         conditional_accuracy: conditional,
         categorical_code,
         classifier_accuracy,
+        reconstruction,
         seconds: started.elapsed().as_secs_f64(),
     };
     Ok((report, codes))
@@ -396,4 +422,37 @@ fn by_class(
         predicted.extend(out.predicted);
     }
     Ok((requested, predicted))
+}
+
+/// De(En(x)) of the first `n` test images: per-pixel error and the judge's reading.
+fn reconstruction_scores(
+    encoder: &dyn Encoder,
+    judge: &Judge,
+    reference: &Reference,
+    n: usize,
+) -> Result<ReconstructionScores> {
+    let (mut sq, mut kept) = (0f64, 0usize);
+    for start in (0..n).step_by(GEN_BATCH) {
+        let b = GEN_BATCH.min(n - start);
+        let x = reference.test_images.narrow(0, start, b)?;
+        let x_hat = encoder.reconstruct(&x)?;
+        Judge::check_images(&x_hat).context("the model reconstructed a bad batch")?;
+        sq += (&x_hat - &x)?
+            .sqr()?
+            .sum_all()?
+            .to_dtype(candle_core::DType::F64)?
+            .to_scalar::<f64>()?;
+        let predicted = judge.predict(&x_hat)?;
+        kept += predicted
+            .iter()
+            .zip(&reference.test_labels[start..start + b])
+            .filter(|(p, y)| **p == **y as u32)
+            .count();
+    }
+    let pixels = reference.test_images.elem_count() / reference.test_images.dim(0)?;
+    Ok(ReconstructionScores {
+        mse_per_pixel: sq / (n * pixels) as f64,
+        label_kept: kept as f64 / n as f64,
+        n,
+    })
 }
