@@ -119,7 +119,7 @@ impl Generator {
     }
 }
 
-/// 28x28x1 -> 14x14xw -> 7x7x2w -> one logit.
+/// 28x28x1 -> 14x14xw -> 7x7x2w -> `outputs` logits (one for DCGAN).
 pub(crate) struct Discriminator {
     c1: Conv2d,
     c2: Conv2d,
@@ -129,19 +129,37 @@ pub(crate) struct Discriminator {
 
 impl Discriminator {
     pub(crate) fn new(in_channels: usize, w: usize, vb: VarBuilder) -> candle_core::Result<Self> {
+        Self::with_outputs(in_channels, w, 1, vb)
+    }
+
+    pub(crate) fn with_outputs(
+        in_channels: usize,
+        w: usize,
+        outputs: usize,
+        vb: VarBuilder,
+    ) -> candle_core::Result<Self> {
         Ok(Self {
             c1: down(in_channels, w, 4, 2, 1, vb.pp("c1"))?,
             c2: down(w, 2 * w, 4, 2, 1, vb.pp("c2"))?,
             bn2: bn(2 * w, vb.pp("bn2"))?,
-            out: down(2 * w, 1, 7, 1, 0, vb.pp("out"))?,
+            out: down(2 * w, outputs, 7, 1, 0, vb.pp("out"))?,
         })
     }
 
-    /// `x` is `[B, C, 28, 28]`; the output `[B]` logits.
-    pub(crate) fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+    /// The 7x7x2w layer, `[B, 2w, 7, 7]`: the "layer l" of a feature-space loss.
+    pub(crate) fn features(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let x = leaky_relu(&self.c1.forward(x)?, 0.2)?;
-        let x = self.bn2.forward_act(&self.c2.forward(&x)?, train, 0.2)?;
-        self.out.forward(&x)?.flatten_all()
+        self.bn2.forward_act(&self.c2.forward(&x)?, train, 0.2)
+    }
+
+    /// `[B, outputs]` logits from [`Discriminator::features`].
+    pub(crate) fn logits(&self, features: &Tensor) -> candle_core::Result<Tensor> {
+        self.out.forward(features)?.flatten_from(1)
+    }
+
+    /// `x` is `[B, C, 28, 28]`; the output `[B]` logits (one output).
+    pub(crate) fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        self.out.forward(&self.features(x, train)?)?.flatten_all()
     }
 }
 

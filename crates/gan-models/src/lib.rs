@@ -9,6 +9,7 @@ pub mod gan;
 pub mod infogan;
 pub mod registry;
 pub mod vae;
+pub mod vaegan;
 
 use anyhow::{bail, Result};
 
@@ -19,6 +20,7 @@ pub use gan::{Gan, GanConfig};
 pub use infogan::{Infogan, InfoganConfig};
 pub use registry::{build_model as build, find, Entry, Registered, MODELS};
 pub use vae::{Vae, VaeConfig};
+pub use vaegan::{Vaegan, VaeganConfig};
 
 /// Refuses a class for a model that takes none.
 pub(crate) fn unconditional(kind: &str, class: Option<u32>) -> Result<()> {

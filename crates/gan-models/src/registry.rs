@@ -92,6 +92,7 @@ pub static MODELS: &[Entry] = &[
     entry::<crate::Infogan>(),
     entry::<crate::Ae>(),
     entry::<crate::Vae>(),
+    entry::<crate::Vaegan>(),
 ];
 
 /// The names of every model, in registry order.
