@@ -2,6 +2,7 @@
 //! the shared engine trains, plus its line in the [`registry`].
 
 pub mod ae;
+pub mod bigan;
 pub mod cgan;
 pub mod dcgan;
 pub(crate) mod encdec;
@@ -14,6 +15,7 @@ pub mod vaegan;
 use anyhow::{bail, Result};
 
 pub use ae::{Ae, AeConfig};
+pub use bigan::{Bigan, BiganConfig};
 pub use cgan::{Cgan, CganConfig};
 pub use dcgan::{Dcgan, DcganConfig};
 pub use gan::{Gan, GanConfig};

@@ -93,6 +93,7 @@ pub static MODELS: &[Entry] = &[
     entry::<crate::Ae>(),
     entry::<crate::Vae>(),
     entry::<crate::Vaegan>(),
+    entry::<crate::Bigan>(),
 ];
 
 /// The names of every model, in registry order.
