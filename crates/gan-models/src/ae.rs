@@ -10,7 +10,7 @@ use gan_core::prior::{rng, Rng};
 use gan_core::{Figure, Model, Phase, Step, StepOutput};
 use serde::{Deserialize, Serialize};
 
-use crate::encdec::{reconstruction_error, reconstruction_figure, EncDec};
+use crate::encdec::{reconstruction_error, EncDec};
 use crate::registry::Registered;
 
 /// Settings of the autoencoder; the defaults here are the CLI's.
@@ -40,7 +40,15 @@ impl Ae {
     /// Builds En and De on `device`, weights drawn from `seed`.
     pub fn new(cfg: AeConfig, device: &Device, seed: u64) -> Result<Self> {
         let mut r = rng(seed, gan_core::prior::RngStream::Init);
-        let nets = EncDec::new(cfg.z_dim, cfg.width, cfg.z_dim, device, &mut r)?;
+        let nets = EncDec::new(
+            Self::KIND,
+            cfg.z_dim,
+            cfg.width,
+            false,
+            None,
+            device,
+            &mut r,
+        )?;
         Ok(Self { cfg, nets })
     }
 }
@@ -55,7 +63,7 @@ impl Model for Ae {
     }
 
     fn networks(&self) -> Vec<(&'static str, &VarMap)> {
-        vec![("en", &self.nets.en_vars), ("de", &self.nets.de_vars)]
+        self.nets.networks()
     }
 
     fn phases(&self) -> Vec<Phase> {
@@ -80,25 +88,11 @@ impl Model for Ae {
     }
 
     fn figures_of_real(&self, real: &Tensor, _rng: &mut Rng) -> Result<Vec<Figure>> {
-        Ok(vec![reconstruction_figure(real, &self.reconstruct(real)?)?])
+        self.nets.reconstruction_figures(real)
     }
 
     fn encoder(&self) -> Option<&dyn Encoder> {
-        Some(self)
-    }
-}
-
-impl Encoder for Ae {
-    fn encode(&self, images: &Tensor) -> Result<Tensor> {
-        Ok(self.nets.en.forward_t(images, false)?)
-    }
-
-    fn features(&self, images: &Tensor) -> Result<Tensor> {
-        Ok(self.nets.en.features(images, false)?)
-    }
-
-    fn reconstruct(&self, images: &Tensor) -> Result<Tensor> {
-        Ok(self.nets.de.forward_t(&self.encode(images)?, false)?)
+        Some(&self.nets)
     }
 }
 

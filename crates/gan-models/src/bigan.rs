@@ -22,7 +22,7 @@ use gan_core::prior::{rng, Latent, LatentSpec, Rng};
 use gan_core::{Figure, Generator, Model, Phase, Step, StepOutput};
 use serde::{Deserialize, Serialize};
 
-use crate::encdec::{reconstruction_figure, EncDec};
+use crate::encdec::EncDec;
 use crate::registry::Registered;
 
 /// Settings of BiGAN; the defaults here are the CLI's.
@@ -90,7 +90,6 @@ pub struct Bigan {
     nets: EncDec,
     dis_vars: VarMap,
     dis: JointDiscriminator,
-    prior: LatentSpec,
 }
 
 impl Bigan {
@@ -98,22 +97,29 @@ impl Bigan {
     pub fn new(cfg: BiganConfig, device: &Device, seed: u64) -> Result<Self> {
         anyhow::ensure!(cfg.joint > 0, "bigan needs --joint > 0");
         let mut r = rng(seed, gan_core::prior::RngStream::Init);
-        let nets = EncDec::new(cfg.z_dim, cfg.width, cfg.z_dim, device, &mut r)?;
-        let dis_vars = VarMap::new();
-        let dis =
-            JointDiscriminator::new(&cfg, VarBuilder::from_varmap(&dis_vars, DType::F32, device))?;
-        reinit(&dis_vars, WeightInit::Normal { std: 0.02 }, &mut r)?;
         let prior = LatentSpec(vec![Latent::Uniform {
             dim: cfg.z_dim,
             low: -1.0,
             high: 1.0,
         }]);
+        let nets = EncDec::new(
+            Self::KIND,
+            cfg.z_dim,
+            cfg.width,
+            false,
+            Some(prior),
+            device,
+            &mut r,
+        )?;
+        let dis_vars = VarMap::new();
+        let dis =
+            JointDiscriminator::new(&cfg, VarBuilder::from_varmap(&dis_vars, DType::F32, device))?;
+        reinit(&dis_vars, WeightInit::Normal { std: 0.02 }, &mut r)?;
         Ok(Self {
             cfg,
             nets,
             dis_vars,
             dis,
-            prior,
         })
     }
 
@@ -125,7 +131,7 @@ impl Bigan {
     /// The step's two kinds of pair: (x, En(x)) and (De(z), z).
     fn pairs(&self, step: &mut Step) -> Result<[(Tensor, Tensor); 2]> {
         let x = step.real()?.images.clone();
-        let z = self.prior.sample(x.dim(0)?, step.rng, &self.nets.device)?.z;
+        let z = self.nets.prior_codes(x.dim(0)?, step.rng)?;
         let encoded = self.nets.en.forward_t(&x, true)?;
         let decoded = self.nets.de.forward_t(&z, true)?;
         Ok([(x, encoded), (decoded, z)])
@@ -142,11 +148,9 @@ impl Model for Bigan {
     }
 
     fn networks(&self) -> Vec<(&'static str, &VarMap)> {
-        vec![
-            ("en", &self.nets.en_vars),
-            ("de", &self.nets.de_vars),
-            ("dis", &self.dis_vars),
-        ]
+        let mut nets = self.nets.networks();
+        nets.push(("dis", &self.dis_vars));
+        nets
     }
 
     fn phases(&self) -> Vec<Phase> {
@@ -193,47 +197,21 @@ impl Model for Bigan {
     }
 
     fn figures(&self, rng: &mut Rng) -> Result<Vec<Figure>> {
-        Ok(vec![Figure {
-            name: "samples".into(),
-            images: self.generate(64, None, rng)?,
-            cols: 8,
-        }])
+        self.nets.figures(rng)
     }
 
     fn figures_of_real(&self, real: &Tensor, _rng: &mut Rng) -> Result<Vec<Figure>> {
-        Ok(vec![reconstruction_figure(real, &self.reconstruct(real)?)?])
+        self.nets.reconstruction_figures(real)
     }
 
     fn generator(&self) -> Option<&dyn Generator> {
-        Some(self)
+        self.nets.as_generator()
     }
 
+    /// Its reconstructions De(En(x)) were never trained to equal x, only to fool a Dis
+    /// on pairs.
     fn encoder(&self) -> Option<&dyn Encoder> {
-        Some(self)
-    }
-}
-
-impl Generator for Bigan {
-    /// De on codes from the prior U(-1, 1).
-    fn generate(&self, n: usize, class: Option<u32>, rng: &mut Rng) -> Result<Tensor> {
-        crate::unconditional(Self::KIND, class)?;
-        let z = self.prior.sample(n, rng, &self.nets.device)?.z;
-        Ok(self.nets.de.forward_t(&z, false)?)
-    }
-}
-
-impl Encoder for Bigan {
-    fn encode(&self, images: &Tensor) -> Result<Tensor> {
-        Ok(self.nets.en.forward_t(images, false)?)
-    }
-
-    fn features(&self, images: &Tensor) -> Result<Tensor> {
-        Ok(self.nets.en.features(images, false)?)
-    }
-
-    /// De(En(x)): never trained to equal x, only to fool a Dis on pairs.
-    fn reconstruct(&self, images: &Tensor) -> Result<Tensor> {
-        Ok(self.nets.de.forward_t(&self.encode(images)?, false)?)
+        Some(&self.nets)
     }
 }
 

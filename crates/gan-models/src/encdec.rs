@@ -6,10 +6,11 @@
 use anyhow::Result;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{VarBuilder, VarMap};
+use gan_core::engine::Encoder;
 use gan_core::fast::layers::{batch_norm, conv2d, linear, BatchNorm, Conv2d, ConvSpec, Linear};
 use gan_core::fast::nn::leaky_relu;
 use gan_core::init::{reinit, WeightInit};
-use gan_core::prior::Rng;
+use gan_core::prior::{LatentSpec, Rng};
 use gan_core::Figure;
 
 use crate::dcgan::Generator;
@@ -51,29 +52,39 @@ impl ConvEncoder {
     }
 }
 
-/// An encoder with `out` outputs and a decoder from `z_dim` codes, each with its own
-/// variables, weights drawn N(0, 0.02) as DCGAN's.
+/// The encoder and decoder of one model, each with its own variables, weights drawn
+/// N(0, 0.02) as DCGAN's, and what they can do once trained: encode (the posterior mean
+/// when the encoder is variational), reconstruct, and, given a prior, generate.
 pub(crate) struct EncDec {
     pub en_vars: VarMap,
     pub de_vars: VarMap,
     pub en: ConvEncoder,
     pub de: Generator,
     pub device: Device,
+    /// The codes' prior, for models that sample from one.
+    pub prior: Option<LatentSpec>,
+    /// En gives the mean and log-variance of q(z|x), 2 * z_dim numbers.
+    variational: bool,
+    z_dim: usize,
+    kind: &'static str,
 }
 
 impl EncDec {
     pub(crate) fn new(
+        kind: &'static str,
         z_dim: usize,
         width: usize,
-        out: usize,
+        variational: bool,
+        prior: Option<LatentSpec>,
         device: &Device,
         rng: &mut Rng,
     ) -> Result<Self> {
         anyhow::ensure!(
             z_dim > 0 && width > 0,
-            "the encoder family needs --z-dim and --width > 0 (got {z_dim}, {width})"
+            "{kind} needs --z-dim and --width > 0 (got {z_dim}, {width})"
         );
         let (en_vars, de_vars) = (VarMap::new(), VarMap::new());
+        let out = if variational { 2 * z_dim } else { z_dim };
         let en = ConvEncoder::new(
             width,
             out,
@@ -92,7 +103,87 @@ impl EncDec {
             en,
             de,
             device: device.clone(),
+            prior,
+            variational,
+            z_dim,
+            kind,
         })
+    }
+
+    /// The two networks, as [`gan_core::Model::networks`] lists them.
+    pub(crate) fn networks(&self) -> Vec<(&'static str, &VarMap)> {
+        vec![("en", &self.en_vars), ("de", &self.de_vars)]
+    }
+
+    /// The mean and log-variance of q(z|x) (a variational encoder's two halves).
+    pub(crate) fn posterior(&self, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
+        let out = self.en.forward_t(x, train)?;
+        let d = self.z_dim;
+        Ok((out.narrow(1, 0, d)?, out.narrow(1, d, d)?))
+    }
+
+    /// `n` codes from the prior.
+    pub(crate) fn prior_codes(&self, n: usize, rng: &mut Rng) -> Result<Tensor> {
+        match &self.prior {
+            Some(p) => Ok(p.sample(n, rng, &self.device)?.z),
+            None => anyhow::bail!("{} has no prior to sample codes from", self.kind),
+        }
+    }
+
+    /// Prior samples, where there is a prior: the figure of every epoch.
+    pub(crate) fn figures(&self, rng: &mut Rng) -> Result<Vec<Figure>> {
+        if self.prior.is_none() {
+            return Ok(Vec::new());
+        }
+        Ok(vec![Figure {
+            name: "samples".into(),
+            images: gan_core::Generator::generate(self, 64, None, rng)?,
+            cols: 8,
+        }])
+    }
+
+    /// Originals over their reconstructions, in rows of eight.
+    pub(crate) fn reconstruction_figures(&self, real: &Tensor) -> Result<Vec<Figure>> {
+        Ok(vec![Figure {
+            name: "reconstructions".into(),
+            images: gan_core::engine::grid::interleave_rows(real, &self.reconstruct(real)?, 8)?,
+            cols: 8,
+        }])
+    }
+
+    /// Itself as a generator, where it has a prior.
+    pub(crate) fn as_generator(&self) -> Option<&dyn gan_core::Generator> {
+        self.prior
+            .as_ref()
+            .map(|_| self as &dyn gan_core::Generator)
+    }
+}
+
+impl gan_core::Generator for EncDec {
+    /// De on codes from the prior.
+    fn generate(&self, n: usize, class: Option<u32>, rng: &mut Rng) -> Result<Tensor> {
+        crate::unconditional(self.kind, class)?;
+        Ok(self.de.forward_t(&self.prior_codes(n, rng)?, false)?)
+    }
+}
+
+impl Encoder for EncDec {
+    /// En(x), or the posterior mean of a variational encoder.
+    fn encode(&self, images: &Tensor) -> Result<Tensor> {
+        if self.variational {
+            Ok(self.posterior(images, false)?.0)
+        } else {
+            Ok(self.en.forward_t(images, false)?)
+        }
+    }
+
+    fn features(&self, images: &Tensor) -> Result<Tensor> {
+        Ok(self.en.features(images, false)?)
+    }
+
+    /// De(encode(x)).
+    fn reconstruct(&self, images: &Tensor) -> Result<Tensor> {
+        Ok(self.de.forward_t(&self.encode(images)?, false)?)
     }
 }
 
@@ -101,13 +192,4 @@ impl EncDec {
 pub(crate) fn reconstruction_error(x_hat: &Tensor, x: &Tensor) -> candle_core::Result<Tensor> {
     let b = x.dim(0)? as f64;
     (x_hat - x)?.sqr()?.sum_all()? / b
-}
-
-/// Originals and reconstructions in alternating rows of eight: what a reader checks first.
-pub(crate) fn reconstruction_figure(real: &Tensor, recon: &Tensor) -> Result<Figure> {
-    Ok(Figure {
-        name: "reconstructions".into(),
-        images: gan_core::engine::grid::interleave_rows(real, recon, 8)?,
-        cols: 8,
-    })
 }

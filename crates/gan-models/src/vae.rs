@@ -13,7 +13,7 @@ use gan_core::prior::{rng, Latent, LatentSpec, Rng};
 use gan_core::{Figure, Generator, Model, Phase, Step, StepOutput};
 use serde::{Deserialize, Serialize};
 
-use crate::encdec::{reconstruction_error, reconstruction_figure, EncDec};
+use crate::encdec::{reconstruction_error, EncDec};
 use crate::registry::Registered;
 
 /// Settings of the VAE; the defaults here are the CLI's.
@@ -40,7 +40,6 @@ impl Default for VaeConfig {
 pub struct Vae {
     cfg: VaeConfig,
     nets: EncDec,
-    prior: LatentSpec,
 }
 
 /// `z = mean + exp(log_var / 2) * eps`, eps ~ N(0, I) from `rng`: a sample of q(z|x)
@@ -62,16 +61,17 @@ impl Vae {
             cfg.beta
         );
         let mut r = rng(seed, gan_core::prior::RngStream::Init);
-        let nets = EncDec::new(cfg.z_dim, cfg.width, 2 * cfg.z_dim, device, &mut r)?;
         let prior = LatentSpec(vec![Latent::Gaussian { dim: cfg.z_dim }]);
-        Ok(Self { cfg, nets, prior })
-    }
-
-    /// The mean and log-variance of q(z|x).
-    fn posterior(&self, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
-        let out = self.nets.en.forward_t(x, train)?;
-        let d = self.cfg.z_dim;
-        Ok((out.narrow(1, 0, d)?, out.narrow(1, d, d)?))
+        let nets = EncDec::new(
+            Self::KIND,
+            cfg.z_dim,
+            cfg.width,
+            true,
+            Some(prior),
+            device,
+            &mut r,
+        )?;
+        Ok(Self { cfg, nets })
     }
 }
 
@@ -85,7 +85,7 @@ impl Model for Vae {
     }
 
     fn networks(&self) -> Vec<(&'static str, &VarMap)> {
-        vec![("en", &self.nets.en_vars), ("de", &self.nets.de_vars)]
+        self.nets.networks()
     }
 
     fn phases(&self) -> Vec<Phase> {
@@ -98,7 +98,7 @@ impl Model for Vae {
             return Err(no_such_phase(self.kind(), phase));
         }
         let x = &step.real()?.images;
-        let (mean, log_var) = self.posterior(x, true)?;
+        let (mean, log_var) = self.nets.posterior(x, true)?;
         let z = reparameterise(&mean, &log_var, step.rng)?;
         let x_hat = self.nets.de.forward_t(&z, true)?;
         let recon = reconstruction_error(&x_hat, x)?;
@@ -110,48 +110,19 @@ impl Model for Vae {
     }
 
     fn figures(&self, rng: &mut Rng) -> Result<Vec<Figure>> {
-        Ok(vec![Figure {
-            name: "samples".into(),
-            images: self.generate(64, None, rng)?,
-            cols: 8,
-        }])
+        self.nets.figures(rng)
     }
 
     fn figures_of_real(&self, real: &Tensor, _rng: &mut Rng) -> Result<Vec<Figure>> {
-        Ok(vec![reconstruction_figure(real, &self.reconstruct(real)?)?])
+        self.nets.reconstruction_figures(real)
     }
 
     fn generator(&self) -> Option<&dyn Generator> {
-        Some(self)
+        self.nets.as_generator()
     }
 
     fn encoder(&self) -> Option<&dyn Encoder> {
-        Some(self)
-    }
-}
-
-impl Generator for Vae {
-    /// De on codes from the prior N(0, I).
-    fn generate(&self, n: usize, class: Option<u32>, rng: &mut Rng) -> Result<Tensor> {
-        crate::unconditional(Self::KIND, class)?;
-        let z = self.prior.sample(n, rng, &self.nets.device)?.z;
-        Ok(self.nets.de.forward_t(&z, false)?)
-    }
-}
-
-impl Encoder for Vae {
-    /// The posterior means.
-    fn encode(&self, images: &Tensor) -> Result<Tensor> {
-        Ok(self.posterior(images, false)?.0)
-    }
-
-    fn features(&self, images: &Tensor) -> Result<Tensor> {
-        Ok(self.nets.en.features(images, false)?)
-    }
-
-    /// De of the posterior means.
-    fn reconstruct(&self, images: &Tensor) -> Result<Tensor> {
-        Ok(self.nets.de.forward_t(&self.encode(images)?, false)?)
+        Some(&self.nets)
     }
 }
 

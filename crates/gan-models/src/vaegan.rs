@@ -21,7 +21,7 @@ use gan_core::{Figure, Generator, Model, Phase, Step, StepOutput};
 use serde::{Deserialize, Serialize};
 
 use crate::dcgan::Discriminator;
-use crate::encdec::{reconstruction_error, reconstruction_figure, EncDec};
+use crate::encdec::{reconstruction_error, EncDec};
 use crate::registry::Registered;
 use crate::vae::reparameterise;
 
@@ -80,7 +80,6 @@ pub struct Vaegan {
     nets: EncDec,
     dis_vars: VarMap,
     dis: Discriminator,
-    prior: LatentSpec,
 }
 
 /// Class indices of the three-class discriminator.
@@ -103,7 +102,16 @@ impl Vaegan {
             bail!("vaegan needs --gamma >= 0 and --beta >= 0")
         }
         let mut r = rng(seed, gan_core::prior::RngStream::Init);
-        let nets = EncDec::new(cfg.z_dim, cfg.width, 2 * cfg.z_dim, device, &mut r)?;
+        let prior = LatentSpec(vec![Latent::Gaussian { dim: cfg.z_dim }]);
+        let nets = EncDec::new(
+            Self::KIND,
+            cfg.z_dim,
+            cfg.width,
+            true,
+            Some(prior),
+            device,
+            &mut r,
+        )?;
         let dis_vars = VarMap::new();
         let outputs = match cfg.dis {
             DisKind::Binary => 1,
@@ -116,20 +124,12 @@ impl Vaegan {
             VarBuilder::from_varmap(&dis_vars, DType::F32, device),
         )?;
         reinit(&dis_vars, WeightInit::Normal { std: 0.02 }, &mut r)?;
-        let prior = LatentSpec(vec![Latent::Gaussian { dim: cfg.z_dim }]);
         Ok(Self {
             cfg,
             nets,
             dis_vars,
             dis,
-            prior,
         })
-    }
-
-    fn posterior(&self, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
-        let out = self.nets.en.forward_t(x, train)?;
-        let d = self.cfg.z_dim;
-        Ok((out.narrow(1, 0, d)?, out.narrow(1, d, d)?))
     }
 
     /// Dis's logits and features for `x`.
@@ -155,10 +155,10 @@ impl Vaegan {
     /// on (x~, x^ and the reconstruction error, graphs and all) to De's line.
     fn en_step(&self, step: &mut Step) -> Result<StepOutput> {
         let x = step.real()?.images.clone();
-        let (mean, log_var) = self.posterior(&x, true)?;
+        let (mean, log_var) = self.nets.posterior(&x, true)?;
         let z_tilde = reparameterise(&mean, &log_var, step.rng)?;
         let x_tilde = self.nets.de.forward_t(&z_tilde, true)?;
-        let z = self.prior.sample(x.dim(0)?, step.rng, &self.nets.device)?.z;
+        let z = self.nets.prior_codes(x.dim(0)?, step.rng)?;
         let x_hat = self.nets.de.forward_t(&z, true)?;
         let recon = self.recon_error(&x_tilde, &x)?;
         let kl = kl_to_standard_normal(&mean, &log_var)?;
@@ -233,11 +233,9 @@ impl Model for Vaegan {
     }
 
     fn networks(&self) -> Vec<(&'static str, &VarMap)> {
-        vec![
-            ("en", &self.nets.en_vars),
-            ("de", &self.nets.de_vars),
-            ("dis", &self.dis_vars),
-        ]
+        let mut nets = self.nets.networks();
+        nets.push(("dis", &self.dis_vars));
+        nets
     }
 
     fn phases(&self) -> Vec<Phase> {
@@ -258,47 +256,19 @@ impl Model for Vaegan {
     }
 
     fn figures(&self, rng: &mut Rng) -> Result<Vec<Figure>> {
-        Ok(vec![Figure {
-            name: "samples".into(),
-            images: self.generate(64, None, rng)?,
-            cols: 8,
-        }])
+        self.nets.figures(rng)
     }
 
     fn figures_of_real(&self, real: &Tensor, _rng: &mut Rng) -> Result<Vec<Figure>> {
-        Ok(vec![reconstruction_figure(real, &self.reconstruct(real)?)?])
+        self.nets.reconstruction_figures(real)
     }
 
     fn generator(&self) -> Option<&dyn Generator> {
-        Some(self)
+        self.nets.as_generator()
     }
 
     fn encoder(&self) -> Option<&dyn Encoder> {
-        Some(self)
-    }
-}
-
-impl Generator for Vaegan {
-    /// De on codes from the prior N(0, I).
-    fn generate(&self, n: usize, class: Option<u32>, rng: &mut Rng) -> Result<Tensor> {
-        crate::unconditional(Self::KIND, class)?;
-        let z = self.prior.sample(n, rng, &self.nets.device)?.z;
-        Ok(self.nets.de.forward_t(&z, false)?)
-    }
-}
-
-impl Encoder for Vaegan {
-    /// The posterior means.
-    fn encode(&self, images: &Tensor) -> Result<Tensor> {
-        Ok(self.posterior(images, false)?.0)
-    }
-
-    fn features(&self, images: &Tensor) -> Result<Tensor> {
-        Ok(self.nets.en.features(images, false)?)
-    }
-
-    fn reconstruct(&self, images: &Tensor) -> Result<Tensor> {
-        Ok(self.nets.de.forward_t(&self.encode(images)?, false)?)
+        Some(&self.nets)
     }
 }
 
