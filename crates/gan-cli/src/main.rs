@@ -534,6 +534,25 @@ fn write_images(out: &Path, images: &Tensor, cols: usize, model: &str) -> Result
     }
 }
 
+/// What `sample` does first either way: checks `--n` and `--out`, and rebuilds the run's
+/// model (its weights are loaded once its capability is known to be there).
+fn open_run_for_output(
+    run_dir: &Path,
+    n: usize,
+    out: &Path,
+    device: &str,
+) -> Result<(candle_core::Device, RunConfig, Box<dyn gan_core::Model>)> {
+    if n == 0 {
+        bail!("--n must be at least 1")
+    }
+    output_kind(out)?;
+    refuse_inside_checkpoints(run_dir, out)?;
+    let device = gan_core::device::parse_device(device)?;
+    let run = RunConfig::read(run_dir)?;
+    let model = gan_models::build(&run.model, &run.model_config, &device, run.train.seed)?;
+    Ok((device, run, model))
+}
+
 /// `sample --reconstruct`: the first `n` test images through the run's En and De.
 fn reconstruct_test_images(
     run_dir: &Path,
@@ -543,14 +562,7 @@ fn reconstruct_test_images(
     verify: bool,
     device: &str,
 ) -> Result<()> {
-    if n == 0 {
-        bail!("--n must be at least 1")
-    }
-    output_kind(out)?;
-    refuse_inside_checkpoints(run_dir, out)?;
-    let device = gan_core::device::parse_device(device)?;
-    let run = RunConfig::read(run_dir)?;
-    let model = gan_models::build(&run.model, &run.model_config, &device, run.train.seed)?;
+    let (device, run, model) = open_run_for_output(run_dir, n, out, device)?;
     let encoder = model.encoder().with_context(|| {
         format!(
             "{} is a {} run, which has no encoder to reconstruct with (ae, vae and the \
@@ -589,14 +601,7 @@ fn sample(
     seed: u64,
     device: &str,
 ) -> Result<()> {
-    if n == 0 {
-        bail!("--n must be at least 1")
-    }
-    output_kind(out)?;
-    refuse_inside_checkpoints(run_dir, out)?;
-    let device = gan_core::device::parse_device(device)?;
-    let run = RunConfig::read(run_dir)?;
-    let model = gan_models::build(&run.model, &run.model_config, &device, run.train.seed)?;
+    let (_, run, model) = open_run_for_output(run_dir, n, out, device)?;
     let generator = model.generator().with_context(|| {
         format!(
             "{} is a {} run, which has no generator to sample from",
