@@ -216,6 +216,7 @@ pub fn eval(args: &EvalArgs) -> Result<EvalReport> {
         test_images: &test.images,
         test_labels: &test.labels_u8,
         train_images: &train.images,
+        train_labels: &train.labels_u8,
     };
     let header = Header {
         run: args.run_dir.display().to_string(),
@@ -311,6 +312,12 @@ fn append_log(run_dir: &Path, r: &EvalReport) -> Result<()> {
         line["reconstruction_mse"] = x.result.mse_per_pixel.into();
         line["label_kept"] = x.result.label_kept.into();
     }
+    if let Some(f) = &r.representation {
+        line["nn_code"] = f.result.nn_code.into();
+        line["nn_features"] = f.result.nn_features.into();
+        line["probe_code"] = f.result.probe_code.into();
+        line["probe_features"] = f.result.probe_features.into();
+    }
     let path = run_dir.join(EVAL_LOG);
     let mut f = std::fs::OpenOptions::new()
         .create(true)
@@ -400,6 +407,20 @@ fn print_report(r: &EvalReport) {
             x.result.n,
             x.result.mse_per_pixel,
             pct(x.result.label_kept)
+        );
+    }
+    if let Some(f) = &r.representation {
+        let x = &f.result;
+        say!(
+            "  features ({} test vs {} training images): 1-NN {} on En(x) ({}-d), {} on the layer before ({}-d); linear probe {} and {}",
+            x.n,
+            x.reference,
+            pct(x.nn_code),
+            x.dims[0],
+            pct(x.nn_features),
+            x.dims[1],
+            pct(x.probe_code),
+            pct(x.probe_features)
         );
     }
     if let Some(a) = &r.classifier_accuracy {

@@ -733,6 +733,18 @@ fn encoder_models_are_scored_on_their_reconstructions() {
         let mse = rec["mse_per_pixel"].as_f64().unwrap();
         assert!(mse.is_finite() && mse > 0.0 && mse <= 4.0, "{mse}");
         assert!((0.0..=1.0).contains(&rec["label_kept"].as_f64().unwrap()));
+        // The feature probes, the 64 training images as the reference.
+        let f = &e["representation"];
+        assert_eq!(
+            (f["n"].as_u64(), f["reference"].as_u64()),
+            (Some(30), Some(64)),
+            "{e}"
+        );
+        for k in ["nn_code", "nn_features", "probe_code", "probe_features"] {
+            assert!((0.0..=1.0).contains(&f[k].as_f64().unwrap()), "{k}: {f}");
+        }
+        // The test images are the training images here: 1-NN finds each one itself.
+        assert_eq!(f["nn_features"].as_f64(), Some(1.0), "{f}");
         // Only the VAE has a prior to sample from.
         assert_eq!(e["fid"].is_null(), kind == "ae", "{kind}: {e}");
         let png = tmp.path().join(format!("{kind}.png"));

@@ -11,11 +11,13 @@
 //!   KL divergence from uniform, where mode collapse shows;
 //! - [`inception_score`]: exp E\[KL(p(y|x) || p(y))\], the Inception-Score analogue;
 //! - [`conditional_accuracy`]: whether a conditional model draws the digit it is asked for;
+//! - [`features`]: 1-nearest-neighbour and linear-probe accuracy of learned features;
 //! - [`judge`]: the judge itself, a LeNet-style classifier the project trains;
 //! - [`suite`]: every metric that applies to a model's capabilities, in one report;
 //! - [`metrics`]: confusion matrices and the Hungarian matching of unsupervised
 //!   categories to labels.
 
+pub mod features;
 pub mod judge;
 pub mod metrics;
 pub mod suite;

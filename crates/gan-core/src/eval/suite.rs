@@ -12,7 +12,9 @@
 //! - a classifier trained with labels: its accuracy on the test set (a classifier-only
 //!   model gets this, and no FID);
 //! - an [`Encoder`]: the per-pixel error of its reconstructions De(En(x)) of test images,
-//!   and the judge's accuracy on them against the labels (does the digit survive?).
+//!   and the judge's accuracy on them against the labels (does the digit survive?); and
+//!   1-nearest-neighbour and linear-probe accuracy of its codes and of its layer before
+//!   the output, the whole training set the reference.
 
 use anyhow::{bail, Context, Result};
 use candle_core::Tensor;
@@ -36,8 +38,11 @@ pub struct Reference<'a> {
     pub test_images: &'a Tensor,
     /// Their labels.
     pub test_labels: &'a [u8],
-    /// Training images, at least N: the FID floor.
+    /// Training images, at least N: the FID floor, and the reference of the feature
+    /// probes (all of them).
     pub train_images: &'a Tensor,
+    /// Their labels.
+    pub train_labels: &'a [u8],
 }
 
 /// What the report says it evaluated.
@@ -100,6 +105,30 @@ pub struct ReconstructionScores {
     pub n: usize,
 }
 
+/// 1-nearest-neighbour and linear-probe accuracy on N test images, the whole training
+/// set's features the reference, for the encoder's codes En(x) and for its layer before
+/// the output.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FeatureScores {
+    /// 1-NN accuracy on the codes.
+    pub nn_code: f64,
+    /// 1-NN accuracy on the layer before the output.
+    pub nn_features: f64,
+    /// Linear-probe accuracy on the codes.
+    pub probe_code: f64,
+    /// Linear-probe accuracy on the layer before the output.
+    pub probe_features: f64,
+    /// Widths of the codes and of the features.
+    pub dims: [usize; 2],
+    /// Training images of the reference.
+    pub reference: usize,
+    /// Test images classified.
+    pub n: usize,
+}
+
+/// Passes of the linear probe over the training features.
+const PROBE_EPOCHS: usize = 10;
+
 /// The scores of a model's samples against the test set.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SampleScores {
@@ -150,6 +179,9 @@ pub struct EvalReport {
     /// Models with an encoder: how faithful De(En(x)) is to N test images.
     #[serde(default)]
     pub reconstruction: Option<Stamped<ReconstructionScores>>,
+    /// Models with an encoder: what its features know of the labels.
+    #[serde(default)]
+    pub representation: Option<Stamped<FeatureScores>>,
     /// Wall time of the evaluation.
     pub seconds: f64,
 }
@@ -282,13 +314,20 @@ pub fn evaluate(
         None => (None, None),
     };
 
-    let reconstruction = match model.encoder() {
-        Some(e) => Some(stamp_any(
-            reconstruction_scores(e, judge, reference, n)?,
-            seed,
-            &sha,
-        )),
-        None => None,
+    let (reconstruction, representation) = match model.encoder() {
+        Some(e) => (
+            Some(stamp_any(
+                reconstruction_scores(e, judge, reference, n)?,
+                seed,
+                &sha,
+            )),
+            Some(stamp_any(
+                feature_scores(e, reference, n, seed)?,
+                seed,
+                &sha,
+            )),
+        ),
+        None => (None, None),
     };
     let (categorical_code, codes) = match categorical_code {
         Some((scores, codes)) => (Some(stamp_any(scores, seed, &sha)), Some(codes)),
@@ -308,6 +347,7 @@ pub fn evaluate(
         categorical_code,
         classifier_accuracy,
         reconstruction,
+        representation,
         seconds: started.elapsed().as_secs_f64(),
     };
     Ok((report, codes))
@@ -453,6 +493,64 @@ fn reconstruction_scores(
     Ok(ReconstructionScores {
         mse_per_pixel: sq / (n * pixels) as f64,
         label_kept: kept as f64 / n as f64,
+        n,
+    })
+}
+
+/// `f` over `images` in blocks, concatenated.
+fn in_blocks(images: &Tensor, f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+    let n = images.dim(0)?;
+    let mut parts = Vec::new();
+    for start in (0..n).step_by(GEN_BATCH) {
+        let b = GEN_BATCH.min(n - start);
+        parts.push(f(&images.narrow(0, start, b)?)?.flatten_from(1)?);
+    }
+    Ok(Tensor::cat(&parts, 0)?)
+}
+
+/// The probes of the encoder's codes and features (see [`FeatureScores`]).
+fn feature_scores(
+    encoder: &dyn Encoder,
+    reference: &Reference,
+    n: usize,
+    seed: u64,
+) -> Result<FeatureScores> {
+    use super::features::{linear_probe_accuracy, nearest_neighbour_accuracy};
+    let test = reference.test_images.narrow(0, 0, n)?;
+    let test_labels = &reference.test_labels[..n];
+    let train_labels = reference.train_labels;
+    let mut out = [[0f64; 2]; 2];
+    let mut dims = [0usize; 2];
+    for (k, which) in [0usize, 1].into_iter().enumerate() {
+        let f = |x: &Tensor| -> Result<Tensor> {
+            if which == 0 {
+                encoder.encode(x)
+            } else {
+                encoder.features(x)
+            }
+        };
+        let train = in_blocks(reference.train_images, f)?;
+        let query = in_blocks(&test, f)?;
+        dims[k] = train.dim(1)?;
+        out[k] = [
+            nearest_neighbour_accuracy(&train, train_labels, &query, test_labels)?,
+            linear_probe_accuracy(
+                &train,
+                train_labels,
+                &query,
+                test_labels,
+                PROBE_EPOCHS,
+                seed,
+            )?,
+        ];
+    }
+    Ok(FeatureScores {
+        nn_code: out[0][0],
+        nn_features: out[1][0],
+        probe_code: out[0][1],
+        probe_features: out[1][1],
+        dims,
+        reference: train_labels.len(),
         n,
     })
 }

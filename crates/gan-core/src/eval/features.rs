@@ -1,0 +1,174 @@
+//! How much a representation knows about the labels it never saw: the two classic
+//! probes of learned features, with the training set's features as the reference and the
+//! test set's as the queries.
+//!
+//! - [`nearest_neighbour_accuracy`]: the label of the closest training feature (squared
+//!   Euclidean distance);
+//! - [`linear_probe_accuracy`]: multinomial logistic regression fitted on the training
+//!   features (standardised), scored on the test features.
+
+use anyhow::{ensure, Result};
+use candle_core::{DType, Device, Tensor, D};
+use candle_nn::{VarBuilder, VarMap};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+
+use crate::fast::layers::linear;
+use crate::loss::cross_entropy;
+use crate::optim::{Adam, AdamConfig};
+
+/// Queries per block of the distance matrix: bounds memory (a block is
+/// `QUERY_BLOCK x M` floats), not results.
+const QUERY_BLOCK: usize = 256;
+
+fn check(features: &Tensor, labels: &[u8], what: &str) -> Result<()> {
+    let (n, _) = features.dims2().map_err(|_| {
+        anyhow::anyhow!("{what} features must be [N, D], got {:?}", features.dims())
+    })?;
+    ensure!(
+        n == labels.len() && n > 0,
+        "{n} {what} features for {} labels",
+        labels.len()
+    );
+    Ok(())
+}
+
+/// Accuracy of 1-nearest-neighbour classification of `query` by `reference`.
+pub fn nearest_neighbour_accuracy(
+    reference: &Tensor,
+    reference_labels: &[u8],
+    query: &Tensor,
+    query_labels: &[u8],
+) -> Result<f64> {
+    check(reference, reference_labels, "reference")?;
+    check(query, query_labels, "query")?;
+    let reference = reference.to_dtype(DType::F32)?;
+    // |q - r|^2 = |q|^2 - 2 q.r + |r|^2; |q|^2 is the same for every r of a query.
+    let r2 = reference.sqr()?.sum(1)?.unsqueeze(0)?;
+    let rt = reference.t()?.contiguous()?;
+    let mut right = 0usize;
+    let n = query_labels.len();
+    for start in (0..n).step_by(QUERY_BLOCK) {
+        let b = QUERY_BLOCK.min(n - start);
+        let q = query.narrow(0, start, b)?.to_dtype(DType::F32)?;
+        let d = r2.broadcast_sub(&(q.matmul(&rt)? * 2.0)?)?;
+        let nearest = d.argmin(D::Minus1)?.to_vec1::<u32>()?;
+        right += nearest
+            .iter()
+            .zip(&query_labels[start..start + b])
+            .filter(|(i, y)| reference_labels[**i as usize] == **y)
+            .count();
+    }
+    Ok(right as f64 / n as f64)
+}
+
+/// Accuracy on `test` of a softmax regression fitted on `train` (features standardised
+/// with the training mean and spread; Adam at 0.01, `epochs` passes of mini-batches of
+/// 256, in an order drawn from `seed`).
+pub fn linear_probe_accuracy(
+    train: &Tensor,
+    train_labels: &[u8],
+    test: &Tensor,
+    test_labels: &[u8],
+    epochs: usize,
+    seed: u64,
+) -> Result<f64> {
+    check(train, train_labels, "training")?;
+    check(test, test_labels, "test")?;
+    let classes = train_labels.iter().copied().max().unwrap_or(0) as usize + 1;
+    let dev = Device::Cpu;
+    let train = train.to_dtype(DType::F32)?.to_device(&dev)?;
+    let mean = train.mean_keepdim(0)?;
+    let std = (train.broadcast_sub(&mean)?.sqr()?.mean_keepdim(0)? + 1e-6)?.sqrt()?;
+    let standard = |x: &Tensor| -> Result<Tensor> {
+        Ok(x.to_dtype(DType::F32)?
+            .to_device(&dev)?
+            .broadcast_sub(&mean)?
+            .broadcast_div(&std)?)
+    };
+    let x = standard(&train)?;
+    let y = Tensor::from_iter(train_labels.iter().map(|&l| l as u32), &dev)?;
+    let vars = VarMap::new();
+    let probe = linear(
+        x.dim(1)?,
+        classes,
+        VarBuilder::from_varmap(&vars, DType::F32, &dev),
+    )?;
+    let mut adam = Adam::new(
+        &vars,
+        AdamConfig {
+            lr: 1e-2,
+            beta1: 0.9,
+            ..AdamConfig::default()
+        },
+    )?;
+    let mut order: Vec<u32> = (0..train_labels.len() as u32).collect();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    for _ in 0..epochs {
+        order.shuffle(&mut rng);
+        for idx in order.chunks(256) {
+            let idx = Tensor::new(idx, &dev)?;
+            let logits = candle_core::Module::forward(&probe, &x.index_select(&idx, 0)?)?;
+            let loss = cross_entropy(&logits, &y.index_select(&idx, 0)?)?;
+            adam.step(&loss.backward()?)?;
+        }
+    }
+    let logits = candle_core::Module::forward(&probe, &standard(test)?)?;
+    let predicted = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
+    let right = predicted
+        .iter()
+        .zip(test_labels)
+        .filter(|(p, y)| **p == **y as u32)
+        .count();
+    Ok(right as f64 / test_labels.len() as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two clusters per class in 3-d: the nearest neighbour and a linear probe both read them.
+    fn clusters(n: usize, shift: f32) -> (Tensor, Vec<u8>) {
+        let mut v = Vec::new();
+        let mut labels = Vec::new();
+        for i in 0..n {
+            let c = (i % 3) as u8;
+            let jitter = ((i * 37 % 11) as f32 / 11.0 - 0.5) * 0.2 + shift;
+            v.extend([c as f32 * 2.0 + jitter, -(c as f32) + jitter, jitter]);
+            labels.push(c);
+        }
+        (Tensor::from_vec(v, (n, 3), &Device::Cpu).unwrap(), labels)
+    }
+
+    #[test]
+    fn both_probes_read_separable_features() {
+        let (train, ty) = clusters(300, 0.0);
+        let (test, sy) = clusters(90, 0.03);
+        assert_eq!(
+            nearest_neighbour_accuracy(&train, &ty, &test, &sy).unwrap(),
+            1.0
+        );
+        assert!(linear_probe_accuracy(&train, &ty, &test, &sy, 100, 0).unwrap() > 0.95);
+        // Labels that say nothing about the features: about chance.
+        let shuffled: Vec<u8> = ty
+            .iter()
+            .enumerate()
+            .map(|(i, _)| (i * 7 % 3) as u8)
+            .collect();
+        let scrambled: Vec<u8> = (0..sy.len()).map(|i| ((i / 3) % 3) as u8).collect();
+        let nn = nearest_neighbour_accuracy(&train, &shuffled, &test, &scrambled).unwrap();
+        assert!(nn < 0.6, "{nn}");
+    }
+
+    #[test]
+    fn nearest_neighbour_is_the_closest_reference() {
+        let reference =
+            Tensor::new(&[[0f32, 0.0], [10.0, 0.0], [0.0, 10.0]], &Device::Cpu).unwrap();
+        let query = Tensor::new(&[[9f32, 1.0], [1.0, 8.0], [0.5, 0.5]], &Device::Cpu).unwrap();
+        let acc = nearest_neighbour_accuracy(&reference, &[0, 1, 2], &query, &[1, 2, 0]).unwrap();
+        assert_eq!(acc, 1.0);
+        let acc = nearest_neighbour_accuracy(&reference, &[0, 1, 2], &query, &[0, 0, 0]).unwrap();
+        assert!((acc - 1.0 / 3.0).abs() < 1e-9);
+        assert!(nearest_neighbour_accuracy(&reference, &[0, 1], &query, &[0, 0, 0]).is_err());
+    }
+}
