@@ -120,6 +120,8 @@ pub fn train_judge(args: &TrainJudgeArgs) -> Result<Judge> {
 /// What `gan-cli eval` was asked.
 pub struct EvalArgs {
     pub run_dir: PathBuf,
+    /// Also probe the encoder's layer before its output (slow).
+    pub probe_layer: bool,
     pub n: usize,
     pub seed: u64,
     pub judge: Option<PathBuf>,
@@ -224,7 +226,15 @@ pub fn eval(args: &EvalArgs) -> Result<EvalReport> {
         step,
         judge_path: judge_path.display().to_string(),
     };
-    let (report, codes) = evaluate(model.as_ref(), &judge, &reference, header, n, args.seed)?;
+    let (report, codes) = evaluate(
+        model.as_ref(),
+        &judge,
+        &reference,
+        header,
+        n,
+        args.seed,
+        args.probe_layer,
+    )?;
     if let Some(codes) = &codes {
         print_codes(&run.model, codes);
         gan_core::engine::checkpoint::atomic_write(
@@ -314,9 +324,13 @@ fn append_log(run_dir: &Path, r: &EvalReport) -> Result<()> {
     }
     if let Some(f) = &r.representation {
         line["nn_code"] = f.result.nn_code.into();
-        line["nn_features"] = f.result.nn_features.into();
+        if let Some(v) = f.result.nn_features {
+            line["nn_features"] = v.into();
+        }
         line["probe_code"] = f.result.probe_code.into();
-        line["probe_features"] = f.result.probe_features.into();
+        if let Some(v) = f.result.probe_features {
+            line["probe_features"] = v.into();
+        }
     }
     let path = run_dir.join(EVAL_LOG);
     let mut f = std::fs::OpenOptions::new()
@@ -411,16 +425,22 @@ fn print_report(r: &EvalReport) {
     }
     if let Some(f) = &r.representation {
         let x = &f.result;
+        let layer = match (x.nn_features, x.probe_features) {
+            (Some(nn), Some(lp)) => format!(
+                "; the layer before ({}-d): 1-NN {}, linear probe {}",
+                x.dims[1],
+                pct(nn),
+                pct(lp)
+            ),
+            _ => String::new(),
+        };
         say!(
-            "  features ({} test vs {} training images): 1-NN {} on En(x) ({}-d), {} on the layer before ({}-d); linear probe {} and {}",
+            "  features ({} test vs {} training images): En(x) ({}-d) 1-NN {}, linear probe {}{layer}",
             x.n,
             x.reference,
-            pct(x.nn_code),
             x.dims[0],
-            pct(x.nn_features),
-            x.dims[1],
-            pct(x.probe_code),
-            pct(x.probe_features)
+            pct(x.nn_code),
+            pct(x.probe_code)
         );
     }
     if let Some(a) = &r.classifier_accuracy {

@@ -61,6 +61,10 @@ enum Command {
         /// cpu, cuda or metal.
         #[arg(long, default_value = "cpu")]
         device: String,
+        /// For models with an encoder, also probe its layer before the output (1-NN and
+        /// linear probe on thousands of dimensions: minutes); its codes are always probed.
+        #[arg(long)]
+        probe_layer: bool,
     },
     /// Trains the judge of `eval`: a LeNet-style classifier of the MNIST training set,
     /// scored on the test set, saved as safetensors with its SHA-256.
@@ -259,8 +263,10 @@ fn run(cli: Cli) -> Result<()> {
             data_dir,
             no_verify,
             device,
+            probe_layer,
         } => eval::eval(&eval::EvalArgs {
             run_dir: checkpoint,
+            probe_layer,
             n,
             seed,
             judge,

@@ -112,12 +112,13 @@ pub struct ReconstructionScores {
 pub struct FeatureScores {
     /// 1-NN accuracy on the codes.
     pub nn_code: f64,
-    /// 1-NN accuracy on the layer before the output.
-    pub nn_features: f64,
+    /// 1-NN accuracy on the layer before the output (when asked for: it is the costly
+    /// one, a 10,000 x 60,000 distance matrix over thousands of dimensions).
+    pub nn_features: Option<f64>,
     /// Linear-probe accuracy on the codes.
     pub probe_code: f64,
-    /// Linear-probe accuracy on the layer before the output.
-    pub probe_features: f64,
+    /// Linear-probe accuracy on the layer before the output (when asked for).
+    pub probe_features: Option<f64>,
     /// Widths of the codes and of the features.
     pub dims: [usize; 2],
     /// Training images of the reference.
@@ -189,6 +190,7 @@ pub struct EvalReport {
 /// Every metric of the suite that applies to `model`, on `n` samples drawn from `seed`
 /// and `n` real images of `reference`. Returns the report and, for a classifier found
 /// without labels, its full evaluation (confusion matrix and mapping).
+#[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     model: &dyn Model,
     judge: &Judge,
@@ -196,6 +198,7 @@ pub fn evaluate(
     header: Header,
     n: usize,
     seed: u64,
+    probe_layer: bool,
 ) -> Result<(EvalReport, Option<CodeEval>)> {
     let started = std::time::Instant::now();
     if n < 2 {
@@ -322,7 +325,7 @@ pub fn evaluate(
                 &sha,
             )),
             Some(stamp_any(
-                feature_scores(e, reference, n, seed)?,
+                feature_scores(e, reference, n, seed, probe_layer)?,
                 seed,
                 &sha,
             )),
@@ -498,7 +501,7 @@ fn reconstruction_scores(
 }
 
 /// `f` over `images` in blocks, concatenated.
-fn in_blocks(images: &Tensor, f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+fn in_blocks(images: &Tensor, f: &dyn Fn(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
     let n = images.dim(0)?;
     let mut parts = Vec::new();
     for start in (0..n).step_by(GEN_BATCH) {
@@ -508,31 +511,23 @@ fn in_blocks(images: &Tensor, f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<T
     Ok(Tensor::cat(&parts, 0)?)
 }
 
-/// The probes of the encoder's codes and features (see [`FeatureScores`]).
+/// The probes of the encoder's codes, and of its layer before the output when
+/// `probe_layer` (see [`FeatureScores`]).
 fn feature_scores(
     encoder: &dyn Encoder,
     reference: &Reference,
     n: usize,
     seed: u64,
+    probe_layer: bool,
 ) -> Result<FeatureScores> {
     use super::features::{linear_probe_accuracy, nearest_neighbour_accuracy};
     let test = reference.test_images.narrow(0, 0, n)?;
     let test_labels = &reference.test_labels[..n];
     let train_labels = reference.train_labels;
-    let mut out = [[0f64; 2]; 2];
-    let mut dims = [0usize; 2];
-    for (k, which) in [0usize, 1].into_iter().enumerate() {
-        let f = |x: &Tensor| -> Result<Tensor> {
-            if which == 0 {
-                encoder.encode(x)
-            } else {
-                encoder.features(x)
-            }
-        };
+    let probe = |f: &dyn Fn(&Tensor) -> Result<Tensor>| -> Result<(f64, f64, usize)> {
         let train = in_blocks(reference.train_images, f)?;
         let query = in_blocks(&test, f)?;
-        dims[k] = train.dim(1)?;
-        out[k] = [
+        Ok((
             nearest_neighbour_accuracy(&train, train_labels, &query, test_labels)?,
             linear_probe_accuracy(
                 &train,
@@ -542,14 +537,21 @@ fn feature_scores(
                 PROBE_EPOCHS,
                 seed,
             )?,
-        ];
-    }
+            train.dim(1)?,
+        ))
+    };
+    let (nn_code, probe_code, code_dim) = probe(&|x| encoder.encode(x))?;
+    let layer = if probe_layer {
+        Some(probe(&|x| encoder.features(x))?)
+    } else {
+        None
+    };
     Ok(FeatureScores {
-        nn_code: out[0][0],
-        nn_features: out[1][0],
-        probe_code: out[0][1],
-        probe_features: out[1][1],
-        dims,
+        nn_code,
+        nn_features: layer.map(|l| l.0),
+        probe_code,
+        probe_features: layer.map(|l| l.1),
+        dims: [code_dim, layer.map_or(0, |l| l.2)],
         reference: train_labels.len(),
         n,
     })
