@@ -120,8 +120,8 @@ pub fn train_judge(args: &TrainJudgeArgs) -> Result<Judge> {
 /// What `gan-cli eval` was asked.
 pub struct EvalArgs {
     pub run_dir: PathBuf,
-    /// Also probe the encoder's layer before its output (slow).
-    pub probe_layer: bool,
+    /// Also probe the encoder's features (slow).
+    pub probe_features: bool,
     pub n: usize,
     pub seed: u64,
     pub judge: Option<PathBuf>,
@@ -233,7 +233,7 @@ pub fn eval(args: &EvalArgs) -> Result<EvalReport> {
         header,
         n,
         args.seed,
-        args.probe_layer,
+        args.probe_features,
     )?;
     if let Some(codes) = &codes {
         print_codes(&run.model, codes);

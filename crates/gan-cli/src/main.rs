@@ -61,10 +61,11 @@ enum Command {
         /// cpu, cuda or metal.
         #[arg(long, default_value = "cpu")]
         device: String,
-        /// For models with an encoder, also probe its layer before the output (1-NN and
-        /// linear probe on thousands of dimensions: minutes); its codes are always probed.
+        /// For models with an encoder, also probe what its codes and its layer before the
+        /// output know of the labels (1-NN and linear probe, the 60,000 training images the
+        /// reference). Experimental: slow and memory-hungry on the full MNIST so far.
         #[arg(long)]
-        probe_layer: bool,
+        probe_features: bool,
     },
     /// Trains the judge of `eval`: a LeNet-style classifier of the MNIST training set,
     /// scored on the test set, saved as safetensors with its SHA-256.
@@ -263,10 +264,10 @@ fn run(cli: Cli) -> Result<()> {
             data_dir,
             no_verify,
             device,
-            probe_layer,
+            probe_features,
         } => eval::eval(&eval::EvalArgs {
             run_dir: checkpoint,
-            probe_layer,
+            probe_features,
             n,
             seed,
             judge,

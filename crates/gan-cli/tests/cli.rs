@@ -721,7 +721,7 @@ fn encoder_models_are_scored_on_their_reconstructions() {
             judge_s,
             "--n",
             "30",
-            "--probe-layer",
+            "--probe-features",
         ]);
         assert!(
             out.status.success(),

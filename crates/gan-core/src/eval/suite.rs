@@ -112,12 +112,11 @@ pub struct ReconstructionScores {
 pub struct FeatureScores {
     /// 1-NN accuracy on the codes.
     pub nn_code: f64,
-    /// 1-NN accuracy on the layer before the output (when asked for: it is the costly
-    /// one, a 10,000 x 60,000 distance matrix over thousands of dimensions).
+    /// 1-NN accuracy on the layer before the output.
     pub nn_features: Option<f64>,
     /// Linear-probe accuracy on the codes.
     pub probe_code: f64,
-    /// Linear-probe accuracy on the layer before the output (when asked for).
+    /// Linear-probe accuracy on the layer before the output.
     pub probe_features: Option<f64>,
     /// Widths of the codes and of the features.
     pub dims: [usize; 2],
@@ -180,7 +179,7 @@ pub struct EvalReport {
     /// Models with an encoder: how faithful De(En(x)) is to N test images.
     #[serde(default)]
     pub reconstruction: Option<Stamped<ReconstructionScores>>,
-    /// Models with an encoder: what its features know of the labels.
+    /// Models with an encoder, when asked for: what its features know of the labels.
     #[serde(default)]
     pub representation: Option<Stamped<FeatureScores>>,
     /// Wall time of the evaluation.
@@ -188,7 +187,8 @@ pub struct EvalReport {
 }
 
 /// Every metric of the suite that applies to `model`, on `n` samples drawn from `seed`
-/// and `n` real images of `reference`. Returns the report and, for a classifier found
+/// and `n` real images of `reference`; the encoder's feature probes only when
+/// `probe_features` (on the full training set they are slow: see docs/ENCODERS.md). Returns the report and, for a classifier found
 /// without labels, its full evaluation (confusion matrix and mapping).
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate(
@@ -198,7 +198,7 @@ pub fn evaluate(
     header: Header,
     n: usize,
     seed: u64,
-    probe_layer: bool,
+    probe_features: bool,
 ) -> Result<(EvalReport, Option<CodeEval>)> {
     let started = std::time::Instant::now();
     if n < 2 {
@@ -324,11 +324,14 @@ pub fn evaluate(
                 seed,
                 &sha,
             )),
-            Some(stamp_any(
-                feature_scores(e, reference, n, seed, probe_layer)?,
-                seed,
-                &sha,
-            )),
+            match probe_features {
+                true => Some(stamp_any(
+                    feature_scores(e, reference, n, seed)?,
+                    seed,
+                    &sha,
+                )),
+                false => None,
+            },
         ),
         None => (None, None),
     };
@@ -511,14 +514,13 @@ fn in_blocks(images: &Tensor, f: &dyn Fn(&Tensor) -> Result<Tensor>) -> Result<T
     Ok(Tensor::cat(&parts, 0)?)
 }
 
-/// The probes of the encoder's codes, and of its layer before the output when
-/// `probe_layer` (see [`FeatureScores`]).
+/// The probes of the encoder's codes and of its layer before the output (see
+/// [`FeatureScores`]).
 fn feature_scores(
     encoder: &dyn Encoder,
     reference: &Reference,
     n: usize,
     seed: u64,
-    probe_layer: bool,
 ) -> Result<FeatureScores> {
     use super::features::{linear_probe_accuracy, nearest_neighbour_accuracy};
     let test = reference.test_images.narrow(0, 0, n)?;
@@ -541,17 +543,13 @@ fn feature_scores(
         ))
     };
     let (nn_code, probe_code, code_dim) = probe(&|x| encoder.encode(x))?;
-    let layer = if probe_layer {
-        Some(probe(&|x| encoder.features(x))?)
-    } else {
-        None
-    };
+    let (nn_layer, probe_layer, layer_dim) = probe(&|x| encoder.features(x))?;
     Ok(FeatureScores {
         nn_code,
-        nn_features: layer.map(|l| l.0),
+        nn_features: Some(nn_layer),
         probe_code,
-        probe_features: layer.map(|l| l.1),
-        dims: [code_dim, layer.map_or(0, |l| l.2)],
+        probe_features: Some(probe_layer),
+        dims: [code_dim, layer_dim],
         reference: train_labels.len(),
         n,
     })
