@@ -509,7 +509,9 @@ fn in_blocks(images: &Tensor, f: &dyn Fn(&Tensor) -> Result<Tensor>) -> Result<T
     let mut parts = Vec::new();
     for start in (0..n).step_by(GEN_BATCH) {
         let b = GEN_BATCH.min(n - start);
-        parts.push(f(&images.narrow(0, start, b)?)?.flatten_from(1)?);
+        // Detached: the graph of each block (a convolution keeps its column matrix for a
+        // weight gradient) would otherwise live as long as the features, gigabytes of it.
+        parts.push(f(&images.narrow(0, start, b)?)?.flatten_from(1)?.detach());
     }
     Ok(Tensor::cat(&parts, 0)?)
 }
