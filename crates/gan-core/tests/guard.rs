@@ -205,3 +205,14 @@ fn a_corrupt_checkpoint_falls_back_to_the_one_before() {
     );
     assert!(load_weights(&other, dir.path()).is_err());
 }
+
+#[test]
+fn a_run_killed_while_writing_its_first_checkpoint_starts_over() {
+    let model = Poisoned::new(u64::MAX, false);
+    let dir = tempfile::tempdir().unwrap();
+    drop(Trainer::new(&model, cfg(), dir.path()).unwrap());
+    // What a kill in the middle of the first checkpoint leaves: an unfinished folder.
+    std::fs::create_dir_all(dir.path().join("checkpoints/step-000000002.tmp")).unwrap();
+    let t = Trainer::resume(&model, cfg(), dir.path()).unwrap();
+    assert_eq!(t.step(), 0);
+}

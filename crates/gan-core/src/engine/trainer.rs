@@ -136,8 +136,11 @@ impl<'m> Trainer<'m> {
         // A run killed before its first checkpoint starts over: nothing was lost.
         let has_checkpoint = std::fs::read_dir(run_dir.join("checkpoints"))
             .map(|d| {
-                d.flatten()
-                    .any(|e| e.file_name().to_string_lossy().starts_with("step-"))
+                d.flatten().any(|e| {
+                    let n = e.file_name().to_string_lossy().to_string();
+                    // A `.tmp` folder is a checkpoint that was never finished.
+                    n.starts_with("step-") && !n.ends_with(".tmp")
+                })
             })
             .unwrap_or(false);
         let found = if has_checkpoint {
