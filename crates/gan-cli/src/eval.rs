@@ -321,6 +321,9 @@ fn append_log(run_dir: &Path, r: &EvalReport) -> Result<()> {
     if let Some(x) = &r.reconstruction {
         line["reconstruction_mse"] = x.result.mse_per_pixel.into();
         line["label_kept"] = x.result.label_kept.into();
+        if let Some(fid) = x.result.fid {
+            line["reconstruction_fid"] = fid.into();
+        }
     }
     if let Some(f) = &r.representation {
         line["nn_code"] = f.result.nn_code.into();
@@ -416,8 +419,13 @@ fn print_report(r: &EvalReport) {
         }
     }
     if let Some(x) = &r.reconstruction {
+        let fid = x
+            .result
+            .fid
+            .map(|f| format!(", MNIST-FID {f:.1}"))
+            .unwrap_or_default();
         say!(
-            "  reconstructions of {} test images:     MSE per pixel {:.4}, digit kept (judge) {}",
+            "  reconstructions of {} test images:     MSE per pixel {:.4}, digit kept (judge) {}{fid}",
             x.result.n,
             x.result.mse_per_pixel,
             pct(x.result.label_kept)

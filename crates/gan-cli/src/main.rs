@@ -127,7 +127,13 @@ enum Command {
         /// reconstructions as a tensor).
         #[arg(long, conflicts_with_all = ["label", "digit"])]
         reconstruct: bool,
-        /// Folder with the MNIST IDX files, for --reconstruct.
+        /// Instead of sampling, N rows of latent interpolations through the run's encoder
+        /// and decoder: test images 2i and 2i+1 at the ends of row i, De of 8 evenly spaced
+        /// codes on the line from En of one to En of the other between them (or those
+        /// decoded images as a tensor).
+        #[arg(long, conflicts_with_all = ["label", "digit", "reconstruct"])]
+        interpolate: bool,
+        /// Folder with the MNIST IDX files, for --reconstruct and --interpolate.
         #[arg(long, default_value = gan_data::DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
         /// Skip the canonical SHA-256 check of --data-dir.
@@ -235,20 +241,19 @@ fn run(cli: Cli) -> Result<()> {
             label,
             digit,
             reconstruct,
+            interpolate,
             data_dir,
             no_verify,
             seed,
             device,
         } => {
-            if reconstruct {
-                return reconstruct_test_images(
-                    &checkpoint,
-                    n,
-                    &out,
-                    &data_dir,
-                    !no_verify,
-                    &device,
-                );
+            let through = match (reconstruct, interpolate) {
+                (true, _) => Some(Through::Reconstruct),
+                (_, true) => Some(Through::Interpolate),
+                _ => None,
+            };
+            if let Some(what) = through {
+                return through_encoder(what, &checkpoint, n, &out, &data_dir, !no_verify, &device);
             }
             let class = match digit {
                 Some(d) => Some(category_of_digit(&checkpoint, d)?),
@@ -560,8 +565,22 @@ fn open_run_for_output(
     Ok((device, run, model))
 }
 
-/// `sample --reconstruct`: the first `n` test images through the run's En and De.
-fn reconstruct_test_images(
+/// What `sample` draws through a run's encoder and decoder.
+#[derive(Clone, Copy)]
+enum Through {
+    /// The first `n` test images over their reconstructions.
+    Reconstruct,
+    /// `n` rows of latent interpolations between test images 2i and 2i+1.
+    Interpolate,
+}
+
+/// Points of each latent interpolation, the two decoded ends included.
+const INTERPOLATION_STEPS: usize = 8;
+
+/// `sample --reconstruct` and `sample --interpolate`: test images through the run's En
+/// and De.
+fn through_encoder(
+    what: Through,
     run_dir: &Path,
     n: usize,
     out: &Path,
@@ -572,31 +591,59 @@ fn reconstruct_test_images(
     let (device, run, model) = open_run_for_output(run_dir, n, out, device)?;
     let encoder = model.encoder().with_context(|| {
         format!(
-            "{} is a {} run, which has no encoder to reconstruct with (ae, vae and the \
-             encoder family have)",
+            "{} is a {} run, which has no encoder and decoder to take images through (ae, \
+             vae and the encoder family have)",
             run_dir.display(),
             run.model
         )
     })?;
     gan_core::engine::load_weights(model.as_ref(), run_dir)?;
     let test = load_split(data_dir, gan_data::SplitKind::Test, verify, &device)?;
-    if n > test.len() {
-        bail!("--n {n} is more than the {} test images", test.len())
+    let needed = match what {
+        Through::Reconstruct => n,
+        Through::Interpolate => 2 * n,
+    };
+    if needed > test.len() {
+        bail!(
+            "--n {n} needs {needed} test images, more than the {} there are",
+            test.len()
+        )
     }
-    let x = test.images.narrow(0, 0, n)?;
-    let x_hat = encoder.reconstruct(&x)?;
-    gan_core::engine::ensure_finite(&x_hat, "the reconstructions")?;
-    if output_kind(out)? == "png" {
-        let grid = gan_core::engine::grid::interleave_rows(&x, &x_hat, 8)?;
-        write_images(out, &grid, 8.min(n), &run.model)?;
-    } else {
-        write_images(out, &x_hat, 8, &run.model)?;
+    let x = test.images.narrow(0, 0, needed)?;
+    let (decoded, grid, cols, said) =
+        match what {
+            Through::Reconstruct => {
+                let x_hat = encoder.reconstruct(&x)?;
+                let grid = gan_core::engine::grid::interleave_rows(&x, &x_hat, 8)?;
+                (
+                    x_hat,
+                    grid,
+                    8.min(n),
+                    "reconstructions of as many test images",
+                )
+            }
+            Through::Interpolate => {
+                let (_, c, h, w) = x.dims4()?;
+                let pairs = x.reshape((n, 2, c, h, w))?;
+                let (a, b) = (pairs.get_on_dim(1, 0)?, pairs.get_on_dim(1, 1)?);
+                let path = encoder.interpolate(&a, &b, INTERPOLATION_STEPS)?;
+                let rows = path.reshape((n, INTERPOLATION_STEPS, c, h, w))?;
+                let grid = Tensor::cat(&[&a.unsqueeze(1)?, &rows, &b.unsqueeze(1)?], 1)?
+                    .reshape((n * (INTERPOLATION_STEPS + 2), c, h, w))?;
+                (
+                    path,
+                    grid,
+                    INTERPOLATION_STEPS + 2,
+                    "latent interpolations between pairs of test images",
+                )
+            }
+        };
+    gan_core::engine::ensure_finite(&decoded, "the decoded images")?;
+    match output_kind(out)? {
+        "png" => write_images(out, &grid, cols, &run.model)?,
+        _ => write_images(out, &decoded, 8, &run.model)?,
     }
-    eprintln!(
-        "wrote {n} test images and their {} reconstructions to {}",
-        run.model,
-        out.display()
-    );
+    eprintln!("wrote {n} {} {said} to {}", run.model, out.display());
     Ok(())
 }
 

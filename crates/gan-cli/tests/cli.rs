@@ -734,6 +734,7 @@ fn encoder_models_are_scored_on_their_reconstructions() {
         let mse = rec["mse_per_pixel"].as_f64().unwrap();
         assert!(mse.is_finite() && mse > 0.0 && mse <= 4.0, "{mse}");
         assert!((0.0..=1.0).contains(&rec["label_kept"].as_f64().unwrap()));
+        assert!(rec["fid"].as_f64().unwrap().is_finite(), "{kind}: {rec}");
         // The feature probes, the 64 training images as the reference.
         let f = &e["representation"];
         assert_eq!(
@@ -763,6 +764,37 @@ fn encoder_models_are_scored_on_their_reconstructions() {
             png.to_str().unwrap(),
         ]);
         assert!(err.contains("reconstructions") && png.exists(), "{err}");
+        // Three rows of interpolations, 8 decoded codes each; their PNG is 10 images wide.
+        let st = tmp.path().join(format!("{kind}-path.safetensors"));
+        let args = |out: &Path| {
+            [
+                "sample",
+                "--checkpoint",
+                r,
+                "--interpolate",
+                "--n",
+                "3",
+                "--data-dir",
+                data,
+                "--no-verify",
+                "--out",
+            ]
+            .map(String::from)
+            .into_iter()
+            .chain([out.display().to_string()])
+            .collect::<Vec<_>>()
+        };
+        let err = ok(&args(&st).iter().map(|a| a.as_str()).collect::<Vec<_>>());
+        assert!(err.contains("interpolations"), "{err}");
+        let bytes = std::fs::read(&st).unwrap();
+        let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        assert_eq!(tensors.tensor("images").unwrap().shape(), &[24, 1, 28, 28]);
+        let grid = tmp.path().join(format!("{kind}-path.png"));
+        ok(&args(&grid).iter().map(|a| a.as_str()).collect::<Vec<_>>());
+        let png = std::fs::read(&grid).unwrap();
+        // The IHDR width: 10 images of 28 pixels with their padding, wider than 8.
+        let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
+        assert!(width >= 280 && width < 28 * 12, "{width}");
     }
     // A model without an encoder says so.
     let gan = tmp.path().join("gan");

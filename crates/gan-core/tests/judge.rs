@@ -3,49 +3,15 @@
 
 use candle_core::{Device, Tensor};
 use gan_core::eval::judge::{Judge, JudgeConfig, JudgeTraining};
-use rand::{Rng, SeedableRng};
+
+mod common;
+use common::toy_set;
 
 const TINY: JudgeConfig = JudgeConfig {
     c1: 8,
     c2: 16,
     hidden: 32,
 };
-
-/// `n` toy "digits" of three classes at random places with noise: 0 a horizontal bar,
-/// 1 a vertical bar, 2 a hollow square. Images in [-1, 1].
-fn toy_set(n: usize, seed: u64) -> (Tensor, Tensor, Vec<u8>) {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let mut px = vec![-1f32; n * 784];
-    let mut labels = Vec::with_capacity(n);
-    for i in 0..n {
-        let class = (i % 3) as u8;
-        let (r0, c0) = (rng.random_range(3..14usize), rng.random_range(3..14usize));
-        let img = &mut px[i * 784..(i + 1) * 784];
-        let mut on = |r: usize, c: usize| img[r * 28 + c] = 1.0;
-        match class {
-            0 => (0..12).for_each(|k| on(r0 + 4, c0 + k)),
-            1 => (0..12).for_each(|k| on(r0 + k, c0 + 4)),
-            _ => (0..10).for_each(|k| {
-                on(r0, c0 + k);
-                on(r0 + 9, c0 + k);
-                on(r0 + k, c0);
-                on(r0 + k, c0 + 9);
-            }),
-        }
-        for v in img.iter_mut() {
-            *v = (*v + rng.random_range(-0.3..0.3f32)).clamp(-1.0, 1.0);
-        }
-        labels.push(class);
-    }
-    let x = Tensor::from_vec(px, (n, 1, 28, 28), &Device::Cpu).unwrap();
-    let y = Tensor::from_vec(
-        labels.iter().map(|&l| u32::from(l)).collect::<Vec<_>>(),
-        n,
-        &Device::Cpu,
-    )
-    .unwrap();
-    (x, y, labels)
-}
 
 #[test]
 fn learns_a_toy_set_and_round_trips_through_its_file() {

@@ -181,9 +181,8 @@ impl Encoder for EncDec {
         Ok(self.en.features(images, false)?)
     }
 
-    /// De(encode(x)).
-    fn reconstruct(&self, images: &Tensor) -> Result<Tensor> {
-        Ok(self.de.forward_t(&self.encode(images)?, false)?)
+    fn decode(&self, codes: &Tensor) -> Result<Tensor> {
+        Ok(self.de.forward_t(codes, false)?)
     }
 }
 

@@ -254,8 +254,36 @@ pub trait Encoder {
     /// The encoder's layer before its output, `[N, F]`: the features that
     /// representation learning is usually judged on.
     fn features(&self, images: &Tensor) -> Result<Tensor>;
-    /// The images decoded from their codes, `[N, C, H, W]` in [-1, 1].
-    fn reconstruct(&self, images: &Tensor) -> Result<Tensor>;
+    /// Images `[N, C, H, W]` in [-1, 1] decoded from codes `[N, D]`.
+    fn decode(&self, codes: &Tensor) -> Result<Tensor>;
+    /// The images decoded from their codes: De(En(x)).
+    fn reconstruct(&self, images: &Tensor) -> Result<Tensor> {
+        self.decode(&self.encode(images)?)
+    }
+    /// The straight line in code space from En(a_i) to En(b_i), decoded at `steps`
+    /// evenly spaced points (both ends included): `[P * steps, C, H, W]`, pair by pair.
+    /// Whether the images between two digits are digits too says how smooth the code
+    /// space is.
+    fn interpolate(&self, a: &Tensor, b: &Tensor, steps: usize) -> Result<Tensor> {
+        anyhow::ensure!(
+            steps >= 2,
+            "an interpolation needs at least 2 steps, got {steps}"
+        );
+        anyhow::ensure!(
+            a.dims() == b.dims(),
+            "interpolation ends differ in shape: {:?} and {:?}",
+            a.dims(),
+            b.dims()
+        );
+        let (za, zb) = (self.encode(a)?, self.encode(b)?);
+        let (p, d) = za.dims2()?;
+        let t: Vec<f32> = (0..steps).map(|i| i as f32 / (steps - 1) as f32).collect();
+        let t = Tensor::from_vec(t, (1, steps, 1), za.device())?;
+        let (za, zb) = (za.unsqueeze(1)?, zb.unsqueeze(1)?);
+        // z(t) = za + t (zb - za), [P, steps, D] flattened pair by pair.
+        let path = za.broadcast_add(&(zb - &za)?.broadcast_mul(&t)?)?;
+        self.decode(&path.reshape((p * steps, d))?)
+    }
 }
 
 /// A model the engine trains, as the engine sees it.

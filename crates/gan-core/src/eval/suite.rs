@@ -101,6 +101,11 @@ pub struct ReconstructionScores {
     /// The judge's accuracy on De(En(x)) against x's label: does the reconstruction keep
     /// the digit?
     pub label_kept: f64,
+    /// MNIST-FID of the reconstructions against the same test images: how much they look
+    /// like digits (sharpness), whether or not each one keeps its original. Absent in
+    /// reports written before it was measured.
+    #[serde(default)]
+    pub fid: Option<f64>,
     /// Test images reconstructed.
     pub n: usize,
 }
@@ -320,7 +325,7 @@ pub fn evaluate(
     let (reconstruction, representation) = match model.encoder() {
         Some(e) => (
             Some(stamp_any(
-                reconstruction_scores(e, judge, reference, n)?,
+                reconstruction_scores(e, judge, reference, &real, n)?,
                 seed,
                 &sha,
             )),
@@ -470,14 +475,17 @@ fn by_class(
     Ok((requested, predicted))
 }
 
-/// De(En(x)) of the first `n` test images: per-pixel error and the judge's reading.
+/// De(En(x)) of the first `n` test images (whose judge outputs are `real`): per-pixel
+/// error, the judge's reading and the FID against the originals.
 fn reconstruction_scores(
     encoder: &dyn Encoder,
     judge: &Judge,
     reference: &Reference,
+    real: &JudgeOutputs,
     n: usize,
 ) -> Result<ReconstructionScores> {
     let (mut sq, mut kept) = (0f64, 0usize);
+    let mut outputs = Vec::new();
     for start in (0..n).step_by(GEN_BATCH) {
         let b = GEN_BATCH.min(n - start);
         let x = reference.test_images.narrow(0, start, b)?;
@@ -488,17 +496,25 @@ fn reconstruction_scores(
             .sum_all()?
             .to_dtype(candle_core::DType::F64)?
             .to_scalar::<f64>()?;
-        let predicted = judge.predict(&x_hat)?;
-        kept += predicted
+        let out = judge.outputs(&x_hat)?;
+        kept += out
+            .predicted
             .iter()
             .zip(&reference.test_labels[start..start + b])
             .filter(|(p, y)| **p == **y as u32)
             .count();
+        outputs.push(out);
     }
+    let dim = judge.config().hidden;
+    let fid = frechet_distance(
+        &FeatureStats::from_rows(&merge(outputs)?.features, dim)?,
+        &FeatureStats::from_rows(&real.features, dim)?,
+    )?;
     let pixels = reference.test_images.elem_count() / reference.test_images.dim(0)?;
     Ok(ReconstructionScores {
         mse_per_pixel: sq / (n * pixels) as f64,
         label_kept: kept as f64 / n as f64,
+        fid: Some(fid),
         n,
     })
 }

@@ -1,0 +1,159 @@
+//! The evaluation suite on an encoder: a faithful reconstruction scores an MSE and a FID
+//! of zero and keeps every digit the judge reads; a blurred one is told apart by all three.
+
+use anyhow::Result;
+use candle_core::{Device, Tensor};
+use candle_nn::VarMap;
+use gan_core::eval::judge::{Judge, JudgeConfig, JudgeTraining};
+use gan_core::eval::suite::{evaluate, Header, Reference};
+use gan_core::{Encoder, Model, Phase, Step, StepOutput};
+
+mod common;
+use common::toy_set;
+
+/// An "autoencoder" whose reconstruction is the image itself, or the image averaged with
+/// its eight neighbours twice over (a blur).
+struct Toy {
+    blur: bool,
+    vars: VarMap,
+}
+
+impl Encoder for Toy {
+    fn encode(&self, images: &Tensor) -> Result<Tensor> {
+        Ok(images.flatten_from(1)?)
+    }
+    fn features(&self, images: &Tensor) -> Result<Tensor> {
+        self.encode(images)
+    }
+    /// The codes are the pixels, so decoding is a reshape, or a blur.
+    fn decode(&self, codes: &Tensor) -> Result<Tensor> {
+        let images = codes.reshape((codes.dim(0)?, 1, 28, 28))?;
+        if !self.blur {
+            return Ok(images);
+        }
+        let k = Tensor::ones((1, 1, 3, 3), candle_core::DType::F32, &Device::Cpu)?
+            .affine(1.0 / 9.0, 0.0)?;
+        let once = images.conv2d(&k, 1, 1, 1, 1)?;
+        Ok(once.conv2d(&k, 1, 1, 1, 1)?)
+    }
+}
+
+impl Model for Toy {
+    fn kind(&self) -> &'static str {
+        "toy"
+    }
+    fn config(&self) -> serde_json::Value {
+        serde_json::json!({ "blur": self.blur })
+    }
+    fn networks(&self) -> Vec<(&'static str, &VarMap)> {
+        vec![("en", &self.vars)]
+    }
+    fn phases(&self) -> Vec<Phase> {
+        vec![]
+    }
+    fn run_phase(&self, phase: &str, _: &mut Step) -> Result<StepOutput> {
+        anyhow::bail!("no phase {phase}")
+    }
+    fn figures(&self, _: &mut gan_core::Rng) -> Result<Vec<gan_core::Figure>> {
+        Ok(vec![])
+    }
+    fn encoder(&self) -> Option<&dyn Encoder> {
+        Some(self)
+    }
+}
+
+#[test]
+fn reconstructions_are_scored_by_error_digit_kept_and_fid() {
+    let (x, y, _) = toy_set(600, 1);
+    let (x_test, _, test_labels) = toy_set(120, 2);
+    let training = JudgeTraining {
+        epochs: 3,
+        batch_size: 16,
+        lr: 3e-3,
+        dropout: 0.0,
+        ..JudgeTraining::default()
+    };
+    let tiny = JudgeConfig {
+        c1: 8,
+        c2: 16,
+        hidden: 32,
+    };
+    let mut judge = Judge::train(tiny, &training, &x, &y, |_, _, _| {}).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("judge.safetensors");
+    judge.save(&path, None).unwrap();
+    let judge = Judge::load(&path, &Device::Cpu).unwrap();
+    let train_labels: Vec<u8> = y
+        .to_vec1::<u32>()
+        .unwrap()
+        .iter()
+        .map(|&l| l as u8)
+        .collect();
+    let reference = Reference {
+        test_images: &x_test,
+        test_labels: &test_labels,
+        train_images: &x,
+        train_labels: &train_labels,
+    };
+    let score = |blur| {
+        let model = Toy {
+            blur,
+            vars: VarMap::new(),
+        };
+        let header = Header {
+            run: "toy".into(),
+            model: "toy".into(),
+            step: 0,
+            judge_path: path.display().to_string(),
+        };
+        let (report, _) = evaluate(&model, &judge, &reference, header, 120, 0, false).unwrap();
+        report.reconstruction.unwrap().result
+    };
+    let (exact, blurred) = (score(false), score(true));
+    let accuracy = judge.accuracy(&x_test, &test_labels).unwrap();
+    assert_eq!(exact.mse_per_pixel, 0.0);
+    assert_eq!(exact.label_kept, accuracy);
+    let fid = exact.fid.unwrap();
+    assert!(
+        fid.abs() < 1e-3,
+        "the originals against themselves: FID {fid}"
+    );
+    let blurred_fid = blurred.fid.unwrap();
+    assert!(blurred.mse_per_pixel > 0.01, "{blurred:?}");
+    assert!(
+        blurred_fid > 1.0,
+        "a blur should move the judge's features: {blurred:?}"
+    );
+}
+
+#[test]
+fn an_interpolation_runs_from_one_code_to_the_other() {
+    let (x, _, _) = toy_set(4, 3);
+    let model = Toy {
+        blur: false,
+        vars: VarMap::new(),
+    };
+    let (a, b) = (x.narrow(0, 0, 2).unwrap(), x.narrow(0, 2, 2).unwrap());
+    let path = model.interpolate(&a, &b, 5).unwrap();
+    assert_eq!(path.dims(), &[10, 1, 28, 28]);
+    let at = |i: usize| path.get(i).unwrap();
+    let diff = |u: &Tensor, v: &Tensor| {
+        (u - v)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    };
+    // Pair 1 is rows 5-9: its ends are the second images of a and b, its middle their mean.
+    assert!(diff(&at(0), &a.get(0).unwrap()) < 1e-6);
+    assert!(diff(&at(4), &b.get(0).unwrap()) < 1e-6);
+    assert!(diff(&at(5), &a.get(1).unwrap()) < 1e-6);
+    assert!(diff(&at(9), &b.get(1).unwrap()) < 1e-6);
+    let mid = ((a.get(1).unwrap() + b.get(1).unwrap()).unwrap() / 2.0).unwrap();
+    assert!(diff(&at(7), &mid) < 1e-6);
+    assert!(model.interpolate(&a, &b, 1).is_err());
+    assert!(model.interpolate(&a, &x, 3).is_err());
+}
