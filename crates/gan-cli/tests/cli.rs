@@ -794,7 +794,7 @@ fn encoder_models_are_scored_on_their_reconstructions() {
         let png = std::fs::read(&grid).unwrap();
         // The IHDR width: 10 images of 28 pixels with their padding, wider than 8.
         let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
-        assert!(width >= 280 && width < 28 * 12, "{width}");
+        assert!((280..28 * 12).contains(&width), "{width}");
     }
     // A model without an encoder says so.
     let gan = tmp.path().join("gan");
