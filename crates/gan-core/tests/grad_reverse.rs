@@ -1,7 +1,6 @@
 //! Gradient reversal: the identity forward, `-lambda` times the gradient backward,
 //! checked against finite differences of the same function without it.
 
-#[allow(dead_code)]
 mod common;
 
 use candle_core::{Device, Tensor, Var};
