@@ -218,6 +218,11 @@ impl Adam {
         self.config
     }
 
+    /// Sets the step size of the next updates (a schedule's; see [`crate::Model::lr_scale`]).
+    pub fn set_lr(&mut self, lr: f64) {
+        self.config.lr = lr;
+    }
+
     /// How many updates have been applied (the `t` of the bias correction).
     pub fn steps(&self) -> u64 {
         self.step

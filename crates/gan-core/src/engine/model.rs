@@ -137,6 +137,7 @@ pub struct Step<'a> {
     /// The run's noise; checkpointed, so a resumed run draws what it would have drawn.
     pub rng: &'a mut Rng,
     carry: BTreeMap<&'static str, Tensor>,
+    progress: f64,
 }
 
 impl<'a> Step<'a> {
@@ -146,7 +147,22 @@ impl<'a> Step<'a> {
             batches,
             rng,
             carry: BTreeMap::new(),
+            progress: 0.0,
         }
+    }
+
+    /// The same step at `progress` through its run (see [`Step::progress`]).
+    pub fn at(mut self, progress: f64) -> Self {
+        self.progress = progress;
+        self
+    }
+
+    /// How far through the run this step is, in [0, 1): the steps done before it over
+    /// the steps the run is set to take (`--epochs` of the first stream, or
+    /// `--max-steps` if fewer). Schedules that anneal with training, such as DANN's
+    /// adversarial weight, read it; 0 outside a run.
+    pub fn progress(&self) -> f64 {
+        self.progress
     }
 
     /// This step's batch of `stream`.
@@ -305,6 +321,13 @@ pub trait Model: Send + Sync {
     }
     /// The phases of a step, in the order they run.
     fn phases(&self) -> Vec<Phase>;
+    /// Every network's learning rate at `progress` (see [`Step::progress`]) as a
+    /// fraction of its configured one: a schedule that anneals the step size. Constant
+    /// unless the model says otherwise.
+    fn lr_scale(&self, progress: f64) -> f64 {
+        let _ = progress;
+        1.0
+    }
     /// The loss of phase `phase` (one of [`Model::phases`]' names) on this step.
     fn run_phase(&self, phase: &str, step: &mut Step) -> Result<StepOutput>;
     /// The pictures of the model at this point; `rng` is the same every call, so that the

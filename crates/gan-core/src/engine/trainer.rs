@@ -54,6 +54,10 @@ pub struct Trainer<'m> {
     cfg: TrainConfig,
     run_dir: PathBuf,
     opts: BTreeMap<String, Adam>,
+    /// Each optimizer's configured learning rate, which [`Model::lr_scale`] scales.
+    base_lr: BTreeMap<String, f64>,
+    /// The steps the run is set to take, once [`Trainer::fit`] knows the epoch's length.
+    total_steps: Option<u64>,
     /// Weight gradients of the step, written in place (see [`crate::fast::grads`]).
     grads: Collector,
     state: LoopState,
@@ -98,7 +102,9 @@ impl<'m> Trainer<'m> {
             cfg,
             grads: Collector::new(),
             run_dir: run_dir.into(),
+            base_lr: base_lrs(&opts),
             opts,
+            total_steps: None,
             state,
             clock: Instant::now(),
             last_checkpoint: None,
@@ -224,7 +230,9 @@ impl<'m> Trainer<'m> {
             cfg,
             grads: Collector::new(),
             run_dir: run_dir.into(),
+            base_lr: base_lrs(&opts),
             opts,
+            total_steps: None,
             state,
             clock: Instant::now(),
             last_checkpoint,
@@ -260,6 +268,8 @@ impl<'m> Trainer<'m> {
             let epoch = self.state.epoch;
             self.clock = Instant::now();
             let order = first.batches.epoch_indices(self.cfg.seed, epoch as u64);
+            let planned = (self.cfg.epochs * order.len()) as u64;
+            self.total_steps = Some(self.cfg.max_steps.map_or(planned, |m| m.min(planned)));
             let bar = self.progress_bar(order.len() as u64, epoch);
             bar.set_position(self.state.batch as u64);
             let mut means: BTreeMap<String, (f64, usize)> = BTreeMap::new();
@@ -388,7 +398,15 @@ impl<'m> Trainer<'m> {
     fn step_in_pool(&mut self, batches: &BTreeMap<String, Batch>) -> Result<BTreeMap<String, f32>> {
         let mut record = BTreeMap::new();
         let number = self.state.step + 1;
-        let mut step = Step::new(batches, &mut self.state.rng);
+        let progress = match self.total_steps {
+            Some(total) if total > 0 => (number - 1) as f64 / total as f64,
+            _ => 0.0,
+        };
+        let scale = self.model.lr_scale(progress);
+        for (name, opt) in self.opts.iter_mut() {
+            opt.set_lr(self.base_lr[name] * scale);
+        }
+        let mut step = Step::new(batches, &mut self.state.rng).at(progress);
         for phase in &self.phases {
             if !phase.runs_at(number, self.cfg.k) {
                 continue;
@@ -569,5 +587,12 @@ fn make_optimizers(
                 Adam::new(vars, AdamConfig { lr, ..cfg.adam })?,
             ))
         })
+        .collect()
+}
+
+/// Each optimizer's configured learning rate, by network.
+fn base_lrs(opts: &BTreeMap<String, Adam>) -> BTreeMap<String, f64> {
+    opts.iter()
+        .map(|(name, opt)| (name.clone(), opt.config().lr))
         .collect()
 }
