@@ -4,6 +4,7 @@
 pub mod ae;
 pub mod bigan;
 pub mod cgan;
+pub mod dann;
 pub mod dcgan;
 pub(crate) mod encdec;
 pub mod gan;
@@ -17,6 +18,7 @@ use anyhow::{bail, Result};
 pub use ae::{Ae, AeConfig};
 pub use bigan::{Bigan, BiganConfig};
 pub use cgan::{Cgan, CganConfig};
+pub use dann::{Dann, DannConfig};
 pub use dcgan::{Dcgan, DcganConfig};
 pub use gan::{Gan, GanConfig};
 pub use infogan::{Infogan, InfoganConfig};

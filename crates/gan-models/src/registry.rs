@@ -94,6 +94,7 @@ pub static MODELS: &[Entry] = &[
     entry::<crate::Vae>(),
     entry::<crate::Vaegan>(),
     entry::<crate::Bigan>(),
+    entry::<crate::Dann>(),
 ];
 
 /// The names of every model, in registry order.

@@ -59,10 +59,8 @@ fn every_model_builds_round_trips_and_trains_two_steps() {
         }
         let mut streams = Streams::default();
         for s in model.streams() {
-            streams = streams.with(
-                s.name,
-                Dataset::new(images.clone(), Some(labels.clone())).unwrap(),
-            );
+            let x = images.repeat((1, s.source.channels(), 1, 1)).unwrap();
+            streams = streams.with(s.name, Dataset::new(x, Some(labels.clone())).unwrap());
         }
         let dir = tempfile::tempdir().unwrap();
         let cfg = TrainConfig {

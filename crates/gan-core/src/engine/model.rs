@@ -56,16 +56,60 @@ pub struct Stream {
     pub salt: u64,
     /// Examples per batch; `None` takes the run's `batch_size`.
     pub batch_size: Option<usize>,
+    /// What its examples are, for the program that loads them.
+    pub source: Source,
+}
+
+/// Where a stream's examples come from. The engine trains on whatever [`Streams`] it is
+/// given; the program that builds them (gan-cli, through gan-data) reads this to know
+/// what to load, so a model declares its data once.
+///
+/// [`Streams`]: crate::engine::Streams
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// MNIST's 60,000 training digits with their labels; `channels` 1, or 3 (the grey
+    /// repeated) to sit beside a colour domain.
+    Mnist {
+        /// 1 or 3.
+        channels: usize,
+    },
+    /// The training split of a target domain by its gan-data name (`mnistm`, `uci`),
+    /// in the domain's own channels. Without `labels` the stream carries none, so a model
+    /// that adapts without them cannot read them by mistake.
+    Domain {
+        /// The domain's name.
+        name: &'static str,
+        /// Whether the stream carries its labels (a model trained on target labels).
+        labels: bool,
+        /// The domain's channels, as the model's first layer expects them.
+        channels: usize,
+    },
+}
+
+impl Source {
+    /// Channels of the stream's images.
+    pub fn channels(&self) -> usize {
+        match *self {
+            Source::Mnist { channels } | Source::Domain { channels, .. } => channels,
+        }
+    }
 }
 
 impl Stream {
-    /// A stream with the run's batch size.
+    /// A stream of MNIST with the run's batch size.
     pub const fn new(name: &'static str, salt: u64) -> Self {
         Self {
             name,
             salt,
             batch_size: None,
+            source: Source::Mnist { channels: 1 },
         }
+    }
+
+    /// The same stream with examples from `source`.
+    pub const fn of(mut self, source: Source) -> Self {
+        self.source = source;
+        self
     }
 
     /// The real images of an ordinary GAN: salt 0, which replays the order of every run
@@ -263,6 +307,21 @@ pub trait Classifier {
     fn supervised(&self) -> bool;
 }
 
+/// A model that learns features two domains share (domain-adversarial training): a
+/// feature extractor F, a label predictor on F, and a domain classifier on F.
+pub trait DomainAdapter {
+    /// The target domain it adapts MNIST to, by gan-data's name (`mnistm`, `uci`).
+    fn target(&self) -> &'static str;
+    /// Channels it reads: MNIST is given as 1, or as 3 beside a colour target.
+    fn channels(&self) -> usize;
+    /// F(x), `[N, F]`, for images of either domain.
+    fn features(&self, images: &Tensor) -> Result<Tensor>;
+    /// The label predictor's digit for each image.
+    fn classify(&self, images: &Tensor) -> Result<Vec<u32>>;
+    /// The domain classifier's probability that each image is from the target domain.
+    fn target_probability(&self, images: &Tensor) -> Result<Vec<f32>>;
+}
+
 /// A model that maps images to a latent representation, and back.
 pub trait Encoder {
     /// Codes `[N, D]` of images `[N, C, H, W]` in [-1, 1] (a VAE's posterior means).
@@ -354,6 +413,10 @@ pub trait Model: Send + Sync {
     }
     /// Its encoder, if it has one.
     fn encoder(&self) -> Option<&dyn Encoder> {
+        None
+    }
+    /// Its domain-adapted classifier, if it is one.
+    fn domain_adapter(&self) -> Option<&dyn DomainAdapter> {
         None
     }
 }

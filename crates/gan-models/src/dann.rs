@@ -1,0 +1,397 @@
+//! Domain-adversarial training (Ganin and Lempitsky 2015; Ganin et al. 2016): a feature
+//! extractor F, a label predictor C on F trained on labelled source digits (MNIST), and a
+//! domain classifier D on F that tells source from target images. F learns to serve C
+//! and to fail D, so that features of unlabelled target digits (MNIST-M-style colour
+//! digits, or UCI's scanned ones) land where C already reads them: "a big network,
+//! different parts with different goals".
+//!
+//! Every step (M source pairs (x_s, y_s), M unlabelled target images x_t; p the fraction
+//! of the run done):
+//! - `joint` (the paper): one update of F, C and D on
+//!   CE(C(F(x_s)), y_s) + BCE(D(R_lambda(F(x))), domain(x)) over x in x_s and x_t, R the
+//!   gradient reversal: D descends the domain loss, F ascends it, weighted by
+//!   lambda_p = 2 / (1 + exp(-gamma p)) - 1;
+//! - `alternating` (the notes' remedy for unstable joint training): D's phase on the
+//!   features without their graph, then F and C's phase on CE + lambda_p times D's loss
+//!   with the domains swapped (F wants D to call each image the other domain).
+//!
+//! The learning rate anneals as mu_p = mu_0 / (1 + alpha p)^beta. The baselines with the
+//! same networks: `source-only` (C and F on source labels alone: the lower bound) and
+//! `target-only` (on the target's own labels: the upper bound).
+
+use anyhow::Result;
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use serde::{Deserialize, Serialize};
+
+use crate::registry::Registered;
+use gan_core::engine::no_such_phase;
+use gan_core::fast::layers::{conv2d, frozen, grad_reverse, linear, Conv2d, ConvSpec, Linear};
+use gan_core::fast::nn::relu;
+use gan_core::loss::{bce_with_logits, cross_entropy};
+use gan_core::prior::Rng;
+use gan_core::{DomainAdapter, Figure, Model, Phase, Source, Step, StepOutput, Stream};
+
+/// Digits.
+const CLASSES: usize = 10;
+
+/// The domain MNIST is adapted to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Target {
+    /// MNIST-M-style: MNIST digits blended with patches of colour photographs.
+    Mnistm,
+    /// UCI's 8x8 scanned digits, upsampled to 28x28.
+    Uci,
+}
+
+impl Target {
+    /// gan-data's name of the domain.
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Mnistm => "mnistm",
+            Target::Uci => "uci",
+        }
+    }
+
+    /// Channels of its images (MNIST is repeated to match).
+    pub fn channels(self) -> usize {
+        match self {
+            Target::Mnistm => 3,
+            Target::Uci => 1,
+        }
+    }
+}
+
+/// What trains F and C.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// Source labels plus the domain-adversarial loss.
+    Dann,
+    /// Source labels only: the lower bound.
+    SourceOnly,
+    /// The target's labels: the upper bound.
+    TargetOnly,
+}
+
+/// How the adversarial game is played.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Schedule {
+    /// One update of F, C and D through the gradient-reversal layer.
+    Joint,
+    /// D's update, then F and C's with the domain labels swapped.
+    Alternating,
+}
+
+/// Settings of domain-adversarial training; the defaults here are the CLI's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+pub struct DannConfig {
+    /// The domain to adapt to.
+    #[arg(long, value_enum, default_value = "mnistm")]
+    pub target: Target,
+    /// dann, or a baseline with the same networks.
+    #[arg(long, value_enum, default_value = "dann")]
+    pub method: Method,
+    /// joint (gradient reversal, the paper) or alternating phases.
+    #[arg(long, value_enum, default_value = "joint")]
+    pub schedule: Schedule,
+    /// gamma of lambda_p = 2 / (1 + exp(-gamma p)) - 1.
+    #[arg(long, default_value_t = 10.0)]
+    pub gamma: f64,
+    /// alpha of the annealed learning rate mu_0 / (1 + alpha p)^beta (0: constant).
+    #[arg(long, default_value_t = 10.0)]
+    pub lr_alpha: f64,
+    /// beta of the annealed learning rate.
+    #[arg(long, default_value_t = 0.75)]
+    pub lr_beta: f64,
+    /// mu_0, the learning rate of F, C and D at the start. A training setting: the run
+    /// keeps it among its per-network learning rates, not in the model's config.
+    #[arg(long, default_value_t = 1e-3)]
+    #[serde(skip, default = "default_lr0")]
+    pub lr0: f64,
+}
+
+fn default_lr0() -> f64 {
+    1e-3
+}
+
+impl Default for DannConfig {
+    fn default() -> Self {
+        crate::registry::defaults()
+    }
+}
+
+/// Ganin et al.'s MNIST feature extractor: two 5x5 convolutions (32, 48 channels), each
+/// with 2x2 max pooling and ReLU: 28x28 -> 12x12x32 -> 4x4x48 = 768 features.
+struct Features {
+    c1: Conv2d,
+    c2: Conv2d,
+}
+
+impl Module for Features {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let x = relu(&self.c1.forward(x)?.max_pool2d(2)?)?;
+        relu(&self.c2.forward(&x)?.max_pool2d(2)?)?.flatten_from(1)
+    }
+}
+
+/// Fully connected layers with ReLU between them.
+struct Mlp(Vec<Linear>);
+
+impl Mlp {
+    fn new(widths: &[usize], vb: VarBuilder) -> candle_core::Result<Self> {
+        let layers = widths
+            .windows(2)
+            .enumerate()
+            .map(|(i, w)| linear(w[0], w[1], vb.pp(format!("l{i}"))))
+            .collect::<candle_core::Result<_>>()?;
+        Ok(Self(layers))
+    }
+}
+
+impl Module for Mlp {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let mut x = x.clone();
+        for (i, l) in self.0.iter().enumerate() {
+            x = l.forward(&x)?;
+            if i + 1 < self.0.len() {
+                x = relu(&x)?;
+            }
+        }
+        Ok(x)
+    }
+}
+
+/// F, C (768 -> 100 -> 100 -> 10) and D (768 -> 100 -> 1), as in Ganin et al.'s MNIST
+/// experiments, each with its own variables.
+pub struct Dann {
+    cfg: DannConfig,
+    f_vars: VarMap,
+    c_vars: VarMap,
+    d_vars: VarMap,
+    f: Features,
+    c: Mlp,
+    d: Mlp,
+    device: Device,
+}
+
+impl Dann {
+    /// Builds the three networks on `device` with PyTorch's default initialisation,
+    /// drawn from `seed`.
+    pub fn new(cfg: DannConfig, device: &Device, seed: u64) -> Result<Self> {
+        anyhow::ensure!(
+            cfg.gamma >= 0.0 && cfg.lr_alpha >= 0.0 && cfg.lr_beta >= 0.0,
+            "dann needs --gamma, --lr-alpha and --lr-beta >= 0 (got {}, {}, {})",
+            cfg.gamma,
+            cfg.lr_alpha,
+            cfg.lr_beta
+        );
+        let (f_vars, c_vars, d_vars) = (VarMap::new(), VarMap::new(), VarMap::new());
+        let vb = |v: &VarMap| VarBuilder::from_varmap(v, DType::F32, device);
+        let valid = ConvSpec {
+            padding: 0,
+            stride: 1,
+            output_padding: 0,
+        };
+        let f = Features {
+            c1: conv2d(cfg.target.channels(), 32, 5, valid, vb(&f_vars).pp("c1"))?,
+            c2: conv2d(32, 48, 5, valid, vb(&f_vars).pp("c2"))?,
+        };
+        let c = Mlp::new(&[768, 100, 100, CLASSES], vb(&c_vars))?;
+        let d = Mlp::new(&[768, 100, 1], vb(&d_vars))?;
+        let mut r = gan_core::prior::rng(seed, gan_core::prior::RngStream::Init);
+        for v in [&f_vars, &c_vars, &d_vars] {
+            gan_core::init::reinit(v, gan_core::init::WeightInit::FanInUniform, &mut r)?;
+        }
+        Ok(Self {
+            cfg,
+            f_vars,
+            c_vars,
+            d_vars,
+            f,
+            c,
+            d,
+            device: device.clone(),
+        })
+    }
+
+    /// lambda_p, the weight of the domain loss at `progress` p.
+    pub fn lambda(&self, progress: f64) -> f64 {
+        2.0 / (1.0 + (-self.cfg.gamma * progress).exp()) - 1.0
+    }
+
+    /// D's logits for features `h`, one per row.
+    fn domain_logits(&self, h: &Tensor) -> candle_core::Result<Tensor> {
+        self.d.forward(h)?.squeeze(1)
+    }
+
+    /// M source rows then M target rows: 0 for source, 1 for target.
+    fn domains(&self, m: usize, t: usize) -> Result<Tensor> {
+        let v: Vec<f32> = (0..m + t).map(|i| if i < m { 0.0 } else { 1.0 }).collect();
+        Ok(Tensor::from_vec(v, m + t, &self.device)?)
+    }
+
+    /// The labelled line of every method: C's cross-entropy on F of `x`, and its accuracy.
+    fn label_loss(&self, h: &Tensor, y: &Tensor) -> Result<(Tensor, f32)> {
+        let logits = self.c.forward(h)?;
+        let right = logits
+            .argmax(1)?
+            .eq(y)?
+            .to_dtype(DType::F32)?
+            .mean_all()?
+            .to_scalar::<f32>()?;
+        Ok((cross_entropy(&logits, y)?, right))
+    }
+}
+
+/// The fraction of `logits` on the right side of zero for `targets` (0 or 1).
+fn domain_accuracy(logits: &Tensor, targets: &Tensor) -> Result<f32> {
+    Ok(logits
+        .ge(0.0)?
+        .to_dtype(DType::F32)?
+        .eq(targets)?
+        .to_dtype(DType::F32)?
+        .mean_all()?
+        .to_scalar::<f32>()?)
+}
+
+impl Model for Dann {
+    fn kind(&self) -> &'static str {
+        Self::KIND
+    }
+
+    fn config(&self) -> serde_json::Value {
+        serde_json::to_value(&self.cfg).expect("config serialises")
+    }
+
+    fn networks(&self) -> Vec<(&'static str, &VarMap)> {
+        vec![
+            ("f", &self.f_vars),
+            ("c", &self.c_vars),
+            ("d", &self.d_vars),
+        ]
+    }
+
+    /// The source sets the epoch for every method, so that they all take the same steps;
+    /// the target carries its labels only for the upper bound.
+    fn streams(&self) -> Vec<Stream> {
+        let channels = self.cfg.target.channels();
+        vec![
+            Stream::new("source", 0).of(Source::Mnist { channels }),
+            Stream::new("target", 1).of(Source::Domain {
+                name: self.cfg.target.name(),
+                labels: self.cfg.method == Method::TargetOnly,
+                channels,
+            }),
+        ]
+    }
+
+    fn phases(&self) -> Vec<Phase> {
+        match (self.cfg.method, self.cfg.schedule) {
+            (Method::Dann, Schedule::Joint) => vec![Phase::new("fcd", &["f", "c", "d"])],
+            (Method::Dann, Schedule::Alternating) => {
+                vec![Phase::new("d", &["d"]), Phase::new("fc", &["f", "c"])]
+            }
+            _ => vec![Phase::new("fc", &["f", "c"])],
+        }
+    }
+
+    fn lr_scale(&self, progress: f64) -> f64 {
+        (1.0 + self.cfg.lr_alpha * progress).powf(-self.cfg.lr_beta)
+    }
+
+    fn run_phase(&self, phase: &str, step: &mut Step) -> Result<StepOutput> {
+        let lambda = self.lambda(step.progress());
+        let (source, target) = (step.batch("source")?, step.batch("target")?);
+        let (m, t) = (source.len()?, target.len()?);
+        let both = || Tensor::cat(&[&source.images, &target.images], 0);
+        match (phase, self.cfg.method) {
+            ("fc", Method::SourceOnly | Method::TargetOnly) => {
+                let b = if self.cfg.method == Method::SourceOnly {
+                    source
+                } else {
+                    target
+                };
+                let (loss, acc) = self.label_loss(&self.f.forward(&b.images)?, b.labels()?)?;
+                Ok(StepOutput::new(loss).with("label_acc", acc))
+            }
+            ("fcd", Method::Dann) => {
+                let h = self.f.forward(&both()?)?;
+                let (ce, acc) = self.label_loss(&h.narrow(0, 0, m)?, source.labels()?)?;
+                let dom = self.domains(m, t)?;
+                let logits = self.domain_logits(&grad_reverse(&h, lambda)?)?;
+                let loss = (ce + bce_with_logits(&logits, &dom)?)?;
+                Ok(StepOutput::new(loss)
+                    .with("label_acc", acc)
+                    .with("domain_acc", domain_accuracy(&logits, &dom)?)
+                    .with("lambda", lambda as f32))
+            }
+            ("d", Method::Dann) => {
+                let h = self.f.forward(&both()?)?.detach();
+                let dom = self.domains(m, t)?;
+                let logits = self.domain_logits(&h)?;
+                Ok(StepOutput::new(bce_with_logits(&logits, &dom)?)
+                    .with("domain_acc", domain_accuracy(&logits, &dom)?))
+            }
+            ("fc", Method::Dann) => {
+                let h = self.f.forward(&both()?)?;
+                let (ce, acc) = self.label_loss(&h.narrow(0, 0, m)?, source.labels()?)?;
+                // The domains swapped: F is rewarded when D calls each image the other one.
+                let swapped = self.domains(m, t)?.affine(-1.0, 1.0)?;
+                let logits = frozen(|| self.domain_logits(&h))?;
+                let fool = bce_with_logits(&logits, &swapped)?;
+                Ok(StepOutput::new((ce + (fool * lambda)?)?)
+                    .with("label_acc", acc)
+                    .with("lambda", lambda as f32))
+            }
+            (other, _) => Err(no_such_phase(self.kind(), other)),
+        }
+    }
+
+    fn figures(&self, _rng: &mut Rng) -> Result<Vec<Figure>> {
+        Ok(Vec::new())
+    }
+
+    fn domain_adapter(&self) -> Option<&dyn DomainAdapter> {
+        Some(self)
+    }
+}
+
+impl DomainAdapter for Dann {
+    fn target(&self) -> &'static str {
+        self.cfg.target.name()
+    }
+
+    fn channels(&self) -> usize {
+        self.cfg.target.channels()
+    }
+
+    fn features(&self, images: &Tensor) -> Result<Tensor> {
+        Ok(self.f.forward(images)?)
+    }
+
+    fn classify(&self, images: &Tensor) -> Result<Vec<u32>> {
+        let h = self.f.forward(images)?;
+        Ok(self.c.forward(&h)?.argmax(1)?.to_vec1::<u32>()?)
+    }
+
+    fn target_probability(&self, images: &Tensor) -> Result<Vec<f32>> {
+        let h = self.f.forward(images)?;
+        Ok(candle_nn::ops::sigmoid(&self.domain_logits(&h)?)?.to_vec1::<f32>()?)
+    }
+}
+
+impl Registered for Dann {
+    type Config = DannConfig;
+    const KIND: &'static str = "dann";
+    const ABOUT: &'static str =
+        "Domain-adversarial training: MNIST's labels carried to an unlabelled target domain";
+    fn build(cfg: DannConfig, device: &Device, seed: u64) -> Result<Self> {
+        Self::new(cfg, device, seed)
+    }
+    fn network_lr(cfg: &DannConfig) -> Vec<(&'static str, f64)> {
+        vec![("f", cfg.lr0), ("c", cfg.lr0), ("d", cfg.lr0)]
+    }
+}
