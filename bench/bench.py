@@ -2,10 +2,11 @@
 
 Each model is the same network with the same training step as its Rust module in
 crates/gan-models (layer sizes, activations, batch-norm settings, weight initialisation,
-priors, losses, one Adam per network with the CLI's learning rates, one D step then one
-G step per batch with fresh noise for each, as gan-core's engine does with its default
-k = 1). Throughput does not depend on what the images show, so the data are random
-images in [-1, 1] (and labels 0-9 in turn for cgan), as in the Rust benchmark
+priors, losses, one Adam per network with the CLI's learning rates, the model's phases
+in its order: for the GANs one D step then one G step per batch with fresh noise for
+each, as gan-core's engine does with its default k = 1; for the encoder family their own
+phases, see `Phase`). Throughput does not depend on what the images show, so the data
+are random images in [-1, 1] (and labels 0-9 in turn for cgan), as in the Rust benchmark
 (crates/gan-models/benches/throughput.rs), which `cargo xtask bench --vs-pytorch`
 runs beside this script.
 
@@ -15,8 +16,10 @@ runs beside this script.
 Training: the median wall time of --steps timed steps after --warmup untimed ones
 (the upper median, times[steps // 2], as the Rust benchmark takes it), reported as
 images/s (batch / median) and ms/step; the best step is reported too. Generation:
-images/s of G alone in eval mode under torch.no_grad(), at the same batch size, over
-max(steps, 10) batches after 2 untimed ones.
+images/s of G (the decoder De for vae, vaegan, bigan) alone in eval mode under
+torch.no_grad(), at the same batch size, over max(steps, 10) batches after 2 untimed
+ones; null for ae, which has no prior to sample from (as the Rust benchmark, whose ae
+has no generator).
 
 Plain idiomatic PyTorch: nn.Module, float32, torch.optim.Adam with its defaults but
 betas (0.5, 0.999), zero_grad(set_to_none=True), no torch.compile.
@@ -31,12 +34,13 @@ import json
 import sys
 import math
 import time
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-MODELS = ["gan", "dcgan", "cgan", "infogan"]
+MODELS = ["gan", "dcgan", "cgan", "infogan", "ae", "vae", "vaegan", "bigan"]
 
 # Where the networks, data and noise live: set once by main() from --device.
 DEVICE = torch.device("cpu")
@@ -85,6 +89,47 @@ def gaussian_nll(x, mean, log_var):
     return (per + 0.5 * log_var).sum(1).mean()
 
 
+def reconstruction_error(x_hat, x):
+    """gan_models::encdec::reconstruction_error: squared error summed over the pixels,
+    averaged over the batch."""
+    return (x_hat - x).square().sum() / x.shape[0]
+
+
+def kl_to_standard_normal(mean, log_var):
+    """gan_core::loss::kl_to_standard_normal: KL(N(mean, exp(log_var)) || N(0, I)), summed
+    over the codes, averaged over the batch."""
+    return (0.5 * (mean.square() + log_var.exp() - log_var) - 0.5).sum(1).mean()
+
+
+def reparameterise(mean, log_var):
+    """vae.rs `reparameterise`: mean + exp(log_var / 2) * eps, eps ~ N(0, I)."""
+    return mean + (0.5 * log_var).exp() * torch.randn_like(mean)
+
+
+class Phase(NamedTuple):
+    """One phase of gan-core's engine step (`Phase::new(name, nets)` and the model's
+    `run_phase`): zero the grads of `nets`, compute `loss(images, labels)`, backward, one
+    Adam step per network of `nets`.
+
+    frozen: networks whose weights take no gradient in this phase (requires_grad off
+        from before the loss to after backward), where the Rust phase runs them inside
+        gan_core::fast::layers::frozen.
+    retain_graph: keep the graph after backward, because a later phase of the step
+        backpropagates through part of it again (the Rust model hands tensors on with
+        Step::put, graphs and all).
+    own_grads_only: backward with inputs = the weights of `nets` alone. Needed where the
+        graph reaches a network an earlier phase of the step has already stepped in place:
+        PyTorch refuses to backpropagate through its saved weights (candle computes those
+        gradients and throws them away)."""
+
+    name: str
+    nets: Sequence[str]
+    loss: Callable
+    frozen: Sequence[str] = ()
+    retain_graph: bool = False
+    own_grads_only: bool = False
+
+
 class Mlp(nn.Sequential):
     """gan.rs `Mlp`: linear layers with leaky ReLU 0.2 between them (none after the last)."""
 
@@ -99,9 +144,12 @@ class Mlp(nn.Sequential):
 
 # --------------------------------------------------------------------------- models
 #
-# Each model has `nets` (name -> module, the Rust model's `networks()`), `d_nets` and
-# `g_nets` (what each phase's Adam steps), `lr` per network, and the two phase losses
-# `d_loss(images, labels)` and `g_loss(images, labels)` of its Rust `d_step`/`g_step`.
+# Each model has `nets` (name -> module, the Rust model's `networks()`), `lr` per network,
+# `g` (the network put in eval mode for generation) and `generate(n)` (None: no
+# generation). The four GANs have `d_nets` and `g_nets` (what each phase's Adam steps)
+# and the two phase losses `d_loss(images, labels)` and `g_loss(images, labels)` of their
+# Rust `d_step`/`g_step`, from which `measure` makes the D phase and the G phase; the
+# encoder family lists its own `phases` (see `Phase`).
 
 
 class Gan:
@@ -339,7 +387,220 @@ class Infogan:
         return self.g(self.sample(n)[0])
 
 
-BUILD = {"gan": Gan, "dcgan": Dcgan, "cgan": Cgan, "infogan": Infogan}
+class ConvEncoder(nn.Module):
+    """encdec.rs `ConvEncoder`: 28x28x1 -> 14x14xw (leaky 0.2) -> 7x7x2w (BN, leaky 0.2)
+    -> flatten -> FC to `out` numbers."""
+
+    def __init__(self, w=32, out=32):
+        super().__init__()
+        self.c1 = nn.Conv2d(1, w, 4, 2, 1)
+        self.c2 = nn.Conv2d(w, 2 * w, 4, 2, 1)
+        self.bn2 = nn.BatchNorm2d(2 * w)
+        self.out = nn.Linear(2 * w * 49, out)
+
+    def forward(self, x):
+        x = F.leaky_relu(self.c1(x), 0.2)
+        x = F.leaky_relu(self.bn2(self.c2(x)), 0.2)
+        return self.out(x.flatten(1))
+
+
+class EncDec:
+    """encdec.rs `EncDec`: En (ConvEncoder; 2 * z_dim outputs, mean and log-variance,
+    when variational) and De (DCGAN's generator with z_dim inputs), both of width w,
+    weights N(0, 0.02) and BN scales N(1, 0.02), one Adam each, lr 2e-4 (gan-cli's --lr:
+    these models set no per-network rate)."""
+
+    z_dim, w = 32, 32
+
+    def __init__(self, variational):
+        self.en = ConvEncoder(self.w, 2 * self.z_dim if variational else self.z_dim)
+        self.de = DcganGenerator(self.z_dim, self.w)
+        init_normal(self.en)
+        init_normal(self.de)
+        self.nets = {"en": self.en, "de": self.de}
+        self.lr = {"en": 2e-4, "de": 2e-4}
+        self.g = self.de
+        # Step::put / Step::take: what one phase hands on to the next within a step.
+        self.carry = {}
+
+    def posterior(self, x):
+        """`EncDec::posterior`: the mean and log-variance halves of En(x)."""
+        out = self.en(x)
+        return out[:, : self.z_dim], out[:, self.z_dim :]
+
+
+class Ae(EncDec):
+    """ae.rs, default AeConfig (z 32, width 32): one phase "recon", En and De descend
+    ||De(En(x)) - x||^2. No prior, so no generation: gen_img_per_s is null, as in the Rust
+    benchmark (whose ae has no generator)."""
+
+    generate = None
+
+    def __init__(self):
+        super().__init__(variational=False)
+        self.phases = [Phase("recon", ["en", "de"], self.recon_loss)]
+
+    def recon_loss(self, images, labels):
+        return reconstruction_error(self.de(self.en(images)), images)
+
+
+class Vae(EncDec):
+    """vae.rs, default VaeConfig (z 32, width 32, beta 1): one phase "elbo", En and De
+    descend ||De(z~) - x||^2 + beta KL(q(z|x) || N(0, I)), z~ reparameterised. Generation:
+    De on z ~ N(0, I)."""
+
+    beta = 1.0
+
+    def __init__(self):
+        super().__init__(variational=True)
+        self.phases = [Phase("elbo", ["en", "de"], self.elbo_loss)]
+
+    def elbo_loss(self, images, labels):
+        mean, log_var = self.posterior(images)
+        x_hat = self.de(reparameterise(mean, log_var))
+        recon = reconstruction_error(x_hat, images)
+        return recon + self.beta * kl_to_standard_normal(mean, log_var)
+
+    def generate(self, n):
+        return self.de(torch.randn(n, self.z_dim, device=DEVICE))
+
+
+class Vaegan(EncDec):
+    """vaegan.rs, default VaeganConfig (z 32, width 32, --dis binary, --recon pixel, gamma
+    0.01, beta 1): the VAE's En and De and DCGAN's discriminator (width 32, one logit) as
+    Dis. Three phases from one forward pass, made in the en phase and handed on:
+    - en (steps En): x~ = De(z~), z~ reparameterised from En(x); x^ = De(z), z ~ N(0, I);
+      loss ||x~ - x||^2 + beta KL. Its backward also fills De's gradients (thrown away,
+      as candle's does), and keeps the graph for the de phase.
+    - de (steps De): Dis, frozen, on x~ and on x^ (two passes); loss gamma * the en
+      phase's reconstruction error (its graph, not recomputed) + BCE(Dis(x~), 1) +
+      BCE(Dis(x^), 1). Backward into De's weights alone: the graph also reaches En,
+      whose weights the en phase's Adam has changed in place (candle backpropagates into
+      them anyway and throws the gradients away; PyTorch would refuse).
+    - dis (steps Dis): Dis on x, on x~ detached and on x^ detached (three passes); loss
+      BCE(Dis(x), 1) + BCE(Dis(x~), 0) + BCE(Dis(x^), 0).
+    Generation: De on z ~ N(0, I)."""
+
+    gamma, beta = 0.01, 1.0
+
+    def __init__(self):
+        super().__init__(variational=True)
+        self.dis = DcganDiscriminator(self.w)
+        init_normal(self.dis)
+        self.nets["dis"] = self.dis
+        self.lr["dis"] = 2e-4
+        self.phases = [
+            Phase("en", ["en"], self.en_loss, retain_graph=True),
+            Phase("de", ["de"], self.de_loss, frozen=["dis"], own_grads_only=True),
+            Phase("dis", ["dis"], self.dis_loss),
+        ]
+
+    def en_loss(self, images, labels):
+        mean, log_var = self.posterior(images)
+        x_tilde = self.de(reparameterise(mean, log_var))
+        x_hat = self.de(torch.randn(images.shape[0], self.z_dim, device=DEVICE))
+        recon = reconstruction_error(x_tilde, images)
+        kl = kl_to_standard_normal(mean, log_var)
+        self.carry.update(x_tilde=x_tilde, x_hat=x_hat, recon=recon)
+        return recon + self.beta * kl
+
+    def de_loss(self, images, labels):
+        x_tilde, x_hat = self.carry.pop("x_tilde"), self.carry.pop("x_hat")
+        recon = self.carry.pop("recon")
+        adv = bce(self.dis(x_tilde), 1.0) + bce(self.dis(x_hat), 1.0)
+        self.carry.update(x_tilde=x_tilde.detach(), x_hat=x_hat.detach())
+        return self.gamma * recon + adv
+
+    def dis_loss(self, images, labels):
+        x_tilde, x_hat = self.carry.pop("x_tilde"), self.carry.pop("x_hat")
+        return (
+            bce(self.dis(images), 1.0)
+            + bce(self.dis(x_tilde), 0.0)
+            + bce(self.dis(x_hat), 0.0)
+        )
+
+    def generate(self, n):
+        return self.de(torch.randn(n, self.z_dim, device=DEVICE))
+
+
+class BiganDiscriminator(nn.Module):
+    """bigan.rs `JointDiscriminator`: x through conv 1->w and w->2w (BN) with leaky 0.2, z
+    through FC z->joint with leaky 0.2, both joined (x's 2w*49 features first), FC
+    (2w*49 + joint)->joint with leaky 0.2, FC joint->1."""
+
+    def __init__(self, z_dim=32, w=32, joint=256):
+        super().__init__()
+        self.c1 = nn.Conv2d(1, w, 4, 2, 1)
+        self.c2 = nn.Conv2d(w, 2 * w, 4, 2, 1)
+        self.bn2 = nn.BatchNorm2d(2 * w)
+        self.zp = nn.Linear(z_dim, joint)
+        self.joint = nn.Linear(2 * w * 49 + joint, joint)
+        self.out = nn.Linear(joint, 1)
+
+    def forward(self, x, z):
+        hx = F.leaky_relu(self.c1(x), 0.2)
+        hx = F.leaky_relu(self.bn2(self.c2(hx)), 0.2)
+        hz = F.leaky_relu(self.zp(z), 0.2)
+        h = F.leaky_relu(self.joint(torch.cat([hx.flatten(1), hz], 1)), 0.2)
+        return self.out(h).flatten()
+
+
+class Bigan(EncDec):
+    """bigan.rs, default BiganConfig (z 32 ~ U(-1, 1), width 32, joint 256): En (z_dim
+    outputs) and De as the AE's, Dis on (x, z) pairs. Two phases from one forward pass
+    of En and De, made in the dis phase and handed on:
+    - dis (steps Dis): En(x), De(z); loss BCE(Dis(x, En(x) detached), 1) +
+      BCE(Dis(De(z) detached, z), 0).
+    - ende (steps En and De): Dis, frozen, on (x, En(x)) and (De(z), z), the dis phase's
+      tensors with their graphs; loss BCE(real pair, 0) + BCE(fake pair, 1).
+    Generation: De on z ~ U(-1, 1)."""
+
+    joint = 256
+
+    def __init__(self):
+        super().__init__(variational=False)
+        self.dis = BiganDiscriminator(self.z_dim, self.w, self.joint)
+        init_normal(self.dis)
+        self.nets["dis"] = self.dis
+        self.lr["dis"] = 2e-4
+        self.phases = [
+            Phase("dis", ["dis"], self.dis_loss),
+            Phase("ende", ["en", "de"], self.ende_loss, frozen=["dis"]),
+        ]
+
+    def prior(self, n):
+        return torch.rand(n, self.z_dim, device=DEVICE) * 2 - 1
+
+    def dis_loss(self, images, labels):
+        z = self.prior(images.shape[0])
+        encoded = self.en(images)
+        decoded = self.de(z)
+        real = self.dis(images, encoded.detach())
+        fake = self.dis(decoded.detach(), z)
+        self.carry.update(en_x=encoded, de_z=decoded, z=z)
+        return bce(real, 1.0) + bce(fake, 0.0)
+
+    def ende_loss(self, images, labels):
+        encoded, decoded = self.carry.pop("en_x"), self.carry.pop("de_z")
+        z = self.carry.pop("z")
+        real = self.dis(images, encoded)
+        fake = self.dis(decoded, z)
+        return bce(real, 0.0) + bce(fake, 1.0)
+
+    def generate(self, n):
+        return self.de(self.prior(n))
+
+
+BUILD = {
+    "gan": Gan,
+    "dcgan": Dcgan,
+    "cgan": Cgan,
+    "infogan": Infogan,
+    "ae": Ae,
+    "vae": Vae,
+    "vaegan": Vaegan,
+    "bigan": Bigan,
+}
 
 
 # --------------------------------------------------------------------------- measure
@@ -355,35 +616,50 @@ def measure(name, batch, warmup, steps, freeze_d):
     }
     for net in model.nets.values():
         net.train()
-    d_params = [p for k in model.d_nets for p in model.nets[k].parameters()]
+    params = {k: list(net.parameters()) for k, net in model.nets.items()}
+    phases = getattr(model, "phases", None)
+    if phases is None:
+        # The GANs: a D step, then a G step, D frozen in it only with --freeze-d.
+        phases = [
+            Phase("d", model.d_nets, model.d_loss),
+            Phase("g", model.g_nets, model.g_loss, frozen=model.d_nets if freeze_d else ()),
+        ]
+        frozen_note = "D frozen in G step" if freeze_d else ""
+    else:
+        # The encoder family freezes what its Rust phases freeze, whatever --freeze-d says.
+        frozen_note = "; ".join(
+            f"{'+'.join(ph.frozen)} frozen in {ph.name} phase" for ph in phases if ph.frozen
+        )
+    own = {ph.name: [p for k in ph.nets for p in params[k]] for ph in phases}
     n = 16 * batch
     images = torch.rand(n, 1, 28, 28, device=DEVICE) * 2 - 1
     labels = torch.arange(n, device=DEVICE) % 10
 
     def step(i):
-        """gan_core::Trainer::train_step with k = 1: a D step, then a G step."""
+        """gan_core::Trainer::train_step with k = 1: the model's phases in order (the GANs:
+        a D step, then a G step)."""
         start = (i * batch) % n
         x, y = images[start : start + batch], labels[start : start + batch]
-        for k in model.d_nets:
-            opts[k].zero_grad(set_to_none=True)
-        d = model.d_loss(x, y)
-        d.backward()
-        for k in model.d_nets:
-            opts[k].step()
-        for k in model.g_nets:
-            opts[k].zero_grad(set_to_none=True)
-        if freeze_d:
-            for p in d_params:
-                p.requires_grad_(False)
-        g = model.g_loss(x, y)
-        g.backward()
-        if freeze_d:
-            for p in d_params:
-                p.requires_grad_(True)
-        for k in model.g_nets:
-            opts[k].step()
-        # The engine reads both losses back for its log.
-        return d.item(), g.item()
+        losses = []
+        for ph in phases:
+            for k in ph.nets:
+                opts[k].zero_grad(set_to_none=True)
+            for k in ph.frozen:
+                for p in params[k]:
+                    p.requires_grad_(False)
+            loss = ph.loss(x, y)
+            if ph.own_grads_only:
+                torch.autograd.backward(loss, inputs=own[ph.name])
+            else:
+                loss.backward(retain_graph=ph.retain_graph)
+            for k in ph.frozen:
+                for p in params[k]:
+                    p.requires_grad_(True)
+            for k in ph.nets:
+                opts[k].step()
+            losses.append(loss)
+        # The engine reads every phase's loss back for its log.
+        return [loss.item() for loss in losses]
 
     for i in range(warmup):
         step(i)
@@ -397,17 +673,19 @@ def measure(name, batch, warmup, steps, freeze_d):
     times.sort()
     median = times[len(times) // 2]
 
-    model.g.eval()
-    with torch.no_grad():
-        for _ in range(2):
-            model.generate(batch)
-        sync()
-        reps = max(steps, 10)
-        t = time.perf_counter()
-        for _ in range(reps):
-            model.generate(batch).sum().item()
-        sync()
-        gen = time.perf_counter() - t
+    gen_img_per_s = None  # no prior to sample from (ae): null, as the Rust benchmark
+    if model.generate is not None:
+        model.g.eval()
+        with torch.no_grad():
+            for _ in range(2):
+                model.generate(batch)
+            sync()
+            reps = max(steps, 10)
+            t = time.perf_counter()
+            for _ in range(reps):
+                model.generate(batch).sum().item()
+            sync()
+            gen_img_per_s = reps * batch / (time.perf_counter() - t)
     r = {
         "model": name,
         "batch": batch,
@@ -415,16 +693,18 @@ def measure(name, batch, warmup, steps, freeze_d):
         "device": DEVICE.type,
         "steps": steps,
         "warmup": warmup,
-        "freeze_d": freeze_d,
+        # Whether a phase froze a network (the GANs: --freeze-d; the encoder family:
+        # wherever gan-rs freezes one, vaegan and bigan).
+        "freeze_d": bool(frozen_note),
         "train_img_per_s": batch / median,
         "train_ms_per_step": 1e3 * median,
         "train_best_ms_per_step": 1e3 * times[0],
-        "gen_img_per_s": reps * batch / gen,
+        "gen_img_per_s": gen_img_per_s,
         "torch": torch.__version__,
     }
     if DEVICE.type == "cuda":
         r["gpu"] = torch.cuda.get_device_name(DEVICE)
-    return r
+    return r, frozen_note
 
 
 def main():
@@ -441,7 +721,8 @@ def main():
         action="store_true",
         help="switch off requires_grad of D's weights during the G step, as gan-rs does "
         "with gan_core::layers::frozen (plain PyTorch code computes those gradients and "
-        "never uses them)",
+        "never uses them); the GANs only: the encoder family (ae, vae, vaegan, bigan) "
+        "always freezes where gan-rs does",
     )
     p.add_argument(
         "--device",
@@ -464,16 +745,18 @@ def main():
             print(f"bench.py: no PyTorch twin of {name!r} yet (twins: {', '.join(MODELS)})",
                   file=sys.stderr)
             continue
-        r = measure(name, a.batch, a.warmup, a.steps, a.freeze_d)
+        r, frozen_note = measure(name, a.batch, a.warmup, a.steps, a.freeze_d)
         if a.json:
             print(json.dumps(r), flush=True)
         else:
+            gen = r["gen_img_per_s"]
             print(
                 f"{name:>8}  batch {a.batch:>3}  train {r['train_img_per_s']:8.1f} img/s "
                 f"(median {r['train_ms_per_step']:6.1f} ms/step, best "
-                f"{r['train_best_ms_per_step']:6.1f})  generate {r['gen_img_per_s']:9.1f} img/s  "
+                f"{r['train_best_ms_per_step']:6.1f})  generate "
+                f"{'-' if gen is None else f'{gen:.1f}':>9} img/s  "
                 f"[{r['threads']} threads{', ' + r['gpu'] if 'gpu' in r else ''}, torch {r['torch']}"
-                f"{', D frozen in G step' if a.freeze_d else ''}]",
+                f"{', ' + frozen_note if frozen_note else ''}]",
                 flush=True,
             )
 
