@@ -94,6 +94,7 @@ fn reconstructions_are_scored_by_error_digit_kept_and_fid() {
         test_labels: &test_labels,
         train_images: &x,
         train_labels: &train_labels,
+        domains: None,
     };
     let score = |blur| {
         let model = Toy {

@@ -246,6 +246,30 @@ impl Dann {
     }
 }
 
+impl Dann {
+    /// The joint line: C's cross-entropy on the labelled source images plus D's loss on
+    /// the features of both domains passed through the gradient reversal R_lambda. One
+    /// backward pass then trains C and D on their losses and F on C's loss minus lambda
+    /// times D's (lambda = -1 would pass D's gradient to F unreversed).
+    pub fn joint_loss(
+        &self,
+        source: &Tensor,
+        labels: &Tensor,
+        target: &Tensor,
+        lambda: f64,
+    ) -> Result<StepOutput> {
+        let (m, t) = (source.dim(0)?, target.dim(0)?);
+        let h = self.f.forward(&Tensor::cat(&[source, target], 0)?)?;
+        let (ce, acc) = self.label_loss(&h.narrow(0, 0, m)?, labels)?;
+        let dom = self.domains(m, t)?;
+        let logits = self.domain_logits(&grad_reverse(&h, lambda)?)?;
+        let loss = (ce + bce_with_logits(&logits, &dom)?)?;
+        Ok(StepOutput::new(loss)
+            .with("label_acc", acc)
+            .with("domain_acc", domain_accuracy(&logits, &dom)?))
+    }
+}
+
 /// The fraction of `logits` on the right side of zero for `targets` (0 or 1).
 fn domain_accuracy(logits: &Tensor, targets: &Tensor) -> Result<f32> {
     Ok(logits
@@ -317,17 +341,9 @@ impl Model for Dann {
                 let (loss, acc) = self.label_loss(&self.f.forward(&b.images)?, b.labels()?)?;
                 Ok(StepOutput::new(loss).with("label_acc", acc))
             }
-            ("fcd", Method::Dann) => {
-                let h = self.f.forward(&both()?)?;
-                let (ce, acc) = self.label_loss(&h.narrow(0, 0, m)?, source.labels()?)?;
-                let dom = self.domains(m, t)?;
-                let logits = self.domain_logits(&grad_reverse(&h, lambda)?)?;
-                let loss = (ce + bce_with_logits(&logits, &dom)?)?;
-                Ok(StepOutput::new(loss)
-                    .with("label_acc", acc)
-                    .with("domain_acc", domain_accuracy(&logits, &dom)?)
-                    .with("lambda", lambda as f32))
-            }
+            ("fcd", Method::Dann) => Ok(self
+                .joint_loss(&source.images, source.labels()?, &target.images, lambda)?
+                .with("lambda", lambda as f32)),
             ("d", Method::Dann) => {
                 let h = self.f.forward(&both()?)?.detach();
                 let dom = self.domains(m, t)?;

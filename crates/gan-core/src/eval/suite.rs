@@ -26,7 +26,7 @@ use super::{
     class_coverage, conditional_accuracy, frechet_distance, inception_score, ClassCoverage,
     ConditionalAccuracy, FeatureStats,
 };
-use crate::engine::{Classifier, Conditioning, Encoder, Generator, Model};
+use crate::engine::{Classifier, Conditioning, DomainAdapter, Encoder, Generator, Model};
 use crate::prior::{rng, RngStream};
 
 /// Generated images per call of the model: bounds memory, not results.
@@ -43,6 +43,22 @@ pub struct Reference<'a> {
     pub train_images: &'a Tensor,
     /// Their labels.
     pub train_labels: &'a [u8],
+    /// The test splits of both domains, for a [`DomainAdapter`].
+    pub domains: Option<DomainTests<'a>>,
+}
+
+/// The test images of a domain adapter's two domains, in the channels it reads.
+#[derive(Clone, Copy)]
+pub struct DomainTests<'a> {
+    /// MNIST's test images `[M, C, H, W]` in [-1, 1].
+    pub source_images: &'a Tensor,
+    /// Their labels.
+    pub source_labels: &'a [u8],
+    /// The target domain's test images.
+    pub target_images: &'a Tensor,
+    /// Their labels (for scoring only: the model never saw them unless it is the
+    /// target-trained baseline).
+    pub target_labels: &'a [u8],
 }
 
 /// What the report says it evaluated.
@@ -108,6 +124,30 @@ pub struct ReconstructionScores {
     pub fid: Option<f64>,
     /// Test images reconstructed.
     pub n: usize,
+}
+
+/// How well a domain adapter carries the source's labels to the target: its label
+/// predictor on each domain's test images, and how far its features still tell the
+/// domains apart (50% on a balanced set is the aim).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DomainScores {
+    /// The target domain's name.
+    pub target: String,
+    /// Label predictor's accuracy on the target's test images.
+    pub target_accuracy: f64,
+    /// Label predictor's accuracy on MNIST's test images.
+    pub source_accuracy: f64,
+    /// The model's own domain classifier on as many test images of each domain.
+    pub domain_classifier_accuracy: f64,
+    /// A fresh linear probe of the domain on the features: fitted on the first half of
+    /// each domain's images, scored on the second half. A domain classifier that was
+    /// merely beaten during training is not proof that the features hide the domain;
+    /// this is the stronger test.
+    pub domain_probe_accuracy: f64,
+    /// Test images scored per domain (the target's test split may be the smaller).
+    pub n_source: usize,
+    /// Target test images scored.
+    pub n_target: usize,
 }
 
 /// 1-nearest-neighbour and linear-probe accuracy on N test images, the whole training
@@ -187,6 +227,9 @@ pub struct EvalReport {
     /// Models with an encoder, when asked for: what its features know of the labels.
     #[serde(default)]
     pub representation: Option<Stamped<FeatureScores>>,
+    /// Domain adaptation: accuracy on both domains and how well the features hide them.
+    #[serde(default)]
+    pub domains: Option<Stamped<DomainScores>>,
     /// Wall time of the evaluation.
     pub seconds: f64,
 }
@@ -231,9 +274,13 @@ pub fn evaluate(
     let real = judge.outputs(&first(test.test_images, n)?)?;
     let generator = model.generator();
     let classifier = model.classifier();
-    if generator.is_none() && classifier.is_none() && model.encoder().is_none() {
+    if generator.is_none()
+        && classifier.is_none()
+        && model.encoder().is_none()
+        && model.domain_adapter().is_none()
+    {
         bail!(
-            "{} can neither generate, classify nor encode: nothing to evaluate",
+            "{} can neither generate, classify, encode nor adapt: nothing to evaluate",
             header.model
         )
     }
@@ -340,6 +387,18 @@ pub fn evaluate(
         ),
         None => (None, None),
     };
+    let domains = match model.domain_adapter() {
+        Some(a) => {
+            let tests = reference.domains.with_context(|| {
+                format!(
+                    "{} adapts to a domain: the evaluation needs its test split",
+                    header.model
+                )
+            })?;
+            Some(stamp_any(domain_scores(a, &tests, n, seed)?, seed, &sha))
+        }
+        None => None,
+    };
     let (categorical_code, codes) = match categorical_code {
         Some((scores, codes)) => (Some(stamp_any(scores, seed, &sha)), Some(codes)),
         None => (None, None),
@@ -359,6 +418,7 @@ pub fn evaluate(
         classifier_accuracy,
         reconstruction,
         representation,
+        domains,
         seconds: started.elapsed().as_secs_f64(),
     };
     Ok((report, codes))
@@ -570,5 +630,71 @@ fn feature_scores(
         dims: [code_dim, layer_dim],
         reference: train_labels.len(),
         n,
+    })
+}
+
+/// See [`DomainScores`]: up to `n` test images of each domain, as many of each.
+fn domain_scores(
+    adapter: &dyn DomainAdapter,
+    tests: &DomainTests,
+    n: usize,
+    seed: u64,
+) -> Result<DomainScores> {
+    use super::features::linear_probe_accuracy;
+    let n_source = n.min(tests.source_images.dim(0)?);
+    let n_target = n.min(tests.target_images.dim(0)?);
+    let balanced = n_source.min(n_target);
+    if balanced < 4 {
+        bail!("the domain scores need at least 4 test images of each domain, got {balanced}")
+    }
+    let accuracy = |images: &Tensor, labels: &[u8], n: usize| -> Result<f64> {
+        let mut right = 0usize;
+        for start in (0..n).step_by(GEN_BATCH) {
+            let b = GEN_BATCH.min(n - start);
+            let predicted = adapter.classify(&images.narrow(0, start, b)?)?;
+            right += predicted
+                .iter()
+                .zip(&labels[start..start + b])
+                .filter(|(p, y)| **p == **y as u32)
+                .count();
+        }
+        Ok(right as f64 / n as f64)
+    };
+    let source = tests.source_images.narrow(0, 0, balanced)?;
+    let target = tests.target_images.narrow(0, 0, balanced)?;
+    // The model's own domain classifier, on as many images of each domain.
+    let mut right = 0usize;
+    for (images, is_target) in [(&source, false), (&target, true)] {
+        for start in (0..balanced).step_by(GEN_BATCH) {
+            let b = GEN_BATCH.min(balanced - start);
+            let p = adapter.target_probability(&images.narrow(0, start, b)?)?;
+            right += p.iter().filter(|&&p| (p >= 0.5) == is_target).count();
+        }
+    }
+    // A fresh probe of the domain: first halves to fit, second halves to score.
+    let half = balanced / 2;
+    let (fs, ft) = (
+        in_blocks(&source, &|x| adapter.features(x))?,
+        in_blocks(&target, &|x| adapter.features(x))?,
+    );
+    let part = |from: usize, len: usize| -> Result<(Tensor, Vec<u8>)> {
+        let x = Tensor::cat(&[fs.narrow(0, from, len)?, ft.narrow(0, from, len)?], 0)?;
+        let y = [0u8, 1]
+            .iter()
+            .flat_map(|&d| std::iter::repeat_n(d, len))
+            .collect();
+        Ok((x, y))
+    };
+    let (fit, fit_y) = part(0, half)?;
+    let (score, score_y) = part(half, balanced - half)?;
+    let probe = linear_probe_accuracy(&fit, &fit_y, &score, &score_y, PROBE_EPOCHS, seed)?;
+    Ok(DomainScores {
+        target: adapter.target().to_string(),
+        target_accuracy: accuracy(tests.target_images, tests.target_labels, n_target)?,
+        source_accuracy: accuracy(tests.source_images, tests.source_labels, n_source)?,
+        domain_classifier_accuracy: right as f64 / (2 * balanced) as f64,
+        domain_probe_accuracy: probe,
+        n_source,
+        n_target,
     })
 }
