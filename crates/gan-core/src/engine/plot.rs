@@ -120,16 +120,81 @@ pub fn save_plot(
     if panels.is_empty() {
         bail!("nothing to plot into {}", path.display());
     }
-    register_fonts();
     let (w, h) = (SIZE.0 * (panels.len() as u32).clamp(1, 2), SIZE.1);
-    let mut buf = vec![0u8; (w * h * 3) as usize];
-    {
-        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
-        root.fill(&WHITE).map_err(plot_err)?;
+    draw_png(path, (w, h), |root| {
         let areas = root.split_evenly((1, panels.len()));
         for ((title, series), area) in panels.iter().zip(areas.iter()) {
             draw_panel(area, title, series, x_label, markers)?;
         }
+        Ok(())
+    })
+}
+
+/// Draws groups of points, a colour each, into a PNG at `path`: a 2-D projection of
+/// features, say, coloured by where they came from.
+pub fn save_scatter(path: &Path, title: &str, groups: &[Series]) -> Result<()> {
+    let points = groups.iter().flat_map(|(_, p)| p.iter());
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, y) in points.filter(|(x, y)| x.is_finite() && y.is_finite()) {
+        (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
+    }
+    if x0 >= x1 || y0 >= y1 {
+        bail!(
+            "nothing to scatter into {}: no spread of finite points",
+            path.display()
+        );
+    }
+    let (px, py) = ((x1 - x0) * 0.05, (y1 - y0) * 0.05);
+    draw_png(path, (640, 560), |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(30)
+            .y_label_area_size(40)
+            .build_cartesian_2d(x0 - px..x1 + px, y0 - py..y1 + py)
+            .map_err(plot_err)?;
+        chart
+            .configure_mesh()
+            .label_style(("sans-serif", 12))
+            .draw()
+            .map_err(plot_err)?;
+        for (i, (name, points)) in groups.iter().enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            chart
+                .draw_series(
+                    points
+                        .iter()
+                        .map(|&p| Circle::new(p, 2, color.mix(0.6).filled())),
+                )
+                .map_err(plot_err)?
+                .label(name.as_str())
+                .legend(move |(x, y)| Circle::new((x + 10, y), 4, color.filled()));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 14))
+            .draw()
+            .map_err(plot_err)?;
+        Ok(())
+    })
+}
+
+/// A white `size` canvas drawn by `draw`, written as a PNG at `path` atomically.
+fn draw_png(
+    path: &Path,
+    size: (u32, u32),
+    draw: impl FnOnce(&DrawingArea<BitMapBackend, plotters::coord::Shift>) -> Result<()>,
+) -> Result<()> {
+    register_fonts();
+    let (w, h) = size;
+    let mut buf = vec![0u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_err)?;
+        draw(&root)?;
         root.present().map_err(plot_err)?;
     }
     let mut png = Vec::new();

@@ -108,6 +108,45 @@ pub fn sqrtm_psd(m: &DMatrix<f64>) -> Result<DMatrix<f64>> {
     Ok(v * DMatrix::from_diagonal(&roots) * v.transpose())
 }
 
+/// Each row of `rows` (`n` vectors of `dim` numbers, row after row) projected on the
+/// first two principal components of them all: a picture of where a set of features
+/// lies, e.g. two domains' features, apart or mixed.
+pub fn principal_plane(rows: &[f32], dim: usize) -> Result<Vec<(f64, f64)>> {
+    ensure!(
+        dim >= 2 && rows.len() % dim == 0,
+        "rows of {dim} numbers, got {} numbers",
+        rows.len()
+    );
+    let n = rows.len() / dim;
+    ensure!(n >= 2, "a projection needs at least 2 rows, got {n}");
+    ensure!(
+        rows.iter().all(|v| v.is_finite()),
+        "the rows have non-finite entries"
+    );
+    let stats = FeatureStats::from_rows(rows, dim)?;
+    let eig = SymmetricEigen::new(stats.cov.clone());
+    // The two largest eigenvalues' vectors.
+    let mut order: Vec<usize> = (0..dim).collect();
+    order.sort_by(|&a, &b| eig.eigenvalues[b].total_cmp(&eig.eigenvalues[a]));
+    let axes = [
+        eig.eigenvectors.column(order[0]),
+        eig.eigenvectors.column(order[1]),
+    ];
+    Ok(rows
+        .chunks_exact(dim)
+        .map(|r| {
+            let along = |axis: &nalgebra::DVectorView<f64>| {
+                r.iter()
+                    .zip(stats.mean.iter())
+                    .zip(axis.iter())
+                    .map(|((&v, m), a)| (v as f64 - m) * a)
+                    .sum::<f64>()
+            };
+            (along(&axes[0]), along(&axes[1]))
+        })
+        .collect())
+}
+
 /// Frechet distance between the Gaussians fitted to two feature sets:
 /// `|mu_a - mu_b|^2 + tr(S_a) + tr(S_b) - 2 tr((S_a S_b)^(1/2))`.
 ///
@@ -274,6 +313,28 @@ pub fn conditional_accuracy(
 mod tests {
     use super::*;
     use rand::{Rng as _, SeedableRng};
+
+    #[test]
+    fn the_principal_plane_finds_the_spread() {
+        // Points along (1, 2, 2)/3 at t in -4.5..4.5, each twice, wobbling by +-0.5
+        // along (0, 1, -1)/sqrt(2) (uncorrelated with t).
+        let mut rows = Vec::new();
+        for i in 0..10 {
+            let t = i as f32 - 4.5;
+            for w in [0.5f32, -0.5] {
+                let w = w / 2f32.sqrt();
+                rows.extend([t / 3.0, 2.0 * t / 3.0 + w, 2.0 * t / 3.0 - w]);
+            }
+        }
+        let p = principal_plane(&rows, 3).unwrap();
+        for (i, (a, b)) in p.iter().enumerate() {
+            let t = (i / 2) as f64 - 4.5;
+            assert!((a.abs() - t.abs()).abs() < 1e-4, "row {i}: {a} vs {t}");
+            assert!((b.abs() - 0.5).abs() < 1e-4, "row {i}: {b}");
+        }
+        assert!(principal_plane(&rows[..4], 3).is_err());
+        assert!(principal_plane(&[f32::NAN; 6], 3).is_err());
+    }
 
     fn gaussian_rows(n: usize, dim: usize, shift: f32, seed: u64) -> Vec<f32> {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
