@@ -113,7 +113,7 @@ pub fn sqrtm_psd(m: &DMatrix<f64>) -> Result<DMatrix<f64>> {
 /// lies, e.g. two domains' features, apart or mixed.
 pub fn principal_plane(rows: &[f32], dim: usize) -> Result<Vec<(f64, f64)>> {
     ensure!(
-        dim >= 2 && rows.len() % dim == 0,
+        dim >= 2 && rows.len().is_multiple_of(dim),
         "rows of {dim} numbers, got {} numbers",
         rows.len()
     );
