@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 use gan_core::eval::judge::{Judge, JudgeConfig, JudgeTraining, CLASSES, DEFAULT_JUDGE_PATH};
 use gan_core::eval::metrics::CodeEval;
-use gan_core::eval::suite::{evaluate, EvalReport, Header, Reference};
+use gan_core::eval::suite::{evaluate, DomainTests, EvalReport, Header, Reference};
 use gan_core::eval::{ClassCoverage, ConditionalAccuracy};
 use gan_core::RunConfig;
 use serde::Serialize;
@@ -128,6 +128,8 @@ pub struct EvalArgs {
     pub data_dir: PathBuf,
     pub verify: bool,
     pub device: String,
+    /// Where a domain adapter's target domain comes from.
+    pub domains: crate::domains::DomainArgs,
 }
 
 /// The judge `eval` uses: the one at `--judge`, or the default one, trained first when
@@ -214,11 +216,34 @@ pub fn eval(args: &EvalArgs) -> Result<EvalReport> {
              singular and FID is biased; use N in the thousands to compare models"
         );
     }
+    // A domain adapter is scored on both domains' test splits, in the channels it reads.
+    let domain_tests = match model.domain_adapter() {
+        Some(a) => {
+            let source = crate::domains::in_channels(test.clone(), a.channels(), "MNIST")?;
+            let target = crate::domains::load_domain(
+                a.target(),
+                gan_data::SplitKind::Test,
+                &args.data_dir,
+                args.verify,
+                &args.domains,
+                &device,
+            )?;
+            let target = crate::domains::in_channels(target, a.channels(), a.target())?;
+            Some((source, target))
+        }
+        None => None,
+    };
     let reference = Reference {
         test_images: &test.images,
         test_labels: &test.labels_u8,
         train_images: &train.images,
         train_labels: &train.labels_u8,
+        domains: domain_tests.as_ref().map(|(s, t)| DomainTests {
+            source_images: &s.images,
+            source_labels: &s.labels_u8,
+            target_images: &t.images,
+            target_labels: &t.labels_u8,
+        }),
     };
     let header = Header {
         run: args.run_dir.display().to_string(),
@@ -251,6 +276,11 @@ pub fn eval(args: &EvalArgs) -> Result<EvalReport> {
                 .join(format!("{}_by_digit.png", fig.name));
             gan_core::engine::grid::save_grid(&path, &fig.images, fig.cols)?;
         }
+    }
+    if let (Some(a), Some((source, target))) = (model.domain_adapter(), &domain_tests) {
+        let path = args.run_dir.join("samples").join("features_by_domain.png");
+        draw_domains(a, &source.images, &target.images, &path)?;
+        eprintln!("drew the features of both domains in {}", path.display());
     }
     gan_core::engine::checkpoint::atomic_write(
         &args.run_dir.join(EVAL_FILE),
@@ -324,6 +354,11 @@ fn append_log(run_dir: &Path, r: &EvalReport) -> Result<()> {
         if let Some(fid) = x.result.fid {
             line["reconstruction_fid"] = fid.into();
         }
+    }
+    if let Some(d) = &r.domains {
+        line["target_accuracy"] = d.result.target_accuracy.into();
+        line["source_accuracy"] = d.result.source_accuracy.into();
+        line["domain_probe_accuracy"] = d.result.domain_probe_accuracy.into();
     }
     if let Some(f) = &r.representation {
         line["nn_code"] = f.result.nn_code.into();
@@ -431,6 +466,22 @@ fn print_report(r: &EvalReport) {
             pct(x.result.label_kept)
         );
     }
+    if let Some(d) = &r.domains {
+        let x = &d.result;
+        say!(
+            "  label predictor on {} {} test images: {} (on {} MNIST test images: {})",
+            x.n_target,
+            x.target,
+            pct(x.target_accuracy),
+            x.n_source,
+            pct(x.source_accuracy)
+        );
+        say!(
+            "  domain told from the features: by its own domain classifier {}, by a fresh linear probe {} (50% hides it)",
+            pct(x.domain_classifier_accuracy),
+            pct(x.domain_probe_accuracy)
+        );
+    }
     if let Some(f) = &r.representation {
         let x = &f.result;
         let layer = match (x.nn_features, x.probe_features) {
@@ -468,4 +519,35 @@ fn per_class(c: &ConditionalAccuracy) -> String {
         .filter_map(|(d, a)| a.map(|a| format!("{d}:{:.0}%", 100.0 * a)))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// Test images of each domain in the plane of their features' first two principal
+/// components, a colour per domain: mixed when the features hide the domain.
+fn draw_domains(
+    adapter: &dyn gan_core::DomainAdapter,
+    source: &Tensor,
+    target: &Tensor,
+    path: &Path,
+) -> Result<()> {
+    const EACH: usize = 500;
+    let each = EACH.min(source.dim(0)?).min(target.dim(0)?);
+    let features = Tensor::cat(
+        &[
+            adapter.features(&source.narrow(0, 0, each)?)?,
+            adapter.features(&target.narrow(0, 0, each)?)?,
+        ],
+        0,
+    )?;
+    let dim = features.dim(1)?;
+    let rows = features.flatten_all()?.to_vec1::<f32>()?;
+    let plane = gan_core::eval::principal_plane(&rows, dim)?;
+    let (s, t) = plane.split_at(each);
+    gan_core::engine::plot::save_scatter(
+        path,
+        "features of test images, first two principal components",
+        &[
+            ("MNIST".to_string(), s.to_vec()),
+            (adapter.target().to_string(), t.to_vec()),
+        ],
+    )
 }

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use candle_core::Tensor;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
-use gan_core::{AdamConfig, Dataset, RunConfig, Streams, TrainConfig, Trainer};
+use gan_core::{AdamConfig, RunConfig, TrainConfig, Trainer};
 
+mod domains;
 mod eval;
 mod report;
 
@@ -66,6 +67,8 @@ enum Command {
         /// reference). Experimental: slow and memory-hungry on the full MNIST so far.
         #[arg(long)]
         probe_features: bool,
+        #[command(flatten)]
+        domains: domains::DomainArgs,
     },
     /// Trains the judge of `eval`: a LeNet-style classifier of the MNIST training set,
     /// scored on the test set, saved as safetensors with its SHA-256.
@@ -191,6 +194,8 @@ struct TrainArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    #[command(flatten)]
+    domains: domains::DomainArgs,
 }
 
 /// See `gan_core::fast::alloc`: large buffers are reused instead of faulted in every step.
@@ -270,9 +275,11 @@ fn run(cli: Cli) -> Result<()> {
             no_verify,
             device,
             probe_features,
+            domains,
         } => eval::eval(&eval::EvalArgs {
             run_dir: checkpoint,
             probe_features,
+            domains,
             n,
             seed,
             judge,
@@ -316,6 +323,9 @@ const RESUME_MAY_SET: &[&str] = &[
     "checkpoint_every",
     "quiet",
     "data_dir",
+    "backgrounds",
+    "mnist_m",
+    "uci_digits",
     "no_verify",
     "device",
 ];
@@ -402,7 +412,13 @@ fn train_model(entry: &gan_models::Entry, matches: &ArgMatches) -> Result<()> {
                 }
             }
             let model = gan_models::build(kind, &saved.model_config, &device, cfg.seed)?;
-            let data = load_data(&args.data_dir, !args.no_verify, &device)?;
+            let data = domains::load_streams(
+                model.as_ref(),
+                &args.data_dir,
+                !args.no_verify,
+                &args.domains,
+                &device,
+            )?;
             Trainer::check_data(model.as_ref(), &cfg, &data)?;
             let mut trainer = Trainer::resume(model.as_ref(), cfg, run_dir)?;
             eprintln!("resuming {} at step {}", run_dir.display(), trainer.step());
@@ -411,7 +427,13 @@ fn train_model(entry: &gan_models::Entry, matches: &ArgMatches) -> Result<()> {
         }
         None => {
             let model = gan_models::build(kind, &model_config, &device, fresh.seed)?;
-            let data = load_data(&args.data_dir, !args.no_verify, &device)?;
+            let data = domains::load_streams(
+                model.as_ref(),
+                &args.data_dir,
+                !args.no_verify,
+                &args.domains,
+                &device,
+            )?;
             // Before anything is written: a bad setting leaves no stub folder behind.
             Trainer::check_data(model.as_ref(), &fresh, &data)?;
             let run_dir = match &args.out {
@@ -441,15 +463,6 @@ fn free_run_dir(kind: &str, seed: u64) -> PathBuf {
         })
         .find(|p| !p.exists())
         .expect("some folder name is free")
-}
-
-/// The training split as the `real` stream, fetching MNIST first when the folder lacks it.
-fn load_data(dir: &Path, verify: bool, device: &candle_core::Device) -> Result<Streams> {
-    let split = load_split(dir, gan_data::SplitKind::Train, verify, device)?;
-    Ok(Streams::real(Dataset::new(
-        split.images,
-        Some(split.labels),
-    )?))
 }
 
 pub(crate) fn load_split(

@@ -68,10 +68,10 @@ fn header(bytes: &[u8], name: &str, magic: u32, ndims: usize) -> Result<Vec<usiz
         Some(found) if found != magic => bail!(
             "{name}: wrong magic number: expected {magic:#010x}, found {found:#010x} \
              (not an IDX {} file)",
-            if magic == IMAGES_MAGIC {
-                "images"
-            } else {
-                "labels"
+            match magic {
+                IMAGES_MAGIC => "images".to_string(),
+                LABELS_MAGIC => "labels".to_string(),
+                _ => format!("{ndims}-dimensional u8"),
             }
         ),
         _ if bytes.len() < need => bail!(
@@ -122,6 +122,48 @@ pub fn parse_labels(bytes: &[u8], name: &str) -> Result<Vec<u8>> {
         bail!("{name}: label {l} at index {i} is not a digit 0-9")
     }
     Ok(labels)
+}
+
+/// The magic number of an IDX file of u8 values in `ndims` dimensions: 0x08 is the type
+/// byte of unsigned bytes, the last byte the number of dimensions.
+pub fn ubyte_magic(ndims: usize) -> u32 {
+    0x0800 | (ndims as u32 & 0xff)
+}
+
+/// Parses an IDX file of u8 values in `ndims` dimensions (colour images are 4: `n`, rows,
+/// columns, channels): the dimensions and the values, row-major.
+pub fn parse_ubyte(bytes: &[u8], name: &str, ndims: usize) -> Result<(Vec<usize>, Vec<u8>)> {
+    let dims = header(bytes, name, ubyte_magic(ndims), ndims)?;
+    let Some(len) = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)) else {
+        bail!("{name}: impossible dimensions {dims:?}")
+    };
+    let values = body(bytes, name, 4 + 4 * ndims, len)?.to_vec();
+    Ok((dims, values))
+}
+
+/// The header of an IDX file of u8 values of the given dimensions (the values follow it);
+/// `None` when a dimension does not fit the format's u32 or there are over 255.
+pub fn ubyte_header(dims: &[usize]) -> Option<Vec<u8>> {
+    if dims.len() > 255 {
+        return None;
+    }
+    let mut out = ubyte_magic(dims.len()).to_be_bytes().to_vec();
+    for &d in dims {
+        out.extend(u32::try_from(d).ok()?.to_be_bytes());
+    }
+    Some(out)
+}
+
+/// Encodes u8 values of the given dimensions as an IDX file; `None` when the values do
+/// not fill the dimensions exactly or the dimensions do not fit the format.
+pub fn encode_ubyte(dims: &[usize], values: &[u8]) -> Option<Vec<u8>> {
+    let len = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))?;
+    if len != values.len() {
+        return None;
+    }
+    let mut out = ubyte_header(dims)?;
+    out.extend(values);
+    Some(out)
 }
 
 /// Reads an IDX images file, raw or gzip.

@@ -1,4 +1,4 @@
-//! gan-data: MNIST for gan-rs.
+//! gan-data: MNIST, and other digit domains, for gan-rs.
 //!
 //! Downloads the canonical IDX files from public mirrors (or imports a local copy),
 //! verifies them against their canonical SHA-256, and loads them as candle tensors in
@@ -8,7 +8,13 @@
 //!
 //! - [`idx`]: the IDX format, raw or gzip;
 //! - [`mnist`]: the file table, verification, loading into tensors;
-//! - [`fetch`]: download with mirror fail-over, import of a local copy, atomic storage.
+//! - [`fetch`]: download with mirror fail-over, import of a local copy, atomic storage;
+//! - [`mnistm`]: target domains for domain adaptation in colour: MNIST-M-style digits
+//!   built from MNIST and photos by Ganin & Lempitsky's recipe, or the real MNIST-M;
+//! - [`uci`]: the UCI 8x8 handwritten digits, upsampled to 28x28, a second grey domain.
+//!
+//! Every domain loads as the same [`Split`]: `[n, c, 28, 28]` f32 in [-1, 1] (`c` = 1 or
+//! 3) and u8/u32 labels, so the engine's datasets take any of them.
 //!
 //! Shuffling and batching are the engine's (`gan_core::engine::data`): this crate knows
 //! nothing of training.
@@ -16,6 +22,9 @@
 pub mod fetch;
 pub mod idx;
 pub mod mnist;
+pub mod mnistm;
+mod store;
+pub mod uci;
 
 pub use fetch::{
     download_files, download_mnist, ensure_files, ensure_mnist, import_files, import_mnist,
@@ -24,3 +33,15 @@ pub use fetch::{
 pub use mnist::{
     load_mnist, load_split, Mnist, Split, SplitKind, Verify, DEFAULT_DATA_DIR, MNIST_FILES,
 };
+pub use mnistm::{
+    blend, compose, draw_crop, draw_crops, ensure_mnistm_style, load_mnist_m_folder,
+    load_mnistm_style, load_mnistm_style_split, mnistm_style_dir, read_photos, Crop, MnistmCard,
+    MnistmStyle, Photo,
+};
+pub use uci::{
+    load_uci, load_uci_split, parse_uci_csv, read_uci_digits, uci_split, upsample_uci, UciDigits,
+};
+
+/// Where the project keeps derived data sets (MNIST-M-style folders) unless told otherwise,
+/// relative to the workspace root: the folder above [`DEFAULT_DATA_DIR`], ignored by git.
+pub const DEFAULT_DATA_ROOT: &str = "assets/data";

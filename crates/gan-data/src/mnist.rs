@@ -25,6 +25,15 @@ pub fn shared_mnist_dir() -> Option<&'static Path> {
     dir.is_dir().then_some(dir)
 }
 
+/// The folder `../shared/data` beside the workspace, where a machine has one: besides
+/// `mnist/`, it keeps `backgrounds/` (colour photos for MNIST-M-style digits) and
+/// `uci-digits/digits.csv.gz`. Like [`shared_mnist_dir`], for tests only.
+#[cfg(feature = "dev-shared-data")]
+pub fn shared_data_dir() -> Option<&'static Path> {
+    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data"));
+    dir.is_dir().then_some(dir)
+}
+
 /// What an MNIST file holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileKind {
@@ -105,11 +114,13 @@ pub enum Verify {
     Skip,
 }
 
-/// One split as tensors, ready for the models.
+/// One split as tensors, ready for the models: MNIST's, and the other digit domains'
+/// ([`crate::mnistm`], [`crate::uci`]).
 #[derive(Debug, Clone)]
 pub struct Split {
-    /// `[n, 1, 28, 28]` f32, pixel p mapped to p / 127.5 - 1, so 0 is -1 and 255 is +1:
-    /// the range of the generators' tanh output.
+    /// `[n, c, 28, 28]` f32 with `c` = 1 (grey: MNIST, UCI digits) or 3 (RGB: MNIST-M),
+    /// pixel p mapped to p / 127.5 - 1, so 0 is -1 and 255 is +1: the range of the
+    /// generators' tanh output.
     pub images: Tensor,
     /// `[n]` u32 digit labels (the dtype `index_select` and one-hot encoding take).
     pub labels: Tensor,
@@ -127,9 +138,14 @@ impl Split {
     pub fn is_empty(&self) -> bool {
         self.labels_u8.is_empty()
     }
+
+    /// Channels of the images: 1 (grey) or 3 (RGB).
+    pub fn channels(&self) -> usize {
+        self.images.dims().get(1).copied().unwrap_or(0)
+    }
 }
 
-/// Both splits.
+/// Both splits (of MNIST, or of another digit domain).
 #[derive(Debug, Clone)]
 pub struct Mnist {
     /// The training split.
