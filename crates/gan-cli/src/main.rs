@@ -136,6 +136,10 @@ enum Command {
         /// decoded images as a tensor).
         #[arg(long, conflicts_with_all = ["label", "digit", "reconstruct"])]
         interpolate: bool,
+        /// With --reconstruct: more runs whose reconstructions of the same test images
+        /// join the grid, a row per run under the originals (PNG only).
+        #[arg(long, num_args = 1.., requires = "reconstruct")]
+        compare: Vec<PathBuf>,
         /// Folder with the MNIST IDX files, for --reconstruct and --interpolate.
         #[arg(long, default_value = gan_data::DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
@@ -247,6 +251,7 @@ fn run(cli: Cli) -> Result<()> {
             digit,
             reconstruct,
             interpolate,
+            compare,
             data_dir,
             no_verify,
             seed,
@@ -257,6 +262,10 @@ fn run(cli: Cli) -> Result<()> {
                 (_, true) => Some(Through::Interpolate),
                 _ => None,
             };
+            if !compare.is_empty() {
+                let runs: Vec<PathBuf> = std::iter::once(checkpoint).chain(compare).collect();
+                return compare_reconstructions(&runs, n, &out, &data_dir, !no_verify, &device);
+            }
             if let Some(what) = through {
                 return through_encoder(what, &checkpoint, n, &out, &data_dir, !no_verify, &device);
             }
@@ -578,6 +587,67 @@ fn open_run_for_output(
     Ok((device, run, model))
 }
 
+/// [`open_run_for_output`] for a run whose model has an encoder, its weights loaded.
+fn open_encoder_run(
+    run_dir: &Path,
+    n: usize,
+    out: &Path,
+    device: &str,
+) -> Result<(candle_core::Device, RunConfig, Box<dyn gan_core::Model>)> {
+    let (device, run, model) = open_run_for_output(run_dir, n, out, device)?;
+    if model.encoder().is_none() {
+        bail!(
+            "{} is a {} run, which has no encoder and decoder to take images through (ae, \
+             vae and the encoder family have)",
+            run_dir.display(),
+            run.model
+        )
+    }
+    gan_core::engine::load_weights(model.as_ref(), run_dir)?;
+    Ok((device, run, model))
+}
+
+/// `sample --reconstruct --compare`: the first `n` test images in the top row, each run's
+/// reconstructions of them in a row below, in the order given.
+fn compare_reconstructions(
+    runs: &[PathBuf],
+    n: usize,
+    out: &Path,
+    data_dir: &Path,
+    verify: bool,
+    device: &str,
+) -> Result<()> {
+    if output_kind(out)? != "png" {
+        bail!("--compare draws a grid: --out must end in .png")
+    }
+    let mut rows = Vec::new();
+    for run_dir in runs {
+        let (device, _, model) = open_encoder_run(run_dir, n, out, device)?;
+        let encoder = model.encoder().context("checked by open_encoder_run")?;
+        if rows.is_empty() {
+            let test = load_split(data_dir, gan_data::SplitKind::Test, verify, &device)?;
+            if n > test.len() {
+                bail!("--n {n} is more than the {} test images", test.len())
+            }
+            rows.push(test.images.narrow(0, 0, n)?);
+        }
+        let x_hat = encoder.reconstruct(&rows[0])?;
+        gan_core::engine::ensure_finite(&x_hat, "the reconstructions")?;
+        rows.push(x_hat.to_device(&candle_core::Device::Cpu)?);
+    }
+    let rows: Vec<Tensor> = rows
+        .iter()
+        .map(|r| r.to_device(&candle_core::Device::Cpu))
+        .collect::<candle_core::Result<_>>()?;
+    gan_core::engine::grid::save_grid(out, &Tensor::cat(&rows, 0)?, n)?;
+    eprintln!(
+        "wrote {n} test images over their reconstructions by {} runs to {}",
+        runs.len(),
+        out.display()
+    );
+    Ok(())
+}
+
 /// What `sample` draws through a run's encoder and decoder.
 #[derive(Clone, Copy)]
 enum Through {
@@ -601,16 +671,8 @@ fn through_encoder(
     verify: bool,
     device: &str,
 ) -> Result<()> {
-    let (device, run, model) = open_run_for_output(run_dir, n, out, device)?;
-    let encoder = model.encoder().with_context(|| {
-        format!(
-            "{} is a {} run, which has no encoder and decoder to take images through (ae, \
-             vae and the encoder family have)",
-            run_dir.display(),
-            run.model
-        )
-    })?;
-    gan_core::engine::load_weights(model.as_ref(), run_dir)?;
+    let (device, run, model) = open_encoder_run(run_dir, n, out, device)?;
+    let encoder = model.encoder().context("checked by open_encoder_run")?;
     let test = load_split(data_dir, gan_data::SplitKind::Test, verify, &device)?;
     let needed = match what {
         Through::Reconstruct => n,

@@ -796,6 +796,35 @@ fn encoder_models_are_scored_on_their_reconstructions() {
         let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
         assert!((280..28 * 12).contains(&width), "{width}");
     }
+    // Both runs' reconstructions of the same four test images under them: three rows.
+    let (ae, vae) = (tmp.path().join("ae"), tmp.path().join("vae"));
+    let grid = tmp.path().join("both.png");
+    let compare = |out: &Path| {
+        cli(&[
+            "sample",
+            "--checkpoint",
+            ae.to_str().unwrap(),
+            "--reconstruct",
+            "--compare",
+            vae.to_str().unwrap(),
+            "--n",
+            "4",
+            "--data-dir",
+            data,
+            "--no-verify",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
+    assert!(compare(&grid).status.success());
+    let png = std::fs::read(&grid).unwrap();
+    let (w, h) = (
+        u32::from_be_bytes(png[16..20].try_into().unwrap()),
+        u32::from_be_bytes(png[20..24].try_into().unwrap()),
+    );
+    assert!(w > h && h >= 3 * 28 && h < 4 * 28, "{w}x{h}");
+    let out = compare(&tmp.path().join("both.safetensors"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(".png"));
     // A model without an encoder says so.
     let gan = tmp.path().join("gan");
     ok(&[
