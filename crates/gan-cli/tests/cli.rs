@@ -822,7 +822,7 @@ fn encoder_models_are_scored_on_their_reconstructions() {
         u32::from_be_bytes(png[16..20].try_into().unwrap()),
         u32::from_be_bytes(png[20..24].try_into().unwrap()),
     );
-    assert!(w > h && h >= 3 * 28 && h < 4 * 28, "{w}x{h}");
+    assert!(w > h && (3 * 28..4 * 28).contains(&h), "{w}x{h}");
     let out = compare(&tmp.path().join("both.safetensors"));
     assert!(String::from_utf8_lossy(&out.stderr).contains(".png"));
     // A model without an encoder says so.
