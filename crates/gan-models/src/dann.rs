@@ -26,7 +26,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::registry::Registered;
 use gan_core::engine::no_such_phase;
-use gan_core::fast::layers::{conv2d, frozen, grad_reverse, linear, Conv2d, ConvSpec, Linear};
+use gan_core::fast::layers::{
+    batch_norm, conv2d, frozen, grad_reverse, linear, BatchNorm, Conv2d, ConvSpec, Linear,
+};
 use gan_core::fast::nn::relu;
 use gan_core::loss::{bce_with_logits, cross_entropy};
 use gan_core::prior::Rng;
@@ -106,6 +108,12 @@ pub struct DannConfig {
     /// beta of the annealed learning rate.
     #[arg(long, default_value_t = 0.75)]
     pub lr_beta: f64,
+    /// Hidden widths of D, comma-separated (the paper: one layer of 100).
+    #[arg(long, value_delimiter = ',', default_value = "100")]
+    pub d_hidden: Vec<usize>,
+    /// Batch norm after each of F's convolutions (as the common PyTorch ports have).
+    #[arg(long)]
+    pub batch_norm: bool,
     /// mu_0, the learning rate of F, C and D at the start. A training setting: the run
     /// keeps it among its per-network learning rates, not in the model's config.
     #[arg(long, default_value_t = 1e-3)]
@@ -124,16 +132,22 @@ impl Default for DannConfig {
 }
 
 /// Ganin et al.'s MNIST feature extractor: two 5x5 convolutions (32, 48 channels), each
-/// with 2x2 max pooling and ReLU: 28x28 -> 12x12x32 -> 4x4x48 = 768 features.
+/// with 2x2 max pooling and ReLU (batch norm before the ReLU with `--batch-norm`):
+/// 28x28 -> 12x12x32 -> 4x4x48 = 768 features.
 struct Features {
     c1: Conv2d,
     c2: Conv2d,
+    bn: Option<[BatchNorm; 2]>,
 }
 
-impl Module for Features {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let x = relu(&self.c1.forward(x)?.max_pool2d(2)?)?;
-        relu(&self.c2.forward(&x)?.max_pool2d(2)?)?.flatten_from(1)
+impl Features {
+    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let act = |y: Tensor, i: usize| match &self.bn {
+            Some(bn) => bn[i].forward_act(&y, train, 0.0),
+            None => relu(&y),
+        };
+        let x = act(self.c1.forward(x)?, 0)?.max_pool2d(2)?;
+        act(self.c2.forward(&x)?, 1)?.max_pool2d(2)?.flatten_from(1)
     }
 }
 
@@ -188,6 +202,11 @@ impl Dann {
             cfg.lr_alpha,
             cfg.lr_beta
         );
+        anyhow::ensure!(
+            !cfg.d_hidden.contains(&0),
+            "dann needs every --d-hidden width > 0, got {:?}",
+            cfg.d_hidden
+        );
         let (f_vars, c_vars, d_vars) = (VarMap::new(), VarMap::new(), VarMap::new());
         let vb = |v: &VarMap| VarBuilder::from_varmap(v, DType::F32, device);
         let valid = ConvSpec {
@@ -198,9 +217,21 @@ impl Dann {
         let f = Features {
             c1: conv2d(cfg.target.channels(), 32, 5, valid, vb(&f_vars).pp("c1"))?,
             c2: conv2d(32, 48, 5, valid, vb(&f_vars).pp("c2"))?,
+            bn: match cfg.batch_norm {
+                true => Some([
+                    batch_norm(32, vb(&f_vars).pp("bn1"))?,
+                    batch_norm(48, vb(&f_vars).pp("bn2"))?,
+                ]),
+                false => None,
+            },
         };
         let c = Mlp::new(&[768, 100, 100, CLASSES], vb(&c_vars))?;
-        let d = Mlp::new(&[768, 100, 1], vb(&d_vars))?;
+        let d_widths: Vec<usize> = [768]
+            .into_iter()
+            .chain(cfg.d_hidden.iter().copied())
+            .chain([1])
+            .collect();
+        let d = Mlp::new(&d_widths, vb(&d_vars))?;
         let mut r = gan_core::prior::rng(seed, gan_core::prior::RngStream::Init);
         for v in [&f_vars, &c_vars, &d_vars] {
             gan_core::init::reinit(v, gan_core::init::WeightInit::FanInUniform, &mut r)?;
@@ -259,7 +290,9 @@ impl Dann {
         lambda: f64,
     ) -> Result<StepOutput> {
         let (m, t) = (source.dim(0)?, target.dim(0)?);
-        let h = self.f.forward(&Tensor::cat(&[source, target], 0)?)?;
+        let h = self
+            .f
+            .forward_t(&Tensor::cat(&[source, target], 0)?, true)?;
         let (ce, acc) = self.label_loss(&h.narrow(0, 0, m)?, labels)?;
         let dom = self.domains(m, t)?;
         let logits = self.domain_logits(&grad_reverse(&h, lambda)?)?;
@@ -338,21 +371,22 @@ impl Model for Dann {
                 } else {
                     target
                 };
-                let (loss, acc) = self.label_loss(&self.f.forward(&b.images)?, b.labels()?)?;
+                let (loss, acc) =
+                    self.label_loss(&self.f.forward_t(&b.images, true)?, b.labels()?)?;
                 Ok(StepOutput::new(loss).with("label_acc", acc))
             }
             ("fcd", Method::Dann) => Ok(self
                 .joint_loss(&source.images, source.labels()?, &target.images, lambda)?
                 .with("lambda", lambda as f32)),
             ("d", Method::Dann) => {
-                let h = self.f.forward(&both()?)?.detach();
+                let h = self.f.forward_t(&both()?, true)?.detach();
                 let dom = self.domains(m, t)?;
                 let logits = self.domain_logits(&h)?;
                 Ok(StepOutput::new(bce_with_logits(&logits, &dom)?)
                     .with("domain_acc", domain_accuracy(&logits, &dom)?))
             }
             ("fc", Method::Dann) => {
-                let h = self.f.forward(&both()?)?;
+                let h = self.f.forward_t(&both()?, true)?;
                 let (ce, acc) = self.label_loss(&h.narrow(0, 0, m)?, source.labels()?)?;
                 // The domains swapped: F is rewarded when D calls each image the other one.
                 let swapped = self.domains(m, t)?.affine(-1.0, 1.0)?;
@@ -385,16 +419,16 @@ impl DomainAdapter for Dann {
     }
 
     fn features(&self, images: &Tensor) -> Result<Tensor> {
-        Ok(self.f.forward(images)?)
+        Ok(self.f.forward_t(images, false)?)
     }
 
     fn classify(&self, images: &Tensor) -> Result<Vec<u32>> {
-        let h = self.f.forward(images)?;
+        let h = self.f.forward_t(images, false)?;
         Ok(self.c.forward(&h)?.argmax(1)?.to_vec1::<u32>()?)
     }
 
     fn target_probability(&self, images: &Tensor) -> Result<Vec<f32>> {
-        let h = self.f.forward(images)?;
+        let h = self.f.forward_t(images, false)?;
         Ok(candle_nn::ops::sigmoid(&self.domain_logits(&h)?)?.to_vec1::<f32>()?)
     }
 }
