@@ -108,11 +108,13 @@ pub struct DannConfig {
     /// beta of the annealed learning rate.
     #[arg(long, default_value_t = 0.75)]
     pub lr_beta: f64,
-    /// Hidden widths of D, comma-separated (the paper: one layer of 100).
-    #[arg(long, value_delimiter = ',', default_value = "100")]
+    /// Hidden widths of D, comma-separated. The paper's MNIST D has one layer of 100;
+    /// its features then fool that D without hiding the domain (docs/DOMAINS.md).
+    #[arg(long, value_delimiter = ',', default_value = "1024,1024")]
     pub d_hidden: Vec<usize>,
-    /// Batch norm after each of F's convolutions (as the common PyTorch ports have).
-    #[arg(long)]
+    /// Batch norm after each of F's convolutions, as the common PyTorch ports have
+    /// (`--batch-norm false`: the paper's F).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub batch_norm: bool,
     /// mu_0, the learning rate of F, C and D at the start. A training setting: the run
     /// keeps it among its per-network learning rates, not in the model's config.
@@ -281,7 +283,7 @@ impl Dann {
     /// The joint line: C's cross-entropy on the labelled source images plus D's loss on
     /// the features of both domains passed through the gradient reversal R_lambda. One
     /// backward pass then trains C and D on their losses and F on C's loss minus lambda
-    /// times D's (lambda = -1 would pass D's gradient to F unreversed).
+    /// times D's.
     pub fn joint_loss(
         &self,
         source: &Tensor,
@@ -300,6 +302,21 @@ impl Dann {
         Ok(StepOutput::new(loss)
             .with("label_acc", acc)
             .with("domain_acc", domain_accuracy(&logits, &dom)?))
+    }
+}
+
+impl Dann {
+    /// D's loss on the features of both domains with no reversal: what D descends, and
+    /// what the joint line makes F ascend (the reference the tests hold it to).
+    pub fn domain_loss(&self, source: &Tensor, target: &Tensor) -> Result<Tensor> {
+        let (m, t) = (source.dim(0)?, target.dim(0)?);
+        let h = self
+            .f
+            .forward_t(&Tensor::cat(&[source, target], 0)?, true)?;
+        Ok(bce_with_logits(
+            &self.domain_logits(&h)?,
+            &self.domains(m, t)?,
+        )?)
     }
 }
 

@@ -35,7 +35,9 @@ fn grads(model: &Dann, net: &str, loss: &Tensor) -> BTreeMap<String, Vec<f32>> {
 }
 
 fn assert_close(what: &str, a: &[f32], b: &[f32]) {
-    let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+    // Batch norm cancels the convolutions' biases: their gradients are round-off, judged
+    // against a floor rather than their own size.
+    let scale = b.iter().fold(1e-4f32, |m, v| m.max(v.abs()));
     for (i, (x, y)) in a.iter().zip(b).enumerate() {
         assert!(
             (x - y).abs() <= 1e-4 * scale,
@@ -50,9 +52,10 @@ fn gradient_reversal_flips_what_reaches_f_and_nothing_else() {
     let (xs, ys) = batch(8, 3);
     let (xt, _) = batch(8, 3);
     let lambda = 0.37;
-    let at = |l: f64| model.joint_loss(&xs, &ys, &xt, l).unwrap().loss;
-    let (rev, plain, none) = (at(lambda), at(-1.0), at(0.0));
-    // F: C's gradient minus lambda times D's; D's part measured as plain - none.
+    let rev = model.joint_loss(&xs, &ys, &xt, lambda).unwrap().loss;
+    let none = model.joint_loss(&xs, &ys, &xt, 0.0).unwrap().loss;
+    let plain = model.domain_loss(&xs, &xt).unwrap();
+    // F: C's gradient (lambda = 0) minus lambda times D's loss's own gradient.
     let (fr, fp, f0) = (
         grads(&model, "f", &rev),
         grads(&model, "f", &plain),
@@ -60,22 +63,24 @@ fn gradient_reversal_flips_what_reaches_f_and_nothing_else() {
     );
     let mut moved = 0f32;
     for (name, g0) in &f0 {
-        let dom: Vec<f32> = fp[name].iter().zip(g0).map(|(p, z)| p - z).collect();
+        let dom = &fp[name];
         let want: Vec<f32> = g0
             .iter()
-            .zip(&dom)
+            .zip(dom)
             .map(|(z, d)| z - lambda as f32 * d)
             .collect();
         assert_close(&format!("f.{name}"), &fr[name], &want);
         moved += dom.iter().map(|d| d.abs()).sum::<f32>();
     }
     assert!(moved > 0.0, "D's loss sent no gradient to F at all");
-    // C and D get their own losses' gradients whatever lambda is.
-    for net in ["c", "d"] {
-        let (a, b) = (grads(&model, net, &rev), grads(&model, net, &plain));
-        for (name, g) in &a {
-            assert_close(&format!("{net}.{name}"), g, &b[name]);
-        }
+    // D gets its own loss's gradient whatever lambda is; C gets C's.
+    let (dr, dp) = (grads(&model, "d", &rev), grads(&model, "d", &plain));
+    for (name, g) in &dr {
+        assert_close(&format!("d.{name}"), g, &dp[name]);
+    }
+    let (cr, c0) = (grads(&model, "c", &rev), grads(&model, "c", &none));
+    for (name, g) in &cr {
+        assert_close(&format!("c.{name}"), g, &c0[name]);
     }
 }
 
