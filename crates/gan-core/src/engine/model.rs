@@ -202,9 +202,10 @@ impl<'a> Step<'a> {
     }
 
     /// How far through the run this step is, in [0, 1): the steps done before it over
-    /// the steps the run is set to take (`--epochs` of the first stream, or
-    /// `--max-steps` if fewer). Schedules that anneal with training, such as DANN's
-    /// adversarial weight, read it; 0 outside a run.
+    /// the steps of the run's `--epochs` of its first stream (`--max-steps` stops a run
+    /// early without changing this; a resumed run with more epochs stretches what is
+    /// left). Schedules that anneal with training, such as DANN's adversarial weight,
+    /// read it; 0 outside a run.
     pub fn progress(&self) -> f64 {
         self.progress
     }

@@ -268,8 +268,9 @@ impl<'m> Trainer<'m> {
             let epoch = self.state.epoch;
             self.clock = Instant::now();
             let order = first.batches.epoch_indices(self.cfg.seed, epoch as u64);
-            let planned = (self.cfg.epochs * order.len()) as u64;
-            self.total_steps = Some(self.cfg.max_steps.map_or(planned, |m| m.min(planned)));
+            // The plan is the epochs': --max-steps stops a run early without bending
+            // its schedule, so a run stopped and resumed follows the same one.
+            self.total_steps = Some((self.cfg.epochs * order.len()) as u64);
             let bar = self.progress_bar(order.len() as u64, epoch);
             bar.set_position(self.state.batch as u64);
             let mut means: BTreeMap<String, (f64, usize)> = BTreeMap::new();
