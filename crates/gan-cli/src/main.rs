@@ -386,6 +386,16 @@ fn train_model(entry: &gan_models::Entry, matches: &ArgMatches) -> Result<()> {
         progress: !args.quiet,
     };
     fresh.validate()?;
+    // Every stream the model declares, from the data folders given.
+    let load = |model: &dyn gan_core::Model| {
+        domains::load_streams(
+            model,
+            &args.data_dir,
+            !args.no_verify,
+            &args.domains,
+            &device,
+        )
+    };
     match &args.resume {
         Some(run_dir) => {
             let saved = RunConfig::read(run_dir)?;
@@ -421,13 +431,7 @@ fn train_model(entry: &gan_models::Entry, matches: &ArgMatches) -> Result<()> {
                 }
             }
             let model = gan_models::build(kind, &saved.model_config, &device, cfg.seed)?;
-            let data = domains::load_streams(
-                model.as_ref(),
-                &args.data_dir,
-                !args.no_verify,
-                &args.domains,
-                &device,
-            )?;
+            let data = load(model.as_ref())?;
             Trainer::check_data(model.as_ref(), &cfg, &data)?;
             let mut trainer = Trainer::resume(model.as_ref(), cfg, run_dir)?;
             eprintln!("resuming {} at step {}", run_dir.display(), trainer.step());
@@ -436,13 +440,7 @@ fn train_model(entry: &gan_models::Entry, matches: &ArgMatches) -> Result<()> {
         }
         None => {
             let model = gan_models::build(kind, &model_config, &device, fresh.seed)?;
-            let data = domains::load_streams(
-                model.as_ref(),
-                &args.data_dir,
-                !args.no_verify,
-                &args.domains,
-                &device,
-            )?;
+            let data = load(model.as_ref())?;
             // Before anything is written: a bad setting leaves no stub folder behind.
             Trainer::check_data(model.as_ref(), &fresh, &data)?;
             let run_dir = match &args.out {

@@ -24,10 +24,11 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 
+use crate::gan::Mlp;
 use crate::registry::Registered;
 use gan_core::engine::no_such_phase;
 use gan_core::fast::layers::{
-    batch_norm, conv2d, frozen, grad_reverse, linear, BatchNorm, Conv2d, ConvSpec, Linear,
+    batch_norm, conv2d, frozen, grad_reverse, BatchNorm, Conv2d, ConvSpec,
 };
 use gan_core::fast::nn::relu;
 use gan_core::loss::{bce_with_logits, cross_entropy};
@@ -153,33 +154,6 @@ impl Features {
     }
 }
 
-/// Fully connected layers with ReLU between them.
-struct Mlp(Vec<Linear>);
-
-impl Mlp {
-    fn new(widths: &[usize], vb: VarBuilder) -> candle_core::Result<Self> {
-        let layers = widths
-            .windows(2)
-            .enumerate()
-            .map(|(i, w)| linear(w[0], w[1], vb.pp(format!("l{i}"))))
-            .collect::<candle_core::Result<_>>()?;
-        Ok(Self(layers))
-    }
-}
-
-impl Module for Mlp {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let mut x = x.clone();
-        for (i, l) in self.0.iter().enumerate() {
-            x = l.forward(&x)?;
-            if i + 1 < self.0.len() {
-                x = relu(&x)?;
-            }
-        }
-        Ok(x)
-    }
-}
-
 /// F, C (768 -> 100 -> 100 -> 10) and D (768 -> 100 -> 1), as in Ganin et al.'s MNIST
 /// experiments, each with its own variables.
 pub struct Dann {
@@ -227,13 +201,13 @@ impl Dann {
                 false => None,
             },
         };
-        let c = Mlp::new(&[768, 100, 100, CLASSES], vb(&c_vars))?;
+        let c = Mlp::relu(&[768, 100, 100, CLASSES], vb(&c_vars))?;
         let d_widths: Vec<usize> = [768]
             .into_iter()
             .chain(cfg.d_hidden.iter().copied())
             .chain([1])
             .collect();
-        let d = Mlp::new(&d_widths, vb(&d_vars))?;
+        let d = Mlp::relu(&d_widths, vb(&d_vars))?;
         let mut r = gan_core::prior::rng(seed, gan_core::prior::RngStream::Init);
         for v in [&f_vars, &c_vars, &d_vars] {
             gan_core::init::reinit(v, gan_core::init::WeightInit::FanInUniform, &mut r)?;

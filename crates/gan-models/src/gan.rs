@@ -39,27 +39,40 @@ impl Default for GanConfig {
     }
 }
 
-/// A stack of linear layers with leaky ReLU between them.
-pub(crate) struct Mlp(Vec<Linear>);
+/// A stack of linear layers with leaky ReLU between them (slope 0.2, or 0: ReLU).
+pub(crate) struct Mlp {
+    layers: Vec<Linear>,
+    slope: f64,
+}
 
 impl Mlp {
+    /// Leaky ReLU of slope 0.2 between the layers, as GAN discriminators and generators use.
     pub(crate) fn new(widths: &[usize], vb: VarBuilder) -> Result<Self> {
+        Self::with_slope(widths, 0.2, vb)
+    }
+
+    /// ReLU between the layers.
+    pub(crate) fn relu(widths: &[usize], vb: VarBuilder) -> Result<Self> {
+        Self::with_slope(widths, 0.0, vb)
+    }
+
+    fn with_slope(widths: &[usize], slope: f64, vb: VarBuilder) -> Result<Self> {
         let layers = widths
             .windows(2)
             .enumerate()
             .map(|(i, w)| linear(w[0], w[1], vb.pp(format!("fc{i}"))))
             .collect::<candle_core::Result<_>>()?;
-        Ok(Self(layers))
+        Ok(Self { layers, slope })
     }
 }
 
 impl Module for Mlp {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let mut x = x.clone();
-        for (i, layer) in self.0.iter().enumerate() {
+        for (i, layer) in self.layers.iter().enumerate() {
             x = layer.forward(&x)?;
-            if i + 1 < self.0.len() {
-                x = leaky_relu(&x, 0.2)?;
+            if i + 1 < self.layers.len() {
+                x = leaky_relu(&x, self.slope)?;
             }
         }
         Ok(x)
