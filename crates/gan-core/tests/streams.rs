@@ -18,9 +18,18 @@ struct TwoStreams {
     d: Linear,
     t: Linear,
     z: LatentSpec,
+    /// The target stream drawn in the real stream's order.
+    paired: bool,
 }
 
 impl TwoStreams {
+    fn paired() -> Self {
+        Self {
+            paired: true,
+            ..Self::new()
+        }
+    }
+
     fn new() -> Self {
         let vars = [VarMap::new(), VarMap::new(), VarMap::new()];
         let vb = |i: usize| VarBuilder::from_varmap(&vars[i], DType::F32, &Device::Cpu);
@@ -40,6 +49,7 @@ impl TwoStreams {
             t,
             vars,
             z: LatentSpec(vec![Latent::Gaussian { dim: 3 }]),
+            paired: false,
         }
     }
 
@@ -73,7 +83,10 @@ impl Model for TwoStreams {
         ]
     }
     fn streams(&self) -> Vec<Stream> {
-        vec![Stream::real(), Stream::new("target", 1).with_batch_size(6)]
+        match self.paired {
+            true => vec![Stream::real(), Stream::new("target", 1).paired_with("real")],
+            false => vec![Stream::real(), Stream::new("target", 1).with_batch_size(6)],
+        }
     }
     fn phases(&self) -> Vec<Phase> {
         vec![
@@ -244,6 +257,41 @@ fn index_aligned_streams_are_not_drawn_in_lock_step() {
         equal < l.len() / 2,
         "{equal} of {} steps drew the same examples",
         l.len()
+    );
+}
+
+#[test]
+fn a_paired_stream_holds_the_same_examples_as_its_leader() {
+    let streams = Streams::real(data(48, 0.0)).with("target", data(48, 1.0));
+    let model = TwoStreams::paired();
+    let dir = tempfile::tempdir().unwrap();
+    Trainer::new(&model, cfg(), dir.path())
+        .unwrap()
+        .fit(&streams)
+        .unwrap();
+    let l = lines(dir.path());
+    assert_eq!(l.len(), 18, "3 epochs of 6 batches");
+    for r in &l {
+        assert_eq!(r["real_labels"], r["target_labels"], "{r}");
+    }
+    // Still shuffled, and anew each epoch: the first batches of epochs 1 and 2 differ,
+    // and neither is examples 0..8 in order (label sum 28).
+    assert_ne!(l[0]["real_labels"], l[6]["real_labels"]);
+    assert!(l[0]["real_labels"] != 28.0 || l[6]["real_labels"] != 28.0);
+}
+
+#[test]
+fn a_pair_of_unequal_data_sets_is_refused() {
+    let model = TwoStreams::paired();
+    let dir = tempfile::tempdir().unwrap();
+    let err = Trainer::new(&model, cfg(), dir.path())
+        .unwrap()
+        .fit(&Streams::real(data(48, 0.0)).with("target", data(40, 1.0)))
+        .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("paired") && msg.contains("48") && msg.contains("40"),
+        "{msg}"
     );
 }
 

@@ -248,21 +248,51 @@ pub(crate) fn plan<'d>(
         if out.iter().any(|c| c.name == s.name) {
             bail!("stream {:?} is declared twice", s.name)
         }
-        if let Some(other) = streams
-            .iter()
-            .find(|o| o.name != s.name && o.salt == s.salt)
-        {
+        let leader = match s.paired_with {
+            Some(l) => Some(
+                streams
+                    .iter()
+                    .find(|o| o.name == l && o.name != s.name && o.paired_with.is_none())
+                    .with_context(|| {
+                        format!(
+                            "stream {:?} is paired with {l:?}, which is not another declared stream drawn on its own",
+                            s.name
+                        )
+                    })?,
+            ),
+            None => None,
+        };
+        // A pair shares its leader's salt on purpose; any other shared salt is a mistake.
+        let salt = leader.map_or(s.salt, |l| l.salt);
+        if let Some(other) = streams.iter().find(|o| {
+            o.name != s.name
+                && o.paired_with.is_none()
+                && o.salt == salt
+                && leader.is_none_or(|l| l.name != o.name)
+        }) {
             bail!(
                 "streams {:?} and {:?} share salt {}: they would be shuffled in lock step",
                 s.name,
                 other.name,
-                s.salt
+                salt
             )
         }
         let d = data.get(s.name)?;
         let b = s.batch_size.unwrap_or(batch_size);
+        if let Some(l) = leader {
+            let (ld, lb) = (data.get(l.name)?, l.batch_size.unwrap_or(batch_size));
+            if ld.len() != d.len() || lb != b {
+                bail!(
+                    "stream {:?} is paired with {:?}, so both need as many examples and one batch size: {} and {} examples, batches of {b} and {lb}",
+                    s.name,
+                    l.name,
+                    d.len(),
+                    ld.len()
+                )
+            }
+        }
         let batches = Batches::new(d.len(), b, true)
-            .and_then(|x| x.salted(s.salt))
+            .and_then(|x| x.salted(salt))
             .with_context(|| {
                 format!(
                     "stream {:?}: {} examples for batches of {b}",

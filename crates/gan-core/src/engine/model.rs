@@ -46,8 +46,10 @@ impl Batch {
 ///
 /// Each stream is shuffled on its own: `salt` keys its permutations apart from the
 /// others', so two index-aligned data sets (MNIST and an MNIST-M built from it) are never
-/// drawn in lock step. The first stream a model declares sets the epoch; the others cycle
-/// through their own epochs, and the checkpoint keeps each one's position.
+/// drawn in lock step, unless one is declared the other's pair ([`Stream::paired_with`]):
+/// then both are drawn in the same order, example i of one beside example i of the other.
+/// The first stream a model declares sets the epoch; the others cycle through their own
+/// epochs, and the checkpoint keeps each one's position.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stream {
     /// Name the model asks for (`real`, `labelled`, `source`, `target`, ...).
@@ -58,6 +60,10 @@ pub struct Stream {
     pub batch_size: Option<usize>,
     /// What its examples are, for the program that loads them.
     pub source: Source,
+    /// The stream whose order this one follows: its data set is index-aligned with that
+    /// one's (an MNIST-M-style image i is MNIST digit i on a photo), so each batch holds
+    /// the same examples of both. `None`: shuffled on its own salt.
+    pub paired_with: Option<&'static str>,
 }
 
 /// Where a stream's examples come from. The engine trains on whatever [`Streams`] it is
@@ -103,6 +109,7 @@ impl Stream {
             salt,
             batch_size: None,
             source: Source::Mnist { channels: 1 },
+            paired_with: None,
         }
     }
 
@@ -116,6 +123,14 @@ impl Stream {
     /// saved before streams existed.
     pub const fn real() -> Self {
         Self::new("real", 0)
+    }
+
+    /// The same stream drawn in the order of stream `leader`: the engine checks that
+    /// both data sets have as many examples and batches of one size, and gives this one
+    /// the leader's permutations (its own salt is then unused).
+    pub const fn paired_with(mut self, leader: &'static str) -> Self {
+        self.paired_with = Some(leader);
+        self
     }
 
     /// The same stream with its own batch size.
