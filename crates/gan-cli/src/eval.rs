@@ -217,18 +217,23 @@ pub fn eval(args: &EvalArgs) -> Result<EvalReport> {
         );
     }
     // A domain adapter is scored on both domains' test splits, in the channels it reads.
-    let domain_tests = match model.domain_adapter() {
-        Some(a) => {
-            let source = crate::domains::in_channels(test.clone(), a.channels(), "MNIST")?;
+    let two_domains = match (model.domain_adapter(), model.disentangler()) {
+        (Some(a), _) => Some((a.target(), a.channels())),
+        (None, Some(d)) => Some((d.target(), d.channels())),
+        (None, None) => None,
+    };
+    let domain_tests = match two_domains {
+        Some((name, channels)) => {
+            let source = crate::domains::in_channels(test.clone(), channels, "MNIST")?;
             let target = crate::domains::load_domain(
-                a.target(),
+                name,
                 gan_data::SplitKind::Test,
                 &args.data_dir,
                 args.verify,
                 &args.domains,
                 &device,
             )?;
-            let target = crate::domains::in_channels(target, a.channels(), a.target())?;
+            let target = crate::domains::in_channels(target, channels, name)?;
             Some((source, target))
         }
         None => None,
@@ -281,6 +286,14 @@ pub fn eval(args: &EvalArgs) -> Result<EvalReport> {
         let path = args.run_dir.join("samples").join("features_by_domain.png");
         draw_domains(a, &source.images, &target.images, &path)?;
         eprintln!("drew the features of both domains in {}", path.display());
+    }
+    if let (Some(d), Some((source, target))) = (model.disentangler(), &domain_tests) {
+        let path = args.run_dir.join("samples").join("swap.png");
+        draw_swap(d, &source.images, &target.images, &path)?;
+        eprintln!(
+            "drew the swap grid (the content of each row in the domain of each column) in {}",
+            path.display()
+        );
     }
     gan_core::engine::checkpoint::atomic_write(
         &args.run_dir.join(EVAL_FILE),
@@ -359,6 +372,14 @@ fn append_log(run_dir: &Path, r: &EvalReport) -> Result<()> {
         line["target_accuracy"] = d.result.target_accuracy.into();
         line["source_accuracy"] = d.result.source_accuracy.into();
         line["domain_probe_accuracy"] = d.result.domain_probe_accuracy.into();
+    }
+    if let Some(d) = &r.disentanglement {
+        let x = &d.result;
+        line["adversary_accuracy"] = x.adversary_accuracy.into();
+        line["domain_probe_on_content"] = x.domain_probe_on_content.into();
+        line["digit_probe_on_content_target"] = x.digit_probe_on_content_target.into();
+        line["domain_probe_on_style"] = x.domain_probe_on_style.into();
+        line["digit_probe_on_style"] = x.digit_probe_on_style.into();
     }
     if let Some(f) = &r.representation {
         line["nn_code"] = f.result.nn_code.into();
@@ -482,6 +503,31 @@ fn print_report(r: &EvalReport) {
             pct(x.domain_probe_accuracy)
         );
     }
+    if let Some(d) = &r.disentanglement {
+        let x = &d.result;
+        say!(
+            "  content code ({}-d) on {} test images of MNIST and of {}: domain told by the adversary {}, by a fresh probe {} (50% hides it); digit probe {} on MNIST, {} on {}; fitted on MNIST alone, {} on {}",
+            x.dims[0],
+            x.n,
+            x.target,
+            pct(x.adversary_accuracy),
+            pct(x.domain_probe_on_content),
+            pct(x.digit_probe_on_content_source),
+            pct(x.digit_probe_on_content_target),
+            x.target,
+            pct(x.digit_probe_on_content_transfer),
+            x.target
+        );
+        say!(
+            "  domain code ({}-d): domain probe {} (high is the aim), digit probe {} (10% is chance); reconstruction MSE per pixel {:.4} on MNIST, {:.4} on {}",
+            x.dims[1],
+            pct(x.domain_probe_on_style),
+            pct(x.digit_probe_on_style),
+            x.mse_source,
+            x.mse_target,
+            x.target
+        );
+    }
     if let Some(f) = &r.representation {
         let x = &f.result;
         let layer = match (x.nn_features, x.probe_features) {
@@ -550,4 +596,27 @@ fn draw_domains(
             (adapter.target().to_string(), t.to_vec()),
         ],
     )
+}
+
+/// The swap grid: the first row is the style images, the first column the content
+/// images (four test images of each domain for both), and cell (i, j) the content of row
+/// i rendered in the domain code of column j.
+fn draw_swap(
+    model: &dyn gan_core::Disentangler,
+    source: &Tensor,
+    target: &Tensor,
+    path: &Path,
+) -> Result<()> {
+    const EACH: usize = 4;
+    let pick = Tensor::cat(&[source.narrow(0, 0, EACH)?, target.narrow(0, 0, EACH)?], 0)?;
+    let k = 2 * EACH;
+    let grid = model.swap(&pick, &pick)?;
+    let blank = pick.narrow(0, 0, 1)?.ones_like()?.neg()?;
+    let mut cells = vec![blank];
+    cells.extend((0..k).map(|j| pick.narrow(0, j, 1)).collect::<candle_core::Result<Vec<_>>>()?);
+    for i in 0..k {
+        cells.push(pick.narrow(0, i, 1)?);
+        cells.push(grid.narrow(0, i * k, k)?);
+    }
+    gan_core::engine::grid::save_grid(path, &Tensor::cat(&cells, 0)?, k + 1)
 }

@@ -118,7 +118,7 @@ pub mod optim;
 pub mod prior;
 
 pub use engine::{
-    Batch, Classifier, Dataset, DomainAdapter, Encoder, Every, Figure, Generator, Model, Phase,
+    Batch, Classifier, Dataset, Disentangler, DomainAdapter, Encoder, Every, Figure, Generator, Model, Phase,
     RunConfig, Source, Step, StepOutput, Stream, Streams, TrainConfig, Trainer,
 };
 pub use optim::{Adam, AdamConfig};

@@ -100,16 +100,26 @@ pub(crate) struct Generator {
 
 impl Generator {
     pub(crate) fn new(z_dim: usize, w: usize, vb: VarBuilder) -> candle_core::Result<Self> {
+        Self::with_channels(z_dim, w, 1, vb)
+    }
+
+    /// The same generator drawing `channels`-channel images (3 for a colour domain).
+    pub(crate) fn with_channels(
+        z_dim: usize,
+        w: usize,
+        channels: usize,
+        vb: VarBuilder,
+    ) -> candle_core::Result<Self> {
         Ok(Self {
             proj: up(z_dim, 2 * w, 7, 1, 0, vb.pp("proj"))?,
             bn0: bn(2 * w, vb.pp("bn0"))?,
             up1: up(2 * w, w, 4, 2, 1, vb.pp("up1"))?,
             bn1: bn(w, vb.pp("bn1"))?,
-            up2: up(w, 1, 4, 2, 1, vb.pp("up2"))?,
+            up2: up(w, channels, 4, 2, 1, vb.pp("up2"))?,
         })
     }
 
-    /// `z` is `[B, z_dim]`; the output `[B, 1, 28, 28]` in [-1, 1].
+    /// `z` is `[B, z_dim]`; the output `[B, channels, 28, 28]` in [-1, 1].
     pub(crate) fn forward_t(&self, z: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let (b, d) = z.dims2()?;
         let x = self.proj.forward(&z.reshape((b, d, 1, 1))?)?;

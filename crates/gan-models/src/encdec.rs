@@ -25,13 +25,23 @@ pub(crate) struct ConvEncoder {
 
 impl ConvEncoder {
     pub(crate) fn new(w: usize, out: usize, vb: VarBuilder) -> candle_core::Result<Self> {
+        Self::with_channels(1, w, out, vb)
+    }
+
+    /// The same encoder reading `channels`-channel images.
+    pub(crate) fn with_channels(
+        channels: usize,
+        w: usize,
+        out: usize,
+        vb: VarBuilder,
+    ) -> candle_core::Result<Self> {
         let spec = ConvSpec {
             padding: 1,
             stride: 2,
             output_padding: 0,
         };
         Ok(Self {
-            c1: conv2d(1, w, 4, spec, vb.pp("c1"))?,
+            c1: conv2d(channels, w, 4, spec, vb.pp("c1"))?,
             c2: conv2d(w, 2 * w, 4, spec, vb.pp("c2"))?,
             bn2: batch_norm(2 * w, vb.pp("bn2"))?,
             out: linear(2 * w * 49, out, vb.pp("out"))?,

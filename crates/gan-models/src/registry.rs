@@ -95,6 +95,7 @@ pub static MODELS: &[Entry] = &[
     entry::<crate::Vaegan>(),
     entry::<crate::Bigan>(),
     entry::<crate::Dann>(),
+    entry::<crate::Disentangle>(),
 ];
 
 /// The names of every model, in registry order.

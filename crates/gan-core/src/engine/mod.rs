@@ -14,7 +14,7 @@ pub mod trainer;
 
 pub use data::{Batches, Cursor, Dataset, Streams};
 pub use model::{
-    no_such_phase, Batch, Classifier, Conditioning, DomainAdapter, Encoder, Every, Figure,
+    no_such_phase, Batch, Classifier, Conditioning, Disentangler, DomainAdapter, Encoder, Every, Figure,
     Generator, Model, Phase, Source, Step, StepOutput, Stream,
 };
 pub use run::{

@@ -338,6 +338,42 @@ pub trait DomainAdapter {
     fn target_probability(&self, images: &Tensor) -> Result<Vec<f32>>;
 }
 
+/// A model that splits an image into what it shows and how it looks: a content code (the
+/// digit) and a domain code (the style of its domain), and renders any content in any
+/// style. Its adversary tries to tell the domain from the content code.
+pub trait Disentangler {
+    /// The second domain, by gan-data's name (the first is MNIST).
+    fn target(&self) -> &'static str;
+    /// Channels it reads (MNIST repeated to match a colour target).
+    fn channels(&self) -> usize;
+    /// Content codes `[N, C]` of images `[N, C, H, W]` in [-1, 1].
+    fn content(&self, images: &Tensor) -> Result<Tensor>;
+    /// Domain codes `[N, S]`.
+    fn style(&self, images: &Tensor) -> Result<Tensor>;
+    /// Images rendered from content codes `[N, C]` and domain codes `[N, S]`.
+    fn render(&self, content: &Tensor, style: &Tensor) -> Result<Tensor>;
+    /// The adversary's probability that each image's content code comes from the target
+    /// domain.
+    fn target_probability(&self, images: &Tensor) -> Result<Vec<f32>>;
+    /// The images rebuilt from their own two codes.
+    fn reconstruct(&self, images: &Tensor) -> Result<Tensor> {
+        self.render(&self.content(images)?, &self.style(images)?)
+    }
+    /// The swap grid: cell (i, j) renders the content of `contents` i in the style of
+    /// `styles` j, `[R * K, C, H, W]` row by row.
+    fn swap(&self, contents: &Tensor, styles: &Tensor) -> Result<Tensor> {
+        let (c, s) = (self.content(contents)?, self.style(styles)?);
+        let (r, k) = (c.dim(0)?, s.dim(0)?);
+        let idx_c: Vec<u32> = (0..r * k).map(|i| (i / k) as u32).collect();
+        let idx_s: Vec<u32> = (0..r * k).map(|i| (i % k) as u32).collect();
+        let dev = c.device();
+        self.render(
+            &c.index_select(&Tensor::new(idx_c, dev)?, 0)?,
+            &s.index_select(&Tensor::new(idx_s, dev)?, 0)?,
+        )
+    }
+}
+
 /// A model that maps images to a latent representation, and back.
 pub trait Encoder {
     /// Codes `[N, D]` of images `[N, C, H, W]` in [-1, 1] (a VAE's posterior means).
@@ -433,6 +469,10 @@ pub trait Model: Send + Sync {
     }
     /// Its domain-adapted classifier, if it is one.
     fn domain_adapter(&self) -> Option<&dyn DomainAdapter> {
+        None
+    }
+    /// Its content and domain encoders, if it disentangles the two.
+    fn disentangler(&self) -> Option<&dyn Disentangler> {
         None
     }
 }

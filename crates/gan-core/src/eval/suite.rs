@@ -26,7 +26,9 @@ use super::{
     class_coverage, conditional_accuracy, frechet_distance, inception_score, ClassCoverage,
     ConditionalAccuracy, FeatureStats,
 };
-use crate::engine::{Classifier, Conditioning, DomainAdapter, Encoder, Generator, Model};
+use crate::engine::{
+    Classifier, Conditioning, Disentangler, DomainAdapter, Encoder, Generator, Model,
+};
 use crate::prior::{rng, RngStream};
 
 /// Generated images per call of the model: bounds memory, not results.
@@ -150,6 +152,40 @@ pub struct DomainScores {
     pub n_target: usize,
 }
 
+/// How well a disentangler splits the digit from the domain, on up to N test images of
+/// each domain (as many of each). Every probe is a fresh linear classifier fitted on the
+/// first half of each domain's images and scored on the second half; the labels serve
+/// the probes only.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DisentangleScores {
+    /// The second domain's name.
+    pub target: String,
+    /// The model's own adversary on the content codes (50% is the aim).
+    pub adversary_accuracy: f64,
+    /// A fresh probe of the domain on the content codes (50% is the aim: the adversary
+    /// being beaten is not proof that the domain is gone).
+    pub domain_probe_on_content: f64,
+    /// A digit probe on the content codes, fitted on both domains, scored on MNIST.
+    pub digit_probe_on_content_source: f64,
+    /// The same probe scored on the target domain (high on both is the aim).
+    pub digit_probe_on_content_target: f64,
+    /// A digit probe fitted on MNIST's content codes only, scored on the target's: does
+    /// the digit sit where it sits in MNIST?
+    pub digit_probe_on_content_transfer: f64,
+    /// A probe of the domain on the domain codes (high is the aim).
+    pub domain_probe_on_style: f64,
+    /// A digit probe on the domain codes, both domains (10%, chance, is the aim).
+    pub digit_probe_on_style: f64,
+    /// Per-pixel squared error of the images rebuilt from their own codes, MNIST.
+    pub mse_source: f64,
+    /// The same on the target domain.
+    pub mse_target: f64,
+    /// Widths of the content and domain codes.
+    pub dims: [usize; 2],
+    /// Test images per domain.
+    pub n: usize,
+}
+
 /// 1-nearest-neighbour and linear-probe accuracy on N test images, the whole training
 /// set's features the reference, for the encoder's codes En(x) and for its layer before
 /// the output.
@@ -230,6 +266,9 @@ pub struct EvalReport {
     /// Domain adaptation: accuracy on both domains and how well the features hide them.
     #[serde(default)]
     pub domains: Option<Stamped<DomainScores>>,
+    /// Disentanglement: what each code knows of the digit and of the domain.
+    #[serde(default)]
+    pub disentanglement: Option<Stamped<DisentangleScores>>,
     /// Wall time of the evaluation.
     pub seconds: f64,
 }
@@ -278,9 +317,10 @@ pub fn evaluate(
         && classifier.is_none()
         && model.encoder().is_none()
         && model.domain_adapter().is_none()
+        && model.disentangler().is_none()
     {
         bail!(
-            "{} can neither generate, classify, encode nor adapt: nothing to evaluate",
+            "{} can neither generate, classify, encode, adapt nor disentangle: nothing to evaluate",
             header.model
         )
     }
@@ -399,6 +439,18 @@ pub fn evaluate(
         }
         None => None,
     };
+    let disentanglement = match model.disentangler() {
+        Some(d) => {
+            let tests = reference.domains.with_context(|| {
+                format!(
+                    "{} disentangles two domains: the evaluation needs their test splits",
+                    header.model
+                )
+            })?;
+            Some(stamp_any(disentangle_scores(d, &tests, n, seed)?, seed, &sha))
+        }
+        None => None,
+    };
     let (categorical_code, codes) = match categorical_code {
         Some((scores, codes)) => (Some(stamp_any(scores, seed, &sha)), Some(codes)),
         None => (None, None),
@@ -419,6 +471,7 @@ pub fn evaluate(
         reconstruction,
         representation,
         domains,
+        disentanglement,
         seconds: started.elapsed().as_secs_f64(),
     };
     Ok((report, codes))
@@ -696,5 +749,107 @@ fn domain_scores(
         domain_probe_accuracy: probe,
         n_source,
         n_target,
+    })
+}
+
+/// See [`DisentangleScores`].
+fn disentangle_scores(
+    model: &dyn Disentangler,
+    tests: &DomainTests,
+    n: usize,
+    seed: u64,
+) -> Result<DisentangleScores> {
+    use super::features::linear_probe_accuracy;
+    let each = n
+        .min(tests.source_images.dim(0)?)
+        .min(tests.target_images.dim(0)?);
+    if each < 4 {
+        bail!("the disentanglement scores need at least 4 test images of each domain, got {each}")
+    }
+    let half = each / 2;
+    let source = tests.source_images.narrow(0, 0, each)?;
+    let target = tests.target_images.narrow(0, 0, each)?;
+    let (ys, yt) = (&tests.source_labels[..each], &tests.target_labels[..each]);
+    let codes = |f: &dyn Fn(&Tensor) -> Result<Tensor>| -> Result<(Tensor, Tensor)> {
+        Ok((in_blocks(&source, f)?, in_blocks(&target, f)?))
+    };
+    let (cs, ct) = codes(&|x| model.content(x))?;
+    let (ss, st) = codes(&|x| model.style(x))?;
+    // Rows [from, from + len) of the source, then of the target.
+    let rows = |a: &Tensor, b: &Tensor, from: usize, len: usize| -> Result<Tensor> {
+        Ok(Tensor::cat(
+            &[a.narrow(0, from, len)?, b.narrow(0, from, len)?],
+            0,
+        )?)
+    };
+    let (rest, fit) = (each - half, half);
+    let domain_labels = |len: usize| -> Vec<u8> {
+        [0u8, 1]
+            .iter()
+            .flat_map(|&d| std::iter::repeat_n(d, len))
+            .collect()
+    };
+    let digits = |from: usize, len: usize| -> Vec<u8> {
+        [&ys[from..from + len], &yt[from..from + len]].concat()
+    };
+    let probe = |x: &Tensor, y: &[u8], qx: &Tensor, qy: &[u8]| -> Result<f64> {
+        linear_probe_accuracy(x, y, qx, qy, PROBE_EPOCHS, seed)
+    };
+    let domain_probe = |a: &Tensor, b: &Tensor| -> Result<f64> {
+        probe(
+            &rows(a, b, 0, fit)?,
+            &domain_labels(fit),
+            &rows(a, b, half, rest)?,
+            &domain_labels(rest),
+        )
+    };
+    let content_fit = rows(&cs, &ct, 0, fit)?;
+    let digit_on_content = |q: &Tensor, qy: &[u8]| -> Result<f64> {
+        probe(&content_fit, &digits(0, fit), &q.narrow(0, half, rest)?, &qy[half..])
+    };
+    let mut right = 0usize;
+    for (images, is_target) in [(&source, false), (&target, true)] {
+        for start in (0..each).step_by(GEN_BATCH) {
+            let b = GEN_BATCH.min(each - start);
+            let p = model.target_probability(&images.narrow(0, start, b)?)?;
+            right += p.iter().filter(|&&p| (p >= 0.5) == is_target).count();
+        }
+    }
+    let mse = |images: &Tensor| -> Result<f64> {
+        let mut sq = 0f64;
+        for start in (0..each).step_by(GEN_BATCH) {
+            let b = GEN_BATCH.min(each - start);
+            let x = images.narrow(0, start, b)?;
+            sq += (model.reconstruct(&x)? - &x)?
+                .sqr()?
+                .sum_all()?
+                .to_dtype(candle_core::DType::F64)?
+                .to_scalar::<f64>()?;
+        }
+        Ok(sq / images.elem_count() as f64)
+    };
+    Ok(DisentangleScores {
+        target: model.target().to_string(),
+        adversary_accuracy: right as f64 / (2 * each) as f64,
+        domain_probe_on_content: domain_probe(&cs, &ct)?,
+        digit_probe_on_content_source: digit_on_content(&cs, ys)?,
+        digit_probe_on_content_target: digit_on_content(&ct, yt)?,
+        digit_probe_on_content_transfer: probe(
+            &cs.narrow(0, 0, fit)?,
+            &ys[..fit],
+            &ct.narrow(0, half, rest)?,
+            &yt[half..],
+        )?,
+        domain_probe_on_style: domain_probe(&ss, &st)?,
+        digit_probe_on_style: probe(
+            &rows(&ss, &st, 0, fit)?,
+            &digits(0, fit),
+            &rows(&ss, &st, half, rest)?,
+            &digits(half, rest),
+        )?,
+        mse_source: mse(&source)?,
+        mse_target: mse(&target)?,
+        dims: [cs.dim(1)?, ss.dim(1)?],
+        n: each,
     })
 }
