@@ -613,7 +613,11 @@ fn draw_swap(
     let grid = model.swap(&pick, &pick)?;
     let blank = pick.narrow(0, 0, 1)?.ones_like()?.neg()?;
     let mut cells = vec![blank];
-    cells.extend((0..k).map(|j| pick.narrow(0, j, 1)).collect::<candle_core::Result<Vec<_>>>()?);
+    cells.extend(
+        (0..k)
+            .map(|j| pick.narrow(0, j, 1))
+            .collect::<candle_core::Result<Vec<_>>>()?,
+    );
     for i in 0..k {
         cells.push(pick.narrow(0, i, 1)?);
         cells.push(grid.narrow(0, i * k, k)?);

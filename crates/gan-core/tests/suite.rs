@@ -158,3 +158,139 @@ fn an_interpolation_runs_from_one_code_to_the_other() {
     assert!(model.interpolate(&a, &b, 1).is_err());
     assert!(model.interpolate(&a, &x, 3).is_err());
 }
+
+/// Images `[1, 1, 12]` that spell their codes out: ten pixels the digit (one-hot), one
+/// the domain, one noise. The content code is the digit's ten pixels (plus the domain's
+/// with `leak`), the domain code the last two; rendering puts them back.
+struct Spelled {
+    leak: bool,
+    vars: VarMap,
+}
+
+impl gan_core::Disentangler for Spelled {
+    fn target(&self) -> &'static str {
+        "spelled"
+    }
+    fn channels(&self) -> usize {
+        1
+    }
+    fn content(&self, images: &Tensor) -> Result<Tensor> {
+        let x = images.flatten_from(1)?;
+        Ok(x.narrow(1, 0, if self.leak { 11 } else { 10 })?)
+    }
+    fn style(&self, images: &Tensor) -> Result<Tensor> {
+        Ok(images.flatten_from(1)?.narrow(1, 10, 2)?)
+    }
+    fn render(&self, content: &Tensor, style: &Tensor) -> Result<Tensor> {
+        let digit = content.narrow(1, 0, 10)?;
+        let x = Tensor::cat(&[&digit, style], 1)?;
+        Ok(x.reshape((x.dim(0)?, 1, 1, 12))?)
+    }
+    fn target_probability(&self, images: &Tensor) -> Result<Vec<f32>> {
+        Ok(vec![0.5; images.dim(0)?])
+    }
+}
+
+impl Model for Spelled {
+    fn kind(&self) -> &'static str {
+        "spelled"
+    }
+    fn config(&self) -> serde_json::Value {
+        serde_json::json!({ "leak": self.leak })
+    }
+    fn networks(&self) -> Vec<(&'static str, &VarMap)> {
+        vec![("content", &self.vars)]
+    }
+    fn phases(&self) -> Vec<Phase> {
+        vec![]
+    }
+    fn run_phase(&self, phase: &str, _: &mut Step) -> Result<StepOutput> {
+        anyhow::bail!("no phase {phase}")
+    }
+    fn figures(&self, _: &mut gan_core::Rng) -> Result<Vec<gan_core::Figure>> {
+        Ok(vec![])
+    }
+    fn disentangler(&self) -> Option<&dyn gan_core::Disentangler> {
+        Some(self)
+    }
+}
+
+/// `n` spelled images of `domain`, digits 0..9 in turn, noise from `seed`.
+fn spelled(n: usize, domain: f32, seed: u64) -> (Tensor, Vec<u8>) {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut px = vec![0f32; n * 12];
+    let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
+    for (i, &y) in labels.iter().enumerate() {
+        px[i * 12 + y as usize] = 1.0;
+        px[i * 12 + 10] = domain;
+        px[i * 12 + 11] = rng.random_range(-1.0..1.0);
+    }
+    (
+        Tensor::from_vec(px, (n, 1, 1, 12), &Device::Cpu).unwrap(),
+        labels,
+    )
+}
+
+#[test]
+fn disentanglement_probes_read_what_each_code_holds() {
+    let (x, _, labels) = toy_set(2000, 4);
+    let judge = Judge::new(
+        JudgeConfig {
+            c1: 4,
+            c2: 4,
+            hidden: 8,
+        },
+        &Device::Cpu,
+        0,
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("judge.safetensors");
+    let mut judge = judge;
+    judge.save(&path, None).unwrap();
+    let judge = Judge::load(&path, &Device::Cpu).unwrap();
+    let (source, source_labels) = spelled(2000, 0.0, 1);
+    let (target, target_labels) = spelled(2000, 1.0, 2);
+    let reference = Reference {
+        test_images: &x,
+        test_labels: &labels,
+        train_images: &x,
+        train_labels: &labels,
+        domains: Some(gan_core::eval::suite::DomainTests {
+            source_images: &source,
+            source_labels: &source_labels,
+            target_images: &target,
+            target_labels: &target_labels,
+        }),
+    };
+    let score = |leak| {
+        let model = Spelled {
+            leak,
+            vars: VarMap::new(),
+        };
+        let header = Header {
+            run: "spelled".into(),
+            model: "spelled".into(),
+            step: 0,
+            judge_path: path.display().to_string(),
+        };
+        let (report, _) = evaluate(&model, &judge, &reference, header, 2000, 0, false).unwrap();
+        report.disentanglement.unwrap().result
+    };
+    let clean = score(false);
+    assert_eq!(clean.n, 2000);
+    assert_eq!(clean.dims, [10, 2]);
+    // The content holds the digit and nothing of the domain; the domain code the reverse.
+    assert_eq!(clean.adversary_accuracy, 0.5);
+    assert_eq!(clean.domain_probe_on_content, 0.5, "{clean:?}");
+    assert_eq!(clean.digit_probe_on_content_source, 1.0, "{clean:?}");
+    assert_eq!(clean.digit_probe_on_content_target, 1.0, "{clean:?}");
+    assert_eq!(clean.digit_probe_on_content_transfer, 1.0, "{clean:?}");
+    assert_eq!(clean.domain_probe_on_style, 1.0, "{clean:?}");
+    assert!(clean.digit_probe_on_style < 0.35, "{clean:?}");
+    assert_eq!((clean.mse_source, clean.mse_target), (0.0, 0.0));
+    // A content code that carries the domain is caught by the fresh probe.
+    let leaky = score(true);
+    assert_eq!(leaky.domain_probe_on_content, 1.0, "{leaky:?}");
+}

@@ -206,10 +206,7 @@ impl Model for Disentangle {
     }
 
     fn run_phase(&self, phase: &str, step: &mut Step) -> Result<StepOutput> {
-        let (xs, xt) = (
-            &step.batch("source")?.images,
-            &step.batch("target")?.images,
-        );
+        let (xs, xt) = (&step.batch("source")?.images, &step.batch("target")?.images);
         let m = xs.dim(0)?;
         let both = Tensor::cat(&[xs, xt], 0)?;
         match phase {

@@ -45,8 +45,12 @@ fn every_model_resumes_bit_for_bit() {
         let straight = build(0);
         let mut streams = Streams::default();
         for (i, s) in straight.streams().iter().enumerate() {
-            // A second stream of another size, so its epochs end elsewhere.
-            let m = n - 8 * i;
+            // A second stream of another size, so its epochs end elsewhere (a pair has
+            // its leader's size).
+            let m = match s.paired_with {
+                Some(_) => n,
+                None => n - 8 * i,
+            };
             let x = images.narrow(0, 0, m).unwrap();
             let x = x.repeat((1, s.source.channels(), 1, 1)).unwrap();
             let y = labels.narrow(0, 0, m).unwrap();

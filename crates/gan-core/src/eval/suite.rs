@@ -447,7 +447,11 @@ pub fn evaluate(
                     header.model
                 )
             })?;
-            Some(stamp_any(disentangle_scores(d, &tests, n, seed)?, seed, &sha))
+            Some(stamp_any(
+                disentangle_scores(d, &tests, n, seed)?,
+                seed,
+                &sha,
+            ))
         }
         None => None,
     };
@@ -805,7 +809,12 @@ fn disentangle_scores(
     };
     let content_fit = rows(&cs, &ct, 0, fit)?;
     let digit_on_content = |q: &Tensor, qy: &[u8]| -> Result<f64> {
-        probe(&content_fit, &digits(0, fit), &q.narrow(0, half, rest)?, &qy[half..])
+        probe(
+            &content_fit,
+            &digits(0, fit),
+            &q.narrow(0, half, rest)?,
+            &qy[half..],
+        )
     };
     let mut right = 0usize;
     for (images, is_target) in [(&source, false), (&target, true)] {

@@ -1,0 +1,96 @@
+//! Feature disentanglement: the speaker-code constraint on hand-computed codes, the
+//! paired stream it asks for, and the lines of its objective that its flags switch.
+
+use std::collections::BTreeMap;
+
+use candle_core::{Device, Tensor};
+use gan_core::{Batch, Model, Step};
+use gan_models::dann::Target;
+use gan_models::disentangle::{Disentangle, DisentangleConfig};
+
+fn t(rows: &[[f32; 2]]) -> Tensor {
+    let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+    Tensor::from_vec(flat, (rows.len(), 2), &Device::Cpu).unwrap()
+}
+
+#[test]
+fn the_style_constraint_pulls_codes_to_their_domain_and_the_domains_apart() {
+    // Source codes (0,0) and (2,0): mean (1,0), each 1 away. Target codes both (1,1):
+    // no spread. The means are 1 apart.
+    let (s, tt) = (t(&[[0.0, 0.0], [2.0, 0.0]]), t(&[[1.0, 1.0], [1.0, 1.0]]));
+    let value = |margin| {
+        Disentangle::style_constraint(&s, &tt, margin)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    };
+    // Spread (1 + 1) / 2 + 0, and (5 - 1)^2 short of a margin of 5; nothing short of 0.5.
+    assert!((value(5.0) - 17.0).abs() < 1e-4, "{}", value(5.0));
+    assert!((value(0.5) - 1.0).abs() < 1e-4, "{}", value(0.5));
+}
+
+#[test]
+fn the_target_follows_mnist_when_paired_and_uci_has_no_pairs() {
+    let paired = Disentangle::new(DisentangleConfig::default(), &Device::Cpu, 0).unwrap();
+    let streams = paired.streams();
+    assert_eq!(streams[0].name, "source");
+    assert_eq!(streams[1].paired_with, Some("source"));
+    let apart = DisentangleConfig {
+        paired: false,
+        ..DisentangleConfig::default()
+    };
+    let model = Disentangle::new(apart.clone(), &Device::Cpu, 0).unwrap();
+    assert_eq!(model.streams()[1].paired_with, None);
+    let uci = DisentangleConfig {
+        target: Target::Uci,
+        ..DisentangleConfig::default()
+    };
+    let err = Disentangle::new(uci.clone(), &Device::Cpu, 0)
+        .err()
+        .expect("UCI digits cannot be paired with MNIST's");
+    assert!(format!("{err:#}").contains("no pairs"), "{err:#}");
+    let unpaired_uci = DisentangleConfig {
+        paired: false,
+        ..uci
+    };
+    let model = Disentangle::new(unpaired_uci, &Device::Cpu, 0).unwrap();
+    assert_eq!(model.streams()[1].source.channels(), 1);
+}
+
+/// The metrics of one `codes` phase on random images.
+fn codes_metrics(cfg: DisentangleConfig) -> Vec<&'static str> {
+    let model = Disentangle::new(cfg, &Device::Cpu, 0).unwrap();
+    let x = || Tensor::rand(-1f32, 1.0, (4, 3, 28, 28), &Device::Cpu).unwrap();
+    let batches: BTreeMap<String, Batch> = [("source", x()), ("target", x())]
+        .into_iter()
+        .map(|(n, images)| {
+            (
+                n.to_string(),
+                Batch {
+                    images,
+                    labels: None,
+                },
+            )
+        })
+        .collect();
+    let mut rng = gan_core::prior::rng(0, gan_core::RngStream::Training);
+    let mut step = Step::new(&batches, &mut rng);
+    let out = model.run_phase("codes", &mut step).unwrap();
+    assert!(out.loss.to_scalar::<f32>().unwrap().is_finite());
+    out.metrics.iter().map(|(n, _)| *n).collect()
+}
+
+#[test]
+fn each_line_of_the_objective_is_switched_by_its_flag() {
+    assert_eq!(
+        codes_metrics(DisentangleConfig::default()),
+        ["recon", "cross", "shared", "style"]
+    );
+    let bare = DisentangleConfig {
+        paired: false,
+        shared_style_weight: 0.0,
+        style_weight: 0.0,
+        ..DisentangleConfig::default()
+    };
+    assert_eq!(codes_metrics(bare), ["recon"]);
+}
