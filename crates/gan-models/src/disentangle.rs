@@ -57,8 +57,10 @@ pub struct DisentangleConfig {
     /// Hidden widths of the adversary on the content code, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "256,256")]
     pub adversary_hidden: Vec<usize>,
-    /// Weight of the content code's confusion loss against the adversary.
-    #[arg(long, default_value_t = 1.0)]
+    /// Weight of the content code's confusion loss against the adversary (the
+    /// reconstruction errors are sums over an image's pixels, hundreds each: screened
+    /// at 1, 10, 100 and 1000 in docs/DOMAINS.md).
+    #[arg(long, default_value_t = 100.0)]
     pub adversary_weight: f64,
     /// Draw the target in MNIST's order, so that each target image is its MNIST digit in
     /// the other domain, and train on the swapped reconstructions (MNIST-M-style only).

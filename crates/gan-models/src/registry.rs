@@ -96,6 +96,7 @@ pub static MODELS: &[Entry] = &[
     entry::<crate::Bigan>(),
     entry::<crate::Dann>(),
     entry::<crate::Disentangle>(),
+    entry::<crate::Dpredict>(),
 ];
 
 /// The names of every model, in registry order.

@@ -426,6 +426,12 @@ pub trait Model: Send + Sync {
     fn config(&self) -> serde_json::Value;
     /// Every network with its own variables (and its own optimizer).
     fn networks(&self) -> Vec<(&'static str, &VarMap)>;
+    /// State that is no network's weights but belongs to the run: an energy model's
+    /// replay buffer of earlier negatives, say. Checkpointed and restored with the
+    /// networks, under names of its own, and stepped by no optimizer; none by default.
+    fn buffers(&self) -> Vec<(&'static str, &VarMap)> {
+        Vec::new()
+    }
     /// The data streams of a step, the epoch-setting one first.
     fn streams(&self) -> Vec<Stream> {
         vec![Stream::real()]

@@ -273,7 +273,7 @@ pub(crate) fn write_checkpoint(
     opts: &BTreeMap<String, Adam>,
     state: &mut LoopState,
 ) -> Result<()> {
-    for (net, vars) in model.networks() {
+    for (net, vars) in saved(model) {
         check_finite(net, vars).with_context(|| {
             format!(
                 "step {}: not writing a checkpoint of diverged weights",
@@ -295,7 +295,7 @@ pub(crate) fn write_checkpoint(
     let meta: std::collections::HashMap<String, String> =
         [("model".to_string(), model.kind().to_string())].into();
     state.files.clear();
-    for (net, vars) in model.networks() {
+    for (net, vars) in saved(model) {
         let file = format!("{net}.safetensors");
         let sha = save_tensors(&tmp.join(&file), &var_tensors(vars), &meta)?;
         state.files.insert(file, sha);
@@ -340,6 +340,13 @@ pub(crate) fn write_checkpoint(
     Ok(())
 }
 
+/// What a checkpoint holds besides the optimizers: every network, then every buffer.
+fn saved(model: &dyn Model) -> Vec<(&'static str, &VarMap)> {
+    let mut all = model.networks();
+    all.extend(model.buffers());
+    all
+}
+
 pub(crate) fn check_model(
     model: &dyn Model,
     kind: &str,
@@ -365,7 +372,7 @@ pub(crate) fn check_model(
 
 pub(crate) fn load_networks(model: &dyn Model, ckpt: &Path) -> Result<()> {
     let dev = device_of(model);
-    for (net, vars) in model.networks() {
+    for (net, vars) in saved(model) {
         let path = ckpt.join(format!("{net}.safetensors"));
         load_vars(
             vars,

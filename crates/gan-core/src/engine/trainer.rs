@@ -570,6 +570,16 @@ fn make_optimizers(
             }
         }
     }
+    if let Some((b, _)) = model
+        .buffers()
+        .into_iter()
+        .find(|(b, _)| nets.iter().any(|(n, _)| n == b))
+    {
+        bail!(
+            "{} names a buffer {b:?} like one of its networks: their checkpoint files would collide",
+            model.kind()
+        )
+    }
     if let Some(unknown) = cfg
         .network_lr
         .keys()

@@ -1,0 +1,331 @@
+//! The discriminator as a predictor (the lecture notes' first idea): train D alone, so
+//! that training images score high and everything else low, and produce by search:
+//! x* = argmax_x D(x).
+//!
+//! "Everything else" comes from the search itself, as energy-based models are trained
+//! (Du and Mordatch 2019): negatives are found by Langevin steps up D's score,
+//! x <- clamp(x + eta grad_x D(x) + sigma eps, -1, 1), started from a replay buffer of
+//! earlier negatives (a few started afresh from uniform noise), and D learns to score
+//! them low. Every step, on M training images x and M negatives x~:
+//!
+//! D descends mean D(x~) - mean D(x) + alpha (mean D(x)^2 + mean D(x~)^2),
+//!
+//! the last term keeping the scores near zero (an unbounded D could push them apart
+//! forever). Generation is the search from noise.
+
+use anyhow::{Context, Result};
+use candle_core::{DType, Device, Module, Tensor, Var};
+use candle_nn::{Init, VarBuilder, VarMap};
+use gan_core::engine::no_such_phase;
+use gan_core::fast::layers::{conv2d, frozen, linear, Conv2d, ConvSpec, Linear};
+use gan_core::fast::nn::leaky_relu;
+use gan_core::init::{reinit, WeightInit};
+use gan_core::prior::{rng, Latent, LatentSpec, Rng, RngStream};
+use gan_core::{Figure, Generator, Model, Phase, Step, StepOutput};
+use rand::Rng as _;
+use serde::{Deserialize, Serialize};
+
+use crate::registry::Registered;
+
+/// Settings of the discriminator-as-predictor; the defaults here are the CLI's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+pub struct DpredictConfig {
+    /// Channels of D's first layer (then twice, then four times as many).
+    #[arg(long, default_value_t = 16)]
+    pub width: usize,
+    /// Langevin steps that find each training step's negatives.
+    #[arg(long, default_value_t = 20)]
+    pub langevin_steps: usize,
+    /// eta: the step up D's gradient.
+    #[arg(long, default_value_t = 1.0)]
+    pub step_size: f64,
+    /// sigma: the noise of each Langevin step.
+    #[arg(long, default_value_t = 0.01)]
+    pub noise: f64,
+    /// Negatives kept in the replay buffer.
+    #[arg(long, default_value_t = 10000)]
+    pub buffer: usize,
+    /// The fraction of each step's negatives started afresh from uniform noise.
+    #[arg(long, default_value_t = 0.05)]
+    pub reinit: f64,
+    /// alpha: the weight of the squared scores.
+    #[arg(long, default_value_t = 0.1)]
+    pub alpha: f64,
+    /// Langevin steps of generation from noise (sample, eval, figures).
+    #[arg(long, default_value_t = 200)]
+    pub sample_steps: usize,
+}
+
+impl Default for DpredictConfig {
+    fn default() -> Self {
+        crate::registry::defaults()
+    }
+}
+
+/// D: three convolutions (3x3, then two 4x4 of stride 2), leaky ReLU, no batch norm (a
+/// score that depends on the rest of the batch would be no function of x to climb).
+struct Critic {
+    c1: Conv2d,
+    c2: Conv2d,
+    c3: Conv2d,
+    out: Linear,
+}
+
+impl Critic {
+    fn new(w: usize, vb: VarBuilder) -> candle_core::Result<Self> {
+        let same = ConvSpec {
+            padding: 1,
+            stride: 1,
+            output_padding: 0,
+        };
+        let half = ConvSpec {
+            padding: 1,
+            stride: 2,
+            output_padding: 0,
+        };
+        Ok(Self {
+            c1: conv2d(1, w, 3, same, vb.pp("c1"))?,
+            c2: conv2d(w, 2 * w, 4, half, vb.pp("c2"))?,
+            c3: conv2d(2 * w, 4 * w, 4, half, vb.pp("c3"))?,
+            out: linear(4 * w * 49, 1, vb.pp("out"))?,
+        })
+    }
+
+    /// `[B]` scores.
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let h = leaky_relu(&self.c1.forward(x)?, 0.2)?;
+        let h = leaky_relu(&self.c2.forward(&h)?, 0.2)?;
+        let h = leaky_relu(&self.c3.forward(&h)?, 0.2)?;
+        self.out.forward(&h.flatten_from(1)?)?.flatten_all()
+    }
+}
+
+/// D and its replay buffer.
+pub struct Dpredict {
+    cfg: DpredictConfig,
+    d_vars: VarMap,
+    d: Critic,
+    buffer_vars: VarMap,
+    device: Device,
+}
+
+/// `n` images of uniform noise in [-1, 1].
+fn uniform(n: usize, rng: &mut Rng, device: &Device) -> Result<Tensor> {
+    let spec = LatentSpec(vec![Latent::Uniform {
+        dim: 784,
+        low: -1.0,
+        high: 1.0,
+    }]);
+    Ok(spec.sample(n, rng, device)?.z.reshape((n, 1, 28, 28))?)
+}
+
+impl Dpredict {
+    /// Builds D with PyTorch's default initialisation and a buffer of uniform noise,
+    /// both drawn from `seed`.
+    pub fn new(cfg: DpredictConfig, device: &Device, seed: u64) -> Result<Self> {
+        anyhow::ensure!(cfg.width > 0, "dpredict needs --width > 0");
+        anyhow::ensure!(
+            cfg.buffer > 0 && (0.0..=1.0).contains(&cfg.reinit),
+            "dpredict needs --buffer > 0 and --reinit in [0, 1]"
+        );
+        anyhow::ensure!(
+            cfg.step_size > 0.0 && cfg.noise >= 0.0 && cfg.alpha >= 0.0,
+            "dpredict needs --step-size > 0, --noise >= 0 and --alpha >= 0"
+        );
+        let d_vars = VarMap::new();
+        let d = Critic::new(
+            cfg.width,
+            VarBuilder::from_varmap(&d_vars, DType::F32, device),
+        )?;
+        let mut r = rng(seed, RngStream::Init);
+        reinit(&d_vars, WeightInit::FanInUniform, &mut r)?;
+        let buffer_vars = VarMap::new();
+        buffer_vars.get(
+            (cfg.buffer, 1, 28, 28),
+            "images",
+            Init::Const(0.0),
+            DType::F32,
+            device,
+        )?;
+        let model = Self {
+            cfg,
+            d_vars,
+            d,
+            buffer_vars,
+            device: device.clone(),
+        };
+        model
+            .buffer_var()?
+            .set(&uniform(model.cfg.buffer, &mut r, device)?)?;
+        Ok(model)
+    }
+
+    fn buffer_var(&self) -> Result<Var> {
+        let data = self.buffer_vars.data().lock().expect("buffer lock");
+        data.get("images").cloned().context("dpredict's buffer")
+    }
+
+    /// D's scores of `images` `[N, 1, 28, 28]`, one each.
+    pub fn score(&self, images: &Tensor) -> Result<Tensor> {
+        Ok(self.d.forward(images)?)
+    }
+
+    /// `steps` Langevin steps up D's score from `start`; where `free` is given (1 for
+    /// pixels the search may change, 0 for those it must keep), only those pixels move.
+    /// Each step returns through `visit` (the search's path, for figures).
+    pub fn search(
+        &self,
+        start: &Tensor,
+        steps: usize,
+        free: Option<&Tensor>,
+        rng: &mut Rng,
+        mut visit: impl FnMut(usize, &Tensor) -> Result<()>,
+    ) -> Result<Tensor> {
+        let n = start.dim(0)?;
+        let mut x = start.detach();
+        for i in 0..steps {
+            let v = Var::from_tensor(&x)?;
+            // D's weights take no gradient here: only the images move.
+            let total = frozen(|| self.d.forward(v.as_tensor()))?.sum_all()?;
+            let grads = total.backward()?;
+            let g = grads
+                .get(v.as_tensor())
+                .context("no gradient of D's score reached the images")?;
+            let mut delta = (g * self.cfg.step_size)?;
+            if self.cfg.noise > 0.0 {
+                let spec = LatentSpec(vec![Latent::Gaussian { dim: 784 }]);
+                let eps = spec.sample(n, rng, &self.device)?.z.reshape(x.shape())?;
+                delta = (delta + (eps * self.cfg.noise)?)?;
+            }
+            if let Some(m) = free {
+                delta = delta.broadcast_mul(m)?;
+            }
+            x = (x + delta)?.clamp(-1f32, 1f32)?.detach();
+            visit(i + 1, &x)?;
+        }
+        Ok(x)
+    }
+
+    /// `n` searches of `sample_steps` from uniform noise.
+    fn sample(&self, n: usize, rng: &mut Rng) -> Result<Tensor> {
+        let start = uniform(n, rng, &self.device)?;
+        self.search(&start, self.cfg.sample_steps, None, rng, |_, _| Ok(()))
+    }
+
+    /// The step's negatives: M distinct buffer rows (a `reinit` share of them noise
+    /// again) moved by the search, and written back to the buffer.
+    fn negatives(&self, m: usize, rng: &mut Rng) -> Result<Tensor> {
+        let b = self.cfg.buffer;
+        anyhow::ensure!(
+            m <= b,
+            "dpredict's buffer ({b}) holds fewer negatives than a batch ({m})"
+        );
+        let rows: Vec<u32> = rand::seq::index::sample(rng, b, m)
+            .into_iter()
+            .map(|i| i as u32)
+            .collect();
+        let fresh: Vec<f32> = (0..m)
+            .map(|_| f32::from(rng.random::<f64>() < self.cfg.reinit))
+            .collect();
+        let idx = Tensor::new(rows, &self.device)?;
+        let buffer = self.buffer_var()?;
+        let kept = buffer.as_tensor().index_select(&idx, 0)?;
+        let noise = uniform(m, rng, &self.device)?;
+        let fresh = Tensor::from_vec(fresh, (m, 1, 1, 1), &self.device)?;
+        // fresh * noise + (1 - fresh) * kept
+        let start = (kept.broadcast_mul(&fresh.affine(-1.0, 1.0)?)?
+            + noise.broadcast_mul(&fresh)?)?;
+        let neg = self.search(&start, self.cfg.langevin_steps, None, rng, |_, _| Ok(()))?;
+        let old = buffer.as_tensor().index_select(&idx, 0)?;
+        buffer.set(&buffer.as_tensor().index_add(&idx, &(&neg - old)?, 0)?)?;
+        Ok(neg)
+    }
+}
+
+impl Model for Dpredict {
+    fn kind(&self) -> &'static str {
+        Self::KIND
+    }
+
+    fn config(&self) -> serde_json::Value {
+        serde_json::to_value(&self.cfg).expect("config serialises")
+    }
+
+    fn networks(&self) -> Vec<(&'static str, &VarMap)> {
+        vec![("d", &self.d_vars)]
+    }
+
+    fn buffers(&self) -> Vec<(&'static str, &VarMap)> {
+        vec![("buffer", &self.buffer_vars)]
+    }
+
+    fn phases(&self) -> Vec<Phase> {
+        vec![Phase::new("d", &["d"])]
+    }
+
+    fn run_phase(&self, phase: &str, step: &mut Step) -> Result<StepOutput> {
+        if phase != "d" {
+            return Err(no_such_phase(self.kind(), phase));
+        }
+        let x = step.real()?.images.clone();
+        let neg = self.negatives(x.dim(0)?, step.rng)?;
+        let (sr, sn) = (self.d.forward(&x)?, self.d.forward(&neg)?);
+        let loss = ((sn.mean_all()? - sr.mean_all()?)?
+            + ((sr.sqr()?.mean_all()? + sn.sqr()?.mean_all()?)? * self.cfg.alpha)?)?;
+        Ok(StepOutput::new(loss)
+            .with("score_real", sr.mean_all()?.to_scalar::<f32>()?)
+            .with("score_negative", sn.mean_all()?.to_scalar::<f32>()?))
+    }
+
+    /// 64 searches from noise, and the path of eight of them.
+    fn figures(&self, rng: &mut Rng) -> Result<Vec<Figure>> {
+        const SNAPSHOTS: usize = 8;
+        let start = uniform(64, rng, &self.device)?;
+        let steps = self.cfg.sample_steps;
+        let mut path = vec![start.narrow(0, 0, 8)?];
+        let every = steps.div_ceil(SNAPSHOTS - 1).max(1);
+        let found = self.search(&start, steps, None, rng, |i, x| {
+            if i % every == 0 || i == steps {
+                path.push(x.narrow(0, 0, 8)?);
+            }
+            Ok(())
+        })?;
+        // One row per chain, one column per snapshot.
+        let path = Tensor::stack(&path, 1)?;
+        let cols = path.dim(1)?;
+        Ok(vec![
+            Figure {
+                name: "samples".into(),
+                images: found,
+                cols: 8,
+            },
+            Figure {
+                name: "search_path".into(),
+                images: path.flatten_to(1)?,
+                cols,
+            },
+        ])
+    }
+
+    fn generator(&self) -> Option<&dyn Generator> {
+        Some(self)
+    }
+}
+
+impl Generator for Dpredict {
+    /// The search x* = argmax_x D(x) from uniform noise.
+    fn generate(&self, n: usize, class: Option<u32>, rng: &mut Rng) -> Result<Tensor> {
+        crate::unconditional(Self::KIND, class)?;
+        self.sample(n, rng)
+    }
+}
+
+impl Registered for Dpredict {
+    type Config = DpredictConfig;
+    const KIND: &'static str = "dpredict";
+    const ABOUT: &'static str =
+        "The discriminator as a predictor: D trained alone against its own search, x* = argmax_x D(x)";
+    fn build(cfg: DpredictConfig, device: &Device, seed: u64) -> Result<Self> {
+        Self::new(cfg, device, seed)
+    }
+}
