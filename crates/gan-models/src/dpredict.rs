@@ -233,8 +233,8 @@ impl Dpredict {
         let noise = uniform(m, rng, &self.device)?;
         let fresh = Tensor::from_vec(fresh, (m, 1, 1, 1), &self.device)?;
         // fresh * noise + (1 - fresh) * kept
-        let start = (kept.broadcast_mul(&fresh.affine(-1.0, 1.0)?)?
-            + noise.broadcast_mul(&fresh)?)?;
+        let start =
+            (kept.broadcast_mul(&fresh.affine(-1.0, 1.0)?)? + noise.broadcast_mul(&fresh)?)?;
         let neg = self.search(&start, self.cfg.langevin_steps, None, rng, |_, _| Ok(()))?;
         let old = buffer.as_tensor().index_select(&idx, 0)?;
         buffer.set(&buffer.as_tensor().index_add(&idx, &(&neg - old)?, 0)?)?;
