@@ -373,6 +373,10 @@ fn append_log(run_dir: &Path, r: &EvalReport) -> Result<()> {
         line["source_accuracy"] = d.result.source_accuracy.into();
         line["domain_probe_accuracy"] = d.result.domain_probe_accuracy.into();
     }
+    if let Some(c) = &r.completion {
+        line["completion_accuracy"] = c.result.accuracy.into();
+        line["completion_nearest_training_accuracy"] = c.result.nearest_training_accuracy.into();
+    }
     if let Some(d) = &r.disentanglement {
         let x = &d.result;
         line["adversary_accuracy"] = x.adversary_accuracy.into();
@@ -501,6 +505,19 @@ fn print_report(r: &EvalReport) {
             "  domain told from the features: by its own domain classifier {}, by a fresh linear probe {} (50% hides it)",
             pct(x.domain_classifier_accuracy),
             pct(x.domain_probe_accuracy)
+        );
+    }
+    if let Some(c) = &r.completion {
+        let x = &c.result;
+        say!(
+            "  {} test digits completed from their top {} rows: judge accuracy {} (copying the nearest training image's bottom: {}; the originals: {}), error per pixel {:.4} (nearest: {:.4})",
+            x.n,
+            x.given_rows,
+            pct(x.accuracy),
+            pct(x.nearest_training_accuracy),
+            pct(x.originals_accuracy),
+            x.mse,
+            x.nearest_training_mse
         );
     }
     if let Some(d) = &r.disentanglement {

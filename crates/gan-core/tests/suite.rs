@@ -294,3 +294,106 @@ fn disentanglement_probes_read_what_each_code_holds() {
     let leaky = score(true);
     assert_eq!(leaky.domain_probe_on_content, 1.0, "{leaky:?}");
 }
+
+/// A "completer" that fills the free pixels with `fill`, and checks that it was shown
+/// blank free pixels only.
+struct Filler {
+    fill: f32,
+    vars: VarMap,
+}
+
+impl gan_core::Completer for Filler {
+    fn complete(&self, images: &Tensor, free: &Tensor, _: &mut gan_core::Rng) -> Result<Tensor> {
+        let shown = images.broadcast_mul(free)?;
+        let blank = free.broadcast_mul(&images.ones_like()?)?.neg()?;
+        let diff = (shown - blank)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        anyhow::ensure!(diff == 0.0, "the free pixels were shown to the model");
+        let given = free.affine(-1.0, 1.0)?;
+        Ok((images.broadcast_mul(&given)?
+            + (free * self.fill as f64)?.broadcast_as(images.shape())?)?)
+    }
+}
+
+impl Model for Filler {
+    fn kind(&self) -> &'static str {
+        "filler"
+    }
+    fn config(&self) -> serde_json::Value {
+        serde_json::json!({})
+    }
+    fn networks(&self) -> Vec<(&'static str, &VarMap)> {
+        vec![("d", &self.vars)]
+    }
+    fn phases(&self) -> Vec<Phase> {
+        vec![]
+    }
+    fn run_phase(&self, phase: &str, _: &mut Step) -> Result<StepOutput> {
+        anyhow::bail!("no phase {phase}")
+    }
+    fn figures(&self, _: &mut gan_core::Rng) -> Result<Vec<gan_core::Figure>> {
+        Ok(vec![])
+    }
+    fn completer(&self) -> Option<&dyn gan_core::Completer> {
+        Some(self)
+    }
+}
+
+#[test]
+fn completions_are_scored_beside_the_nearest_training_image() {
+    let (x, _, labels) = toy_set(300, 5);
+    let judge = Judge::new(
+        JudgeConfig {
+            c1: 4,
+            c2: 4,
+            hidden: 8,
+        },
+        &Device::Cpu,
+        0,
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("judge.safetensors");
+    let mut judge = judge;
+    judge.save(&path, None).unwrap();
+    let judge = Judge::load(&path, &Device::Cpu).unwrap();
+    // The test set is the training set: each digit's nearest top half is its own.
+    let reference = Reference {
+        test_images: &x,
+        test_labels: &labels,
+        train_images: &x,
+        train_labels: &labels,
+        domains: None,
+    };
+    let header = || Header {
+        run: "filler".into(),
+        model: "filler".into(),
+        step: 0,
+        judge_path: path.display().to_string(),
+    };
+    let model = Filler {
+        fill: -1.0,
+        vars: VarMap::new(),
+    };
+    let (report, _) = evaluate(&model, &judge, &reference, header(), 300, 0, false).unwrap();
+    let c = report.completion.unwrap().result;
+    assert_eq!(c.n, 300);
+    assert_eq!(c.nearest_training_mse, 0.0, "{c:?}");
+    assert_eq!(c.nearest_training_accuracy, c.originals_accuracy, "{c:?}");
+    // Blank bottoms against the toy digits' bottoms: a known error.
+    let bottoms = x.narrow(2, 14, 14).unwrap();
+    let want = (bottoms + 1.0)
+        .unwrap()
+        .sqr()
+        .unwrap()
+        .mean_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap() as f64;
+    assert!((c.mse - want).abs() < 1e-5, "{} against {want}", c.mse);
+    let white = Filler {
+        fill: 1.0,
+        vars: VarMap::new(),
+    };
+    let (report, _) = evaluate(&white, &judge, &reference, header(), 300, 0, false).unwrap();
+    assert!(report.completion.unwrap().result.mse > c.mse);
+}

@@ -293,6 +293,48 @@ impl Model for Dcgan {
     fn generator(&self) -> Option<&dyn gan_core::Generator> {
         Some(self)
     }
+
+    fn completer(&self) -> Option<&dyn gan_core::Completer> {
+        Some(self)
+    }
+}
+
+/// Steps of the search over z that completes an image, and their Adam learning rate.
+const COMPLETION_STEPS: usize = 200;
+const COMPLETION_LR: f64 = 0.05;
+
+impl gan_core::Completer for Dcgan {
+    /// Prediction through the generator: the z whose G(z) best matches the given pixels
+    /// (Adam on the squared error there, from a prior draw), its free pixels filled in.
+    fn complete(&self, images: &Tensor, free: &Tensor, rng: &mut Rng) -> Result<Tensor> {
+        let n = images.dim(0)?;
+        let given = free.affine(-1.0, 1.0)?;
+        let vars = VarMap::new();
+        let z = vars.get(
+            (n, self.cfg.z_dim),
+            "z",
+            candle_nn::Init::Const(0.0),
+            DType::F32,
+            &self.device,
+        )?;
+        let start = self.prior.sample(n, rng, &self.device)?.z;
+        vars.data().lock().expect("z lock")["z"].set(&start)?;
+        let mut adam = gan_core::Adam::new(
+            &vars,
+            gan_core::AdamConfig {
+                lr: COMPLETION_LR,
+                beta1: 0.9,
+                ..gan_core::AdamConfig::default()
+            },
+        )?;
+        for _ in 0..COMPLETION_STEPS {
+            let x = frozen(|| self.g.forward_t(&z, false))?;
+            let err = (x - images)?.broadcast_mul(&given)?.sqr()?.sum_all()?;
+            adam.step(&err.backward()?)?;
+        }
+        let x = self.g.forward_t(&z, false)?.detach();
+        Ok((images.broadcast_mul(&given)? + x.broadcast_mul(free)?)?)
+    }
 }
 
 impl gan_core::Generator for Dcgan {

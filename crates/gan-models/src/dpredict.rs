@@ -21,7 +21,7 @@ use gan_core::fast::layers::{conv2d, frozen, linear, Conv2d, ConvSpec, Linear};
 use gan_core::fast::nn::leaky_relu;
 use gan_core::init::{reinit, WeightInit};
 use gan_core::prior::{rng, Latent, LatentSpec, Rng, RngStream};
-use gan_core::{Figure, Generator, Model, Phase, Step, StepOutput};
+use gan_core::{Completer, Figure, Generator, Model, Phase, Step, StepOutput};
 use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 
@@ -309,6 +309,26 @@ impl Model for Dpredict {
 
     fn generator(&self) -> Option<&dyn Generator> {
         Some(self)
+    }
+
+    fn completer(&self) -> Option<&dyn Completer> {
+        Some(self)
+    }
+}
+
+impl Completer for Dpredict {
+    /// The search over the free pixels only, started from uniform noise there.
+    fn complete(&self, images: &Tensor, free: &Tensor, rng: &mut Rng) -> Result<Tensor> {
+        let noise = uniform(images.dim(0)?, rng, &self.device)?;
+        let start =
+            (images.broadcast_mul(&free.affine(-1.0, 1.0)?)? + noise.broadcast_mul(free)?)?;
+        self.search(
+            &start,
+            self.cfg.sample_steps,
+            Some(free),
+            rng,
+            |_, _| Ok(()),
+        )
     }
 }
 

@@ -14,8 +14,8 @@ pub mod trainer;
 
 pub use data::{Batches, Cursor, Dataset, Streams};
 pub use model::{
-    no_such_phase, Batch, Classifier, Conditioning, Disentangler, DomainAdapter, Encoder, Every,
-    Figure, Generator, Model, Phase, Source, Step, StepOutput, Stream,
+    no_such_phase, Batch, Classifier, Completer, Conditioning, Disentangler, DomainAdapter,
+    Encoder, Every, Figure, Generator, Model, Phase, Source, Step, StepOutput, Stream,
 };
 pub use run::{
     ensure_finite, latest_checkpoint, load_weights, EpochSummary, RunConfig, TrainConfig,

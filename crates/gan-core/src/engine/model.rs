@@ -374,6 +374,15 @@ pub trait Disentangler {
     }
 }
 
+/// A model that predicts a structured output: the missing part of an image, given the
+/// rest (the notes' prediction by search, x* = argmax over the free pixels).
+pub trait Completer {
+    /// `images` `[N, 1, H, W]` in [-1, 1] completed where `free` (`[1, 1, H, W]`, 1 for
+    /// a pixel to predict, 0 for a given one) says; the given pixels come back as they
+    /// were.
+    fn complete(&self, images: &Tensor, free: &Tensor, rng: &mut Rng) -> Result<Tensor>;
+}
+
 /// A model that maps images to a latent representation, and back.
 pub trait Encoder {
     /// Codes `[N, D]` of images `[N, C, H, W]` in [-1, 1] (a VAE's posterior means).
@@ -475,6 +484,10 @@ pub trait Model: Send + Sync {
     }
     /// Its domain-adapted classifier, if it is one.
     fn domain_adapter(&self) -> Option<&dyn DomainAdapter> {
+        None
+    }
+    /// Its completion of partial images, if it predicts by search.
+    fn completer(&self) -> Option<&dyn Completer> {
         None
     }
     /// Its content and domain encoders, if it disentangles the two.

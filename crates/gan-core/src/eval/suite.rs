@@ -27,7 +27,7 @@ use super::{
     ConditionalAccuracy, FeatureStats,
 };
 use crate::engine::{
-    Classifier, Conditioning, Disentangler, DomainAdapter, Encoder, Generator, Model,
+    Classifier, Completer, Conditioning, Disentangler, DomainAdapter, Encoder, Generator, Model,
 };
 use crate::prior::{rng, RngStream};
 
@@ -186,6 +186,27 @@ pub struct DisentangleScores {
     pub n: usize,
 }
 
+/// Prediction as a structured output: the bottom half of N test digits completed from
+/// their top half, read by the judge against the digits' labels, beside the same done by
+/// copying the bottom half of the training image whose top half is nearest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CompletionScores {
+    /// The judge's accuracy on the model's completions.
+    pub accuracy: f64,
+    /// The judge's accuracy on the nearest training image's completions.
+    pub nearest_training_accuracy: f64,
+    /// The judge's accuracy on the test digits themselves (the ceiling).
+    pub originals_accuracy: f64,
+    /// Per-pixel squared error of the completed halves against the true ones.
+    pub mse: f64,
+    /// The same for the nearest training image's halves.
+    pub nearest_training_mse: f64,
+    /// Rows given (from the top).
+    pub given_rows: usize,
+    /// Test digits completed.
+    pub n: usize,
+}
+
 /// 1-nearest-neighbour and linear-probe accuracy on N test images, the whole training
 /// set's features the reference, for the encoder's codes En(x) and for its layer before
 /// the output.
@@ -206,6 +227,13 @@ pub struct FeatureScores {
     /// Test images classified.
     pub n: usize,
 }
+
+/// Test digits completed: a search per digit is costly, and a thousand tell accuracies
+/// apart to about a point and a half.
+const COMPLETIONS: usize = 1000;
+
+/// Rows of a 28x28 digit given to a completion: the top half.
+pub const GIVEN_ROWS: usize = 14;
 
 /// Passes of the linear probe over the training features.
 const PROBE_EPOCHS: usize = 10;
@@ -266,6 +294,9 @@ pub struct EvalReport {
     /// Domain adaptation: accuracy on both domains and how well the features hide them.
     #[serde(default)]
     pub domains: Option<Stamped<DomainScores>>,
+    /// Prediction by search: test digits completed from their top half.
+    #[serde(default)]
+    pub completion: Option<Stamped<CompletionScores>>,
     /// Disentanglement: what each code knows of the digit and of the domain.
     #[serde(default)]
     pub disentanglement: Option<Stamped<DisentangleScores>>,
@@ -318,9 +349,10 @@ pub fn evaluate(
         && model.encoder().is_none()
         && model.domain_adapter().is_none()
         && model.disentangler().is_none()
+        && model.completer().is_none()
     {
         bail!(
-            "{} can neither generate, classify, encode, adapt nor disentangle: nothing to evaluate",
+            "{} can neither generate, classify, encode, adapt, disentangle nor complete: nothing to evaluate",
             header.model
         )
     }
@@ -439,6 +471,14 @@ pub fn evaluate(
         }
         None => None,
     };
+    let completion = match model.completer() {
+        Some(c) => Some(stamp_any(
+            completion_scores(c, judge, reference, n.min(COMPLETIONS), seed)?,
+            seed,
+            &sha,
+        )),
+        None => None,
+    };
     let disentanglement = match model.disentangler() {
         Some(d) => {
             let tests = reference.domains.with_context(|| {
@@ -475,6 +515,7 @@ pub fn evaluate(
         reconstruction,
         representation,
         domains,
+        completion,
         disentanglement,
         seconds: started.elapsed().as_secs_f64(),
     };
@@ -860,5 +901,76 @@ fn disentangle_scores(
         mse_target: mse(&target)?,
         dims: [cs.dim(1)?, ss.dim(1)?],
         n: each,
+    })
+}
+
+/// `[1, 1, H, W]`: 0 on the first `given` rows, 1 below.
+pub fn bottom_free(
+    given: usize,
+    h: usize,
+    w: usize,
+    device: &candle_core::Device,
+) -> Result<Tensor> {
+    let v: Vec<f32> = (0..h * w).map(|i| f32::from(i >= given * w)).collect();
+    Ok(Tensor::from_vec(v, (1, 1, h, w), device)?)
+}
+
+/// See [`CompletionScores`].
+fn completion_scores(
+    completer: &dyn Completer,
+    judge: &Judge,
+    reference: &Reference,
+    n: usize,
+    seed: u64,
+) -> Result<CompletionScores> {
+    let test = reference.test_images.narrow(0, 0, n)?;
+    let labels = &reference.test_labels[..n];
+    let (_, _, h, w) = test.dims4()?;
+    let free = bottom_free(GIVEN_ROWS, h, w, test.device())?;
+    let given = free.affine(-1.0, 1.0)?;
+    // The model sees the given half only: the free pixels are blank (-1).
+    let shown = test.broadcast_mul(&given)?.broadcast_sub(&free)?;
+    let mut rng = rng(seed, RngStream::Eval);
+    let mut done = Vec::new();
+    for start in (0..n).step_by(GEN_BATCH) {
+        let b = GEN_BATCH.min(n - start);
+        let out = completer.complete(&shown.narrow(0, start, b)?, &free, &mut rng)?;
+        Judge::check_images(&out).context("the model completed a bad batch")?;
+        done.push(out);
+    }
+    let done = Tensor::cat(&done, 0)?;
+    // The nearest training image by its top half, its bottom half copied.
+    let top = |x: &Tensor| -> Result<Tensor> { Ok(x.narrow(2, 0, GIVEN_ROWS)?.flatten_from(1)?) };
+    let train_top = top(reference.train_images)?;
+    let r2 = train_top.sqr()?.sum(1)?.unsqueeze(0)?;
+    let tt = train_top.t()?.contiguous()?;
+    let mut nearest = Vec::new();
+    for start in (0..n).step_by(GEN_BATCH) {
+        let b = GEN_BATCH.min(n - start);
+        let q = top(&test.narrow(0, start, b)?)?;
+        let d = r2.broadcast_sub(&(q.matmul(&tt)? * 2.0)?)?;
+        nearest.push(d.argmin(candle_core::D::Minus1)?);
+    }
+    let idx = Tensor::cat(&nearest, 0)?;
+    let copied = reference.train_images.index_select(&idx, 0)?;
+    let copied = (test.broadcast_mul(&given)? + copied.broadcast_mul(&free)?)?;
+    let accuracy = |x: &Tensor| judge.accuracy(x, labels);
+    let mse = |x: &Tensor| -> Result<f64> {
+        let sq = (x - &test)?
+            .broadcast_mul(&free)?
+            .sqr()?
+            .sum_all()?
+            .to_dtype(candle_core::DType::F64)?
+            .to_scalar::<f64>()?;
+        Ok(sq / (n * (h - GIVEN_ROWS) * w) as f64)
+    };
+    Ok(CompletionScores {
+        accuracy: accuracy(&done)?,
+        nearest_training_accuracy: accuracy(&copied)?,
+        originals_accuracy: accuracy(&test)?,
+        mse: mse(&done)?,
+        nearest_training_mse: mse(&copied)?,
+        given_rows: GIVEN_ROWS,
+        n,
     })
 }
