@@ -287,6 +287,14 @@ pub fn eval(args: &EvalArgs) -> Result<EvalReport> {
         draw_domains(a, &source.images, &target.images, &path)?;
         eprintln!("drew the features of both domains in {}", path.display());
     }
+    if let Some(c) = model.completer() {
+        let path = args.run_dir.join("samples").join("completions.png");
+        draw_completions(c, &test.images, &path, args.seed)?;
+        eprintln!(
+            "drew test digits, their top halves and the completions in {}",
+            path.display()
+        );
+    }
     if let (Some(d), Some((source, target))) = (model.disentangler(), &domain_tests) {
         let path = args.run_dir.join("samples").join("swap.png");
         draw_swap(d, &source.images, &target.images, &path)?;
@@ -640,4 +648,23 @@ fn draw_swap(
         cells.push(grid.narrow(0, i * k, k)?);
     }
     gan_core::engine::grid::save_grid(path, &Tensor::cat(&cells, 0)?, k + 1)
+}
+
+/// Rows of 16: test digits, what the model is shown (the top half), its completions.
+fn draw_completions(
+    model: &dyn gan_core::Completer,
+    test: &Tensor,
+    path: &Path,
+    seed: u64,
+) -> Result<()> {
+    use gan_core::eval::suite::{bottom_free, hide_free, GIVEN_ROWS};
+    const N: usize = 16;
+    let x = test.narrow(0, 0, N.min(test.dim(0)?))?;
+    let (_, _, h, w) = x.dims4()?;
+    let free = bottom_free(GIVEN_ROWS, h, w, x.device())?;
+    let shown = hide_free(&x, &free)?;
+    let mut rng = gan_core::prior::rng(seed, gan_core::prior::RngStream::Sample);
+    let done = model.complete(&shown, &free, &mut rng)?;
+    let n = x.dim(0)?;
+    gan_core::engine::grid::save_grid(path, &Tensor::cat(&[&x, &shown, &done], 0)?, n)
 }

@@ -915,6 +915,13 @@ pub fn bottom_free(
     Ok(Tensor::from_vec(v, (1, 1, h, w), device)?)
 }
 
+/// What a completer is shown: the given pixels, and blank (-1) where `free` is 1.
+pub fn hide_free(images: &Tensor, free: &Tensor) -> Result<Tensor> {
+    Ok(images
+        .broadcast_mul(&free.affine(-1.0, 1.0)?)?
+        .broadcast_sub(free)?)
+}
+
 /// See [`CompletionScores`].
 fn completion_scores(
     completer: &dyn Completer,
@@ -928,8 +935,7 @@ fn completion_scores(
     let (_, _, h, w) = test.dims4()?;
     let free = bottom_free(GIVEN_ROWS, h, w, test.device())?;
     let given = free.affine(-1.0, 1.0)?;
-    // The model sees the given half only: the free pixels are blank (-1).
-    let shown = test.broadcast_mul(&given)?.broadcast_sub(&free)?;
+    let shown = hide_free(&test, &free)?;
     let mut rng = rng(seed, RngStream::Eval);
     let mut done = Vec::new();
     for start in (0..n).step_by(GEN_BATCH) {
