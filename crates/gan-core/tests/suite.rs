@@ -215,6 +215,20 @@ impl Model for Spelled {
     }
 }
 
+/// A tiny judge that was never trained, saved and loaded back (the suite wants its
+/// file hash): for scores that do not read it.
+fn untrained_judge(dir: &std::path::Path) -> (Judge, std::path::PathBuf) {
+    let tiny = JudgeConfig {
+        c1: 4,
+        c2: 4,
+        hidden: 8,
+    };
+    let mut judge = Judge::new(tiny, &Device::Cpu, 0).unwrap();
+    let path = dir.join("judge.safetensors");
+    judge.save(&path, None).unwrap();
+    (Judge::load(&path, &Device::Cpu).unwrap(), path)
+}
+
 /// `n` spelled images of `domain`, digits 0..9 in turn, noise from `seed`.
 fn spelled(n: usize, domain: f32, seed: u64) -> (Tensor, Vec<u8>) {
     use rand::{Rng, SeedableRng};
@@ -235,21 +249,8 @@ fn spelled(n: usize, domain: f32, seed: u64) -> (Tensor, Vec<u8>) {
 #[test]
 fn disentanglement_probes_read_what_each_code_holds() {
     let (x, _, labels) = toy_set(2000, 4);
-    let judge = Judge::new(
-        JudgeConfig {
-            c1: 4,
-            c2: 4,
-            hidden: 8,
-        },
-        &Device::Cpu,
-        0,
-    )
-    .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("judge.safetensors");
-    let mut judge = judge;
-    judge.save(&path, None).unwrap();
-    let judge = Judge::load(&path, &Device::Cpu).unwrap();
+    let (judge, path) = untrained_judge(dir.path());
     let (source, source_labels) = spelled(2000, 0.0, 1);
     let (target, target_labels) = spelled(2000, 1.0, 2);
     let reference = Reference {
@@ -341,21 +342,8 @@ impl Model for Filler {
 #[test]
 fn completions_are_scored_beside_the_nearest_training_image() {
     let (x, _, labels) = toy_set(300, 5);
-    let judge = Judge::new(
-        JudgeConfig {
-            c1: 4,
-            c2: 4,
-            hidden: 8,
-        },
-        &Device::Cpu,
-        0,
-    )
-    .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("judge.safetensors");
-    let mut judge = judge;
-    judge.save(&path, None).unwrap();
-    let judge = Judge::load(&path, &Device::Cpu).unwrap();
+    let (judge, path) = untrained_judge(dir.path());
     // The test set is the training set: each digit's nearest top half is its own.
     let reference = Reference {
         test_images: &x,
