@@ -117,6 +117,23 @@ pub struct DannConfig {
     /// (`--batch-norm false`: the paper's F).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub batch_norm: bool,
+    /// w, the largest weight of the domain loss in F's objective: lambda_p is scaled by
+    /// it (the gradient reversal's weight; F's fooling weight with `alternating`). D's own
+    /// loss keeps weight 1. Below 1 for a small target that D can tell apart outright.
+    #[arg(long, default_value_t = 1.0)]
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub domain_weight: f64,
+    /// Weight of the entropy of C's predictions on the target images, minimised by F
+    /// and C (0: none, the paper): pushes the target's features away from C's decision
+    /// boundaries (conditional entropy minimisation, as in Long et al. 2016 and Shu et
+    /// al.'s VADA, 2018).
+    #[arg(long, default_value_t = 0.0)]
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub target_entropy: f64,
+    /// D's learning rate as a multiple of mu_0 (annealed alike).
+    #[arg(long, default_value_t = 1.0)]
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub d_lr_scale: f64,
     /// mu_0, the learning rate of F, C and D at the start. A training setting: the run
     /// keeps it among its per-network learning rates, not in the model's config.
     #[arg(long, default_value_t = 1e-3)]
@@ -126,6 +143,20 @@ pub struct DannConfig {
 
 fn default_lr0() -> f64 {
     1e-3
+}
+
+// The settings added for UCI are left out of a run's config at their defaults, so that
+// the runs (and checkpoints) written before them still load and compare equal.
+fn one() -> f64 {
+    1.0
+}
+
+fn is_one(x: &f64) -> bool {
+    *x == 1.0
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 impl Default for DannConfig {
@@ -179,6 +210,14 @@ impl Dann {
             cfg.lr_beta
         );
         anyhow::ensure!(
+            cfg.domain_weight >= 0.0 && cfg.target_entropy >= 0.0 && cfg.d_lr_scale > 0.0,
+            "dann needs --domain-weight and --target-entropy >= 0 and --d-lr-scale > 0 \
+             (got {}, {}, {})",
+            cfg.domain_weight,
+            cfg.target_entropy,
+            cfg.d_lr_scale
+        );
+        anyhow::ensure!(
             !cfg.d_hidden.contains(&0),
             "dann needs every --d-hidden width > 0, got {:?}",
             cfg.d_hidden
@@ -224,9 +263,21 @@ impl Dann {
         })
     }
 
-    /// lambda_p, the weight of the domain loss at `progress` p.
+    /// lambda_p, the weight of the domain loss in F's objective at `progress` p
+    /// (`--domain-weight` times the paper's schedule).
     pub fn lambda(&self, progress: f64) -> f64 {
-        2.0 / (1.0 + (-self.cfg.gamma * progress).exp()) - 1.0
+        self.cfg.domain_weight * (2.0 / (1.0 + (-self.cfg.gamma * progress).exp()) - 1.0)
+    }
+
+    /// `--target-entropy` times the mean entropy of C's predictions on the target
+    /// features `h_t`, or `None` when that weight is 0 (the graph is then the paper's).
+    fn entropy_term(&self, h_t: &Tensor) -> Result<Option<Tensor>> {
+        if self.cfg.target_entropy <= 0.0 {
+            return Ok(None);
+        }
+        let log_p = candle_nn::ops::log_softmax(&self.c.forward(h_t)?, 1)?;
+        let h = (log_p.exp()? * &log_p)?.sum(1)?.mean_all()?.neg()?;
+        Ok(Some((h * self.cfg.target_entropy)?))
     }
 
     /// D's logits for features `h`, one per row.
@@ -272,7 +323,10 @@ impl Dann {
         let (ce, acc) = self.label_loss(&h.narrow(0, 0, m)?, labels)?;
         let dom = self.domains(m, t)?;
         let logits = self.domain_logits(&grad_reverse(&h, lambda)?)?;
-        let loss = (ce + bce_with_logits(&logits, &dom)?)?;
+        let mut loss = (ce + bce_with_logits(&logits, &dom)?)?;
+        if let Some(e) = self.entropy_term(&h.narrow(0, m, t)?)? {
+            loss = (loss + e)?;
+        }
         Ok(StepOutput::new(loss)
             .with("label_acc", acc)
             .with("domain_acc", domain_accuracy(&logits, &dom)?))
@@ -383,7 +437,11 @@ impl Model for Dann {
                 let swapped = self.domains(m, t)?.affine(-1.0, 1.0)?;
                 let logits = frozen(|| self.domain_logits(&h))?;
                 let fool = bce_with_logits(&logits, &swapped)?;
-                Ok(StepOutput::new((ce + (fool * lambda)?)?)
+                let mut loss = (ce + (fool * lambda)?)?;
+                if let Some(e) = self.entropy_term(&h.narrow(0, m, t)?)? {
+                    loss = (loss + e)?;
+                }
+                Ok(StepOutput::new(loss)
                     .with("label_acc", acc)
                     .with("lambda", lambda as f32))
             }
@@ -433,6 +491,10 @@ impl Registered for Dann {
         Self::new(cfg, device, seed)
     }
     fn network_lr(cfg: &DannConfig) -> Vec<(&'static str, f64)> {
-        vec![("f", cfg.lr0), ("c", cfg.lr0), ("d", cfg.lr0)]
+        vec![
+            ("f", cfg.lr0),
+            ("c", cfg.lr0),
+            ("d", cfg.lr0 * cfg.d_lr_scale),
+        ]
     }
 }
