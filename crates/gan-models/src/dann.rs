@@ -130,6 +130,13 @@ pub struct DannConfig {
     #[arg(long, default_value_t = 0.0)]
     #[serde(default, skip_serializing_if = "is_zero")]
     pub target_entropy: f64,
+    /// Ramp the target entropy's weight up with lambda_p's schedule
+    /// (2 / (1 + exp(-gamma p)) - 1 times `--target-entropy`) instead of holding it
+    /// constant: C first learns the digits from the source, so that the entropy does not
+    /// collapse the target onto one class before C reads it.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub entropy_ramp: bool,
     /// D's learning rate as a multiple of mu_0 (annealed alike).
     #[arg(long, default_value_t = 1.0)]
     #[serde(default = "one", skip_serializing_if = "is_one")]
@@ -266,18 +273,31 @@ impl Dann {
     /// lambda_p, the weight of the domain loss in F's objective at `progress` p
     /// (`--domain-weight` times the paper's schedule).
     pub fn lambda(&self, progress: f64) -> f64 {
-        self.cfg.domain_weight * (2.0 / (1.0 + (-self.cfg.gamma * progress).exp()) - 1.0)
+        self.cfg.domain_weight * self.ramp(progress)
     }
 
-    /// `--target-entropy` times the mean entropy of C's predictions on the target
-    /// features `h_t`, or `None` when that weight is 0 (the graph is then the paper's).
-    fn entropy_term(&self, h_t: &Tensor) -> Result<Option<Tensor>> {
+    /// The paper's schedule 2 / (1 + exp(-gamma p)) - 1, from 0 to nearly 1.
+    fn ramp(&self, progress: f64) -> f64 {
+        2.0 / (1.0 + (-self.cfg.gamma * progress).exp()) - 1.0
+    }
+
+    /// The weight of the target entropy at `progress` p.
+    fn entropy_weight(&self, progress: f64) -> f64 {
+        match self.cfg.entropy_ramp {
+            true => self.cfg.target_entropy * self.ramp(progress),
+            false => self.cfg.target_entropy,
+        }
+    }
+
+    /// `weight` times the mean entropy of C's predictions on the target features `h_t`,
+    /// or `None` without `--target-entropy` (the graph is then the paper's).
+    fn entropy_term(&self, h_t: &Tensor, weight: f64) -> Result<Option<Tensor>> {
         if self.cfg.target_entropy <= 0.0 {
             return Ok(None);
         }
         let log_p = candle_nn::ops::log_softmax(&self.c.forward(h_t)?, 1)?;
         let h = (log_p.exp()? * &log_p)?.sum(1)?.mean_all()?.neg()?;
-        Ok(Some((h * self.cfg.target_entropy)?))
+        Ok(Some((h * weight)?))
     }
 
     /// D's logits for features `h`, one per row.
@@ -316,6 +336,19 @@ impl Dann {
         target: &Tensor,
         lambda: f64,
     ) -> Result<StepOutput> {
+        self.joint_loss_with(source, labels, target, lambda, self.cfg.target_entropy)
+    }
+
+    /// [`Self::joint_loss`] with the target entropy weighted by `entropy` (when
+    /// `--target-entropy` is on).
+    fn joint_loss_with(
+        &self,
+        source: &Tensor,
+        labels: &Tensor,
+        target: &Tensor,
+        lambda: f64,
+        entropy: f64,
+    ) -> Result<StepOutput> {
         let (m, t) = (source.dim(0)?, target.dim(0)?);
         let h = self
             .f
@@ -324,7 +357,7 @@ impl Dann {
         let dom = self.domains(m, t)?;
         let logits = self.domain_logits(&grad_reverse(&h, lambda)?)?;
         let mut loss = (ce + bce_with_logits(&logits, &dom)?)?;
-        if let Some(e) = self.entropy_term(&h.narrow(0, m, t)?)? {
+        if let Some(e) = self.entropy_term(&h.narrow(0, m, t)?, entropy)? {
             loss = (loss + e)?;
         }
         Ok(StepOutput::new(loss)
@@ -420,9 +453,18 @@ impl Model for Dann {
                     self.label_loss(&self.f.forward_t(&b.images, true)?, b.labels()?)?;
                 Ok(StepOutput::new(loss).with("label_acc", acc))
             }
-            ("fcd", Method::Dann) => Ok(self
-                .joint_loss(&source.images, source.labels()?, &target.images, lambda)?
-                .with("lambda", lambda as f32)),
+            ("fcd", Method::Dann) => {
+                let entropy = self.entropy_weight(step.progress());
+                Ok(self
+                    .joint_loss_with(
+                        &source.images,
+                        source.labels()?,
+                        &target.images,
+                        lambda,
+                        entropy,
+                    )?
+                    .with("lambda", lambda as f32))
+            }
             ("d", Method::Dann) => {
                 let h = self.f.forward_t(&both()?, true)?.detach();
                 let dom = self.domains(m, t)?;
@@ -438,7 +480,8 @@ impl Model for Dann {
                 let logits = frozen(|| self.domain_logits(&h))?;
                 let fool = bce_with_logits(&logits, &swapped)?;
                 let mut loss = (ce + (fool * lambda)?)?;
-                if let Some(e) = self.entropy_term(&h.narrow(0, m, t)?)? {
+                let entropy = self.entropy_weight(step.progress());
+                if let Some(e) = self.entropy_term(&h.narrow(0, m, t)?, entropy)? {
                     loss = (loss + e)?;
                 }
                 Ok(StepOutput::new(loss)
