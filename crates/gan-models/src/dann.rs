@@ -130,6 +130,13 @@ pub struct DannConfig {
     #[arg(long, default_value_t = 0.0)]
     #[serde(default, skip_serializing_if = "is_zero")]
     pub target_entropy: f64,
+    /// Weight of the entropy of C's mean prediction over a target batch, maximised by F
+    /// and C (0: none): with `--target-entropy`, the information-maximisation loss (Gomes
+    /// et al. 2010; Liang et al.'s SHOT, 2020), which keeps the entropy term from
+    /// collapsing the target onto a few classes.
+    #[arg(long, default_value_t = 0.0)]
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub target_diversity: f64,
     /// Ramp the target entropy's weight up with lambda_p's schedule
     /// (2 / (1 + exp(-gamma p)) - 1 times `--target-entropy`) instead of holding it
     /// constant: C first learns the digits from the source, so that the entropy does not
@@ -217,11 +224,15 @@ impl Dann {
             cfg.lr_beta
         );
         anyhow::ensure!(
-            cfg.domain_weight >= 0.0 && cfg.target_entropy >= 0.0 && cfg.d_lr_scale > 0.0,
-            "dann needs --domain-weight and --target-entropy >= 0 and --d-lr-scale > 0 \
-             (got {}, {}, {})",
+            cfg.domain_weight >= 0.0
+                && cfg.target_entropy >= 0.0
+                && cfg.target_diversity >= 0.0
+                && cfg.d_lr_scale > 0.0,
+            "dann needs --domain-weight, --target-entropy and --target-diversity >= 0 and \
+             --d-lr-scale > 0 (got {}, {}, {}, {})",
             cfg.domain_weight,
             cfg.target_entropy,
+            cfg.target_diversity,
             cfg.d_lr_scale
         );
         anyhow::ensure!(
@@ -281,23 +292,32 @@ impl Dann {
         2.0 / (1.0 + (-self.cfg.gamma * progress).exp()) - 1.0
     }
 
-    /// The weight of the target entropy at `progress` p.
+    /// The scale of the target entropy and diversity weights at `progress` p: 1, or
+    /// lambda_p's schedule with `--entropy-ramp`.
     fn entropy_weight(&self, progress: f64) -> f64 {
         match self.cfg.entropy_ramp {
-            true => self.cfg.target_entropy * self.ramp(progress),
-            false => self.cfg.target_entropy,
+            true => self.ramp(progress),
+            false => 1.0,
         }
     }
 
-    /// `weight` times the mean entropy of C's predictions on the target features `h_t`,
-    /// or `None` without `--target-entropy` (the graph is then the paper's).
-    fn entropy_term(&self, h_t: &Tensor, weight: f64) -> Result<Option<Tensor>> {
-        if self.cfg.target_entropy <= 0.0 {
+    /// `scale` times (`--target-entropy` times the mean entropy of C's predictions on the
+    /// target features `h_t`, minus `--target-diversity` times the entropy of their mean),
+    /// or `None` when both weights are 0 (the graph is then the paper's).
+    fn entropy_term(&self, h_t: &Tensor, scale: f64) -> Result<Option<Tensor>> {
+        let (we, wd) = (self.cfg.target_entropy, self.cfg.target_diversity);
+        if we <= 0.0 && wd <= 0.0 {
             return Ok(None);
         }
         let log_p = candle_nn::ops::log_softmax(&self.c.forward(h_t)?, 1)?;
-        let h = (log_p.exp()? * &log_p)?.sum(1)?.mean_all()?.neg()?;
-        Ok(Some((h * weight)?))
+        let p = log_p.exp()?;
+        let cond = (&p * &log_p)?.sum(1)?.mean_all()?.neg()?;
+        let mean = p.mean(0)?;
+        let marg = (&mean * (mean.clamp(1e-8f32, 1f32)?.log()?))?
+            .sum_all()?
+            .neg()?;
+        let term = ((cond * we)? - (marg * wd)?)?;
+        Ok(Some((term * scale)?))
     }
 
     /// D's logits for features `h`, one per row.
@@ -336,11 +356,11 @@ impl Dann {
         target: &Tensor,
         lambda: f64,
     ) -> Result<StepOutput> {
-        self.joint_loss_with(source, labels, target, lambda, self.cfg.target_entropy)
+        self.joint_loss_with(source, labels, target, lambda, 1.0)
     }
 
-    /// [`Self::joint_loss`] with the target entropy weighted by `entropy` (when
-    /// `--target-entropy` is on).
+    /// [`Self::joint_loss`] with the target entropy and diversity terms scaled by
+    /// `entropy` (when `--target-entropy` or `--target-diversity` is on).
     fn joint_loss_with(
         &self,
         source: &Tensor,
