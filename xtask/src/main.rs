@@ -1,6 +1,7 @@
 //! `cargo xtask`: project chores that are not part of the library or the CLI.
 //!
 //! - `fetch-mnist [--from DIR] [--dir DIR]`: put verified MNIST in the data folder;
+//! - `fetch-uci [--from FILE] [--to FILE]`: the same for the UCI digits file;
 //! - `run --device cpu|cuda|metal -- ARGS`: run gan-cli built with that device's feature;
 //! - `build --device ...`: only build it;
 //! - `bench [--model M] [--vs-pytorch] [--device D]`: training and generation throughput
@@ -37,6 +38,18 @@ enum Task {
         /// The data folder [default: assets/data/mnist in the workspace].
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
+    },
+    /// Download scikit-learn's copy of the UCI digits (digits.csv.gz) from the public
+    /// mirrors unless a verified copy is there, or import a local copy; checked against
+    /// its SHA-256.
+    FetchUci {
+        /// Import this file (raw or .gz) instead of downloading.
+        #[arg(long, value_name = "FILE")]
+        from: Option<PathBuf>,
+        /// Where the file goes [default: assets/data/uci-digits/digits.csv.gz in the
+        /// workspace, gan-cli's --uci-digits default].
+        #[arg(long, value_name = "FILE")]
+        to: Option<PathBuf>,
     },
     /// Run gan-cli (release) with a device's candle feature:
     /// `cargo xtask run --device cuda -- dcgan --device cuda`.
@@ -180,6 +193,48 @@ fn fetch_mnist(from: Option<PathBuf>, dir: Option<PathBuf>) -> Result<()> {
         })?,
     };
     println!("{report}");
+    Ok(())
+}
+
+fn fetch_uci(from: Option<PathBuf>, to: Option<PathBuf>) -> Result<()> {
+    let to = match to {
+        Some(p) => p,
+        None => workspace_root()?.join(gan_data::DEFAULT_UCI_DIGITS),
+    };
+    let verified = || gan_data::read_uci_digits(&to, gan_data::Verify::Canonical).is_ok();
+    if to.exists() && verified() {
+        println!("{}: already present, verified", to.display());
+        return Ok(());
+    }
+    match from {
+        Some(src) => {
+            gan_data::import_uci_digits(&src, &to).with_context(|| {
+                format!(
+                    "importing the UCI digits from {} to {}",
+                    src.display(),
+                    to.display()
+                )
+            })?;
+            println!(
+                "{}: imported from {}, verified",
+                to.display(),
+                src.display()
+            );
+        }
+        None => {
+            // A corrupt copy there stays until its replacement is verified.
+            let url =
+                gan_data::download_file_to(&to, &gan_data::uci_mirrors(), &gan_data::uci_spec())
+                    .with_context(|| {
+                        format!(
+                            "fetching the UCI digits to {}; offline? import a local copy with \
+                         `cargo xtask fetch-uci --from FILE`",
+                            to.display()
+                        )
+                    })?;
+            println!("{}: downloaded from {url}, verified", to.display());
+        }
+    }
     Ok(())
 }
 
@@ -421,6 +476,7 @@ fn bench(
 fn main() -> ExitCode {
     let result = match Cli::parse().task {
         Task::FetchMnist { from, dir } => fetch_mnist(from, dir).map(|()| ExitCode::SUCCESS),
+        Task::FetchUci { from, to } => fetch_uci(from, to).map(|()| ExitCode::SUCCESS),
         Task::Run { device, args } => cargo("run", device, &args),
         Task::Build { device } => cargo("build", device, &[]),
         Task::Bench {

@@ -23,8 +23,9 @@ pub(crate) struct DomainArgs {
     /// and the same for test), used instead of building the MNIST-M-style one.
     #[arg(long)]
     pub mnist_m: Option<PathBuf>,
-    /// The UCI handwritten digits file (1,797 rows of 64 pixels and a label, gzip CSV).
-    #[arg(long, default_value = "assets/data/uci-digits/digits.csv.gz")]
+    /// The UCI handwritten digits file (1,797 rows of 64 pixels and a label, gzip CSV);
+    /// downloaded there (scikit-learn's copy, SHA-256 checked) when missing.
+    #[arg(long, default_value = gan_data::DEFAULT_UCI_DIGITS)]
     pub uci_digits: PathBuf,
 }
 
@@ -76,6 +77,26 @@ pub(crate) fn load_domain(
             }
         },
         "uci" => {
+            let path = &args.uci_digits;
+            if !path.exists() {
+                eprintln!(
+                    "the UCI digits are not at {}: downloading them",
+                    path.display()
+                );
+                let url = gan_data::ensure_uci_digits(path, &gan_data::uci_mirrors())
+                    .with_context(|| {
+                        format!(
+                            "the UCI digits are missing from {} and could not be downloaded; \
+                             import a local copy of scikit-learn's digits.csv.gz with `cargo \
+                             xtask fetch-uci --from FILE --to {}` or point --uci-digits at one",
+                            path.display(),
+                            path.display()
+                        )
+                    })?;
+                if let Some(url) = url {
+                    eprintln!("{}: downloaded from {url}, verified", path.display());
+                }
+            }
             gan_data::load_uci_split(&args.uci_digits, kind, check, device).with_context(|| {
                 format!(
                     "the UCI digits domain reads {} (pass --uci-digits FILE)",

@@ -1,4 +1,5 @@
-//! Getting MNIST onto the machine: from public mirrors, or from a local copy.
+//! Getting MNIST (and the UCI digits, [`crate::uci`]) onto the machine: from public
+//! mirrors, or from a local copy.
 //!
 //! Every file goes to a temporary file in the data folder, is checked against the SHA-256
 //! of its uncompressed content, synced, and only then renamed to its final name. A rename
@@ -32,14 +33,20 @@ pub const MIRRORS_ENV: &str = "GAN_RS_MNIST_MIRRORS";
 /// The mirrors to use: those of `GAN_RS_MNIST_MIRRORS` (comma-separated base URLs) when
 /// it is set, for a local or institutional mirror, else [`MIRRORS`].
 pub fn mirrors() -> Vec<String> {
-    match std::env::var(MIRRORS_ENV) {
+    mirrors_from_env(MIRRORS_ENV, MIRRORS)
+}
+
+/// The comma-separated base URLs of the environment variable `var` when it is set and
+/// not blank, else `defaults`.
+pub fn mirrors_from_env(var: &str, defaults: &[&str]) -> Vec<String> {
+    match std::env::var(var) {
         Ok(v) if !v.trim().is_empty() => v
             .split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .map(String::from)
             .collect(),
-        _ => MIRRORS.iter().map(|s| s.to_string()).collect(),
+        _ => defaults.iter().map(|s| s.to_string()).collect(),
     }
 }
 
@@ -113,6 +120,31 @@ fn present(dir: &Path, spec: &FileSpec) -> bool {
         .is_some_and(|sha| sha == spec.sha256)
 }
 
+/// Where a verified file lands.
+#[derive(Debug, Clone, Copy)]
+enum Landing<'a> {
+    /// In this folder, as `<name>` or `<name>.gz` after what the bytes are (MNIST's
+    /// layout, which the loader searches).
+    Canonical(&'a Path),
+    /// At exactly this path, whatever the bytes' compression (the loaders of such files
+    /// tell gzip by its magic number).
+    Exact(&'a Path),
+}
+
+impl Landing<'_> {
+    /// The folder the file lands in, where it is staged (a rename is atomic only within
+    /// one file system).
+    fn dir(&self) -> &Path {
+        match self {
+            Landing::Canonical(dir) => dir,
+            Landing::Exact(path) => match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            },
+        }
+    }
+}
+
 /// A temporary file in the destination folder, removed when dropped unless committed:
 /// every early return and `?` cleans up by itself.
 struct Staged {
@@ -138,10 +170,11 @@ impl Staged {
         self.file.as_mut().expect("open until committed")
     }
 
-    /// Verifies the content against `spec`, syncs, and renames to `<name>` or `<name>.gz`
-    /// (after what the bytes are, not what they were called), removing a copy under the
-    /// other name that the loader would otherwise pick first.
-    fn commit(mut self, dir: &Path, spec: &FileSpec, origin: &str) -> Result<PathBuf> {
+    /// Verifies the content against `spec`, syncs, and renames it to where `to` says: for
+    /// [`Landing::Canonical`] `<name>` or `<name>.gz` (after what the bytes are, not what
+    /// they were called), removing a copy under the other name that the loader would
+    /// otherwise pick first.
+    fn commit(mut self, to: Landing, spec: &FileSpec, origin: &str) -> Result<PathBuf> {
         let file = self.file.take().expect("committed once");
         file.sync_all()
             .with_context(|| format!("syncing {}", self.path.display()))?;
@@ -169,25 +202,30 @@ impl Staged {
                 spec.sha256
             )
         }
-        let mut head = [0u8; 2];
-        let gz = File::open(&self.path)
-            .and_then(|mut f| f.read_exact(&mut head))
-            .is_ok()
-            && head == GZIP_MAGIC;
-        let (name, other) = if gz {
-            (format!("{}.gz", spec.name), spec.name.clone())
-        } else {
-            (spec.name.clone(), format!("{}.gz", spec.name))
+        let dir = to.dir();
+        let (dest, other) = match to {
+            Landing::Exact(path) => (path.to_path_buf(), None),
+            Landing::Canonical(dir) => {
+                let mut head = [0u8; 2];
+                let gz = File::open(&self.path)
+                    .and_then(|mut f| f.read_exact(&mut head))
+                    .is_ok()
+                    && head == GZIP_MAGIC;
+                let (name, other) = if gz {
+                    (format!("{}.gz", spec.name), spec.name.clone())
+                } else {
+                    (spec.name.clone(), format!("{}.gz", spec.name))
+                };
+                (dir.join(name), Some(dir.join(other)))
+            }
         };
-        let dest = dir.join(name);
         std::fs::rename(&self.path, &dest)
             .with_context(|| format!("renaming {} to {}", self.path.display(), dest.display()))?;
         if let Ok(d) = File::open(dir) {
             // Persist the rename itself; not every platform can sync a folder.
             let _ = d.sync_all();
         }
-        let other = dir.join(other);
-        if other.is_file() {
+        if let Some(other) = other.filter(|o| o.is_file()) {
             std::fs::remove_file(&other)
                 .with_context(|| format!("removing the stale {}", other.display()))?;
         }
@@ -233,12 +271,13 @@ fn agent() -> ureq::Agent {
         .into()
 }
 
-/// The largest file accepted from a mirror: MNIST's biggest is 10 MB gzipped, 47 MB raw.
+/// The largest file accepted from a mirror: MNIST's biggest is 10 MB gzipped, 47 MB raw
+/// (the UCI digits, 57 kB).
 const MAX_DOWNLOAD: u64 = 256 * 1024 * 1024;
 
 /// Downloads `url` and stores it in `dir` as `spec`, verified. Errors leave the URL out:
 /// the caller lists them after it.
-fn download_one(agent: &ureq::Agent, url: &str, dir: &Path, spec: &FileSpec) -> Result<()> {
+fn download_one(agent: &ureq::Agent, url: &str, to: Landing, spec: &FileSpec) -> Result<()> {
     // `identity`: the file as the mirror holds it, byte for byte, so Content-Length holds.
     let mut resp = agent
         .get(url)
@@ -247,10 +286,10 @@ fn download_one(agent: &ureq::Agent, url: &str, dir: &Path, spec: &FileSpec) -> 
         .context("request failed")?;
     let len = resp.body().content_length();
     if let Some(n) = len.filter(|&n| n > MAX_DOWNLOAD) {
-        bail!("{n} bytes announced, more than the {MAX_DOWNLOAD} an MNIST file can be")
+        bail!("{n} bytes announced, more than the {MAX_DOWNLOAD} a data file can be")
     }
     let mut reader = resp.body_mut().with_config().limit(MAX_DOWNLOAD).reader();
-    let mut staged = Staged::new(dir, &spec.name)?;
+    let mut staged = Staged::new(to.dir(), &spec.name)?;
     let bar = progress_bar(len, &format!("{}.gz", spec.name));
     let mut buf = vec![0u8; 64 * 1024];
     let mut total = 0u64;
@@ -275,14 +314,14 @@ fn download_one(agent: &ureq::Agent, url: &str, dir: &Path, spec: &FileSpec) -> 
     if let Some(n) = len.filter(|&n| n != total) {
         bail!("transfer cut short: {total} of {n} bytes")
     }
-    staged.commit(dir, spec, "the download")?;
+    staged.commit(to, spec, "the download")?;
     Ok(())
 }
 
 /// Tries each mirror in turn for one file; the error lists every mirror's failure.
 fn download_from_mirrors<S: AsRef<str>>(
     agent: &ureq::Agent,
-    dir: &Path,
+    to: Landing,
     mirrors: &[S],
     spec: &FileSpec,
 ) -> Result<String> {
@@ -294,7 +333,7 @@ fn download_from_mirrors<S: AsRef<str>>(
         let base = base.as_ref();
         let sep = if base.ends_with('/') { "" } else { "/" };
         let url = format!("{base}{sep}{}.gz", spec.name);
-        match download_one(agent, &url, dir, spec) {
+        match download_one(agent, &url, to, spec) {
             Ok(()) => return Ok(url),
             Err(e) => failures.push(format!("  {url}: {e:#}")),
         }
@@ -338,7 +377,12 @@ fn fetch_files<S: AsRef<str>>(
         let action = if keep_present && present(dir, spec) {
             Action::AlreadyPresent
         } else {
-            Action::Downloaded(download_from_mirrors(&agent, dir, mirrors, spec)?)
+            Action::Downloaded(download_from_mirrors(
+                &agent,
+                Landing::Canonical(dir),
+                mirrors,
+                spec,
+            )?)
         };
         files.push((spec.name.clone(), action));
     }
@@ -384,7 +428,7 @@ pub fn import_files(from: &Path, dir: &Path, specs: &[FileSpec]) -> Result<Fetch
         let mut staged = Staged::new(dir, &spec.name)?;
         std::io::copy(&mut BufReader::new(input), staged.file())
             .with_context(|| format!("copying {origin} to {}", dir.display()))?;
-        staged.commit(dir, spec, &origin)?;
+        staged.commit(Landing::Canonical(dir), spec, &origin)?;
         files.push((spec.name.clone(), Action::Imported(src)));
     }
     Ok(FetchReport {
@@ -396,4 +440,29 @@ pub fn import_files(from: &Path, dir: &Path, specs: &[FileSpec]) -> Result<Fetch
 /// Imports the four canonical MNIST files from a local copy (raw or .gz) into `dir`.
 pub fn import_mnist(from: &Path, dir: &Path) -> Result<FetchReport> {
     import_files(from, dir, &mnist_specs())
+}
+
+/// Downloads `spec` to exactly `dest` (its folder created if need be) from the first
+/// mirror that serves `<base><name>.gz` intact, staged beside `dest` and renamed onto it
+/// only once verified; returns the URL. On any failure nothing is left at `dest` that was
+/// not there before: a file already there stays until its replacement is verified.
+pub fn download_file_to<S: AsRef<str>>(
+    dest: &Path,
+    mirrors: &[S],
+    spec: &FileSpec,
+) -> Result<String> {
+    download_from_mirrors(&agent(), Landing::Exact(dest), mirrors, spec)
+}
+
+/// Copies the local file `from` (raw or .gz) to exactly `dest`, verified against `spec`
+/// and staged and renamed as a download is. Compression is kept as found.
+pub fn import_file_to(from: &Path, dest: &Path, spec: &FileSpec) -> Result<()> {
+    let origin = from.display().to_string();
+    let input = File::open(from).with_context(|| format!("cannot open {origin}"))?;
+    let to = Landing::Exact(dest);
+    let mut staged = Staged::new(to.dir(), &spec.name)?;
+    std::io::copy(&mut BufReader::new(input), staged.file())
+        .with_context(|| format!("copying {origin} to {}", dest.display()))?;
+    staged.commit(to, spec, &origin)?;
+    Ok(())
 }

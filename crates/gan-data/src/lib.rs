@@ -27,8 +27,8 @@ mod store;
 pub mod uci;
 
 pub use fetch::{
-    download_files, download_mnist, ensure_files, ensure_mnist, import_files, import_mnist,
-    mirrors, FetchReport, FileSpec, MIRRORS,
+    download_file_to, download_files, download_mnist, ensure_files, ensure_mnist, import_file_to,
+    import_files, import_mnist, mirrors, FetchReport, FileSpec, MIRRORS,
 };
 pub use mnist::{
     load_mnist, load_split, Mnist, Split, SplitKind, Verify, DEFAULT_DATA_DIR, MNIST_FILES,
@@ -39,7 +39,8 @@ pub use mnistm::{
     MnistmStyle, Photo,
 };
 pub use uci::{
-    load_uci, load_uci_split, parse_uci_csv, read_uci_digits, uci_split, upsample_uci, UciDigits,
+    ensure_uci_digits, import_uci_digits, load_uci, load_uci_split, parse_uci_csv, read_uci_digits,
+    uci_mirrors, uci_spec, uci_split, upsample_uci, UciDigits, DEFAULT_UCI_DIGITS, UCI_MIRRORS,
 };
 
 /// Where the project keeps derived data sets (MNIST-M-style folders) unless told otherwise,

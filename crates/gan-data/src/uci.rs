@@ -31,6 +31,14 @@
 //! of each class's rows driven by ChaCha20 seeded with [`UCI_SPLIT_SEED`] (stream = the
 //! digit), with the same multiply-shift mapping as [`crate::mnistm`]: the same 1,297 / 500
 //! split on every machine. Both splits keep the file's row order.
+//!
+//! # Download
+//!
+//! [`ensure_uci_digits`] fetches the file when it is missing, with [`crate::fetch`]'s
+//! machinery (as MNIST is fetched): from [`UCI_MIRRORS`] in turn (or the base URLs of
+//! `GAN_RS_UCI_MIRRORS`), each serving `<base>digits.csv.gz`, staged in a temporary file
+//! beside the destination, checked against [`UCI_DIGITS_SHA256`] and only then renamed
+//! onto it.
 
 use std::path::Path;
 
@@ -39,13 +47,42 @@ use candle_core::{Device, Tensor};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
+use crate::fetch::FileSpec;
 use crate::mnist::{sha256_hex, Mnist, Split, SplitKind, Verify};
 use crate::mnistm::split_of;
 
 /// SHA-256 of the uncompressed `digits.csv` of scikit-learn (1,797 rows), which
-/// [`Verify::Canonical`] checks so that results on it are comparable.
+/// [`Verify::Canonical`] and the download check so that results on it are comparable.
+///
+/// Provenance (checked 2026-11-30): `sklearn/datasets/data/digits.csv.gz` inside the
+/// wheel `scikit_learn-1.9.1-cp311-cp311-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl`
+/// from PyPI is byte-identical to the project's shared copy (57,523 bytes; the gzip
+/// file's SHA-256 is [`UCI_DIGITS_GZ_SHA256`], as the wheel's RECORD lists it); this is
+/// the SHA-256 of its decompressed content.
 pub const UCI_DIGITS_SHA256: &str =
     "6ebb3d2fee246a4e99363262ddf8a00a3c41bee6014c373ed9d9216ba7f651b8";
+/// SHA-256 of scikit-learn's gzip file itself, for reference: the check is on the
+/// content ([`UCI_DIGITS_SHA256`]), so a mirror that recompresses it is accepted.
+pub const UCI_DIGITS_GZ_SHA256: &str =
+    "09f66e6debdee2cd2b5ae59e0d6abbb73fc2b0e0185d2e1957e9ebb51e23aa22";
+/// The name mirrors serve, `<base>` + this + `.gz`.
+pub const UCI_DIGITS_NAME: &str = "digits.csv";
+/// Public copies of scikit-learn's `digits.csv.gz`, tried in order; each serves
+/// `<base>digits.csv.gz`. First the file on scikit-learn's main branch; then the same
+/// path at the release tag 1.9.1, whose wheel's copy is the one the checksum was taken
+/// from: a tag does not move, so it still serves the file should `main` move or rename
+/// it. (Both are on GitHub: the second guards against the file changing, not against
+/// the host being down.)
+pub const UCI_MIRRORS: &[&str] = &[
+    "https://raw.githubusercontent.com/scikit-learn/scikit-learn/main/sklearn/datasets/data/",
+    "https://raw.githubusercontent.com/scikit-learn/scikit-learn/1.9.1/sklearn/datasets/data/",
+];
+/// Where the project keeps the file unless told otherwise (relative to the workspace
+/// root, ignored by git): gan-cli's `--uci-digits` default, and `cargo xtask fetch-uci`'s.
+pub const DEFAULT_UCI_DIGITS: &str = "assets/data/uci-digits/digits.csv.gz";
+/// Environment variable naming other mirrors of the UCI digits (comma-separated base
+/// URLs), for a local or institutional copy.
+pub const UCI_MIRRORS_ENV: &str = "GAN_RS_UCI_MIRRORS";
 /// Images held out for test.
 pub const UCI_TEST_COUNT: usize = 500;
 /// Seed of the split's shuffle.
@@ -54,6 +91,38 @@ pub const UCI_SPLIT_SEED: u64 = 0;
 pub const UCI_SIDE: usize = 8;
 /// Largest pixel value (16 of 16 pixels of a block on).
 pub const UCI_MAX: u8 = 16;
+
+/// The mirrors to use: those of `GAN_RS_UCI_MIRRORS` when it is set, else [`UCI_MIRRORS`].
+pub fn uci_mirrors() -> Vec<String> {
+    crate::fetch::mirrors_from_env(UCI_MIRRORS_ENV, UCI_MIRRORS)
+}
+
+/// The UCI digits file as a download: `digits.csv`, [`UCI_DIGITS_SHA256`].
+pub fn uci_spec() -> FileSpec {
+    FileSpec {
+        name: UCI_DIGITS_NAME.into(),
+        sha256: UCI_DIGITS_SHA256.into(),
+    }
+}
+
+/// Makes sure the UCI digits file is at `path`: when nothing is there, downloads it from
+/// the first of `mirrors` that serves it intact (verified, staged and renamed onto
+/// `path`; see the module's notes) and returns that URL; returns `None`, touching
+/// nothing, when a file is already there (the loader verifies it).
+pub fn ensure_uci_digits<S: AsRef<str>>(path: &Path, mirrors: &[S]) -> Result<Option<String>> {
+    if path.exists() {
+        return Ok(None);
+    }
+    crate::fetch::download_file_to(path, mirrors, &uci_spec())
+        .map(Some)
+        .with_context(|| format!("downloading the UCI digits to {}", path.display()))
+}
+
+/// Copies a local UCI digits file (raw or gzip) to `dest`, verified against
+/// [`UCI_DIGITS_SHA256`], staged and renamed as a download is.
+pub fn import_uci_digits(from: &Path, dest: &Path) -> Result<()> {
+    crate::fetch::import_file_to(from, dest, &uci_spec())
+}
 
 /// The rows of a UCI digits file.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -380,3 +380,180 @@ fn a_bad_import_names_its_source_and_the_real_cause() {
     assert!(!e.contains("SHA-256"), "{e}");
     assert_eq!(names_in(dst.path()), Vec::<String>::new());
 }
+
+// The UCI digits: one gzip CSV fetched to an exact path (gan-cli's `--uci-digits`).
+
+/// A small, well-formed UCI digits CSV (`rows` rows of 64 pixels and a label).
+fn uci_csv(rows: usize) -> Vec<u8> {
+    let mut text = String::new();
+    for r in 0..rows {
+        let px: Vec<String> = (0..64).map(|j| ((r + j) % 17).to_string()).collect();
+        text.push_str(&format!("{},{}\n", px.join(","), r % 10));
+    }
+    text.into_bytes()
+}
+
+fn uci_spec_of(content: &[u8]) -> FileSpec {
+    FileSpec {
+        name: gan_data::uci::UCI_DIGITS_NAME.into(),
+        sha256: gan_data::mnist::sha256_hex(content),
+    }
+}
+
+#[test]
+fn uci_download_lands_at_the_exact_path_verified() {
+    let content = uci_csv(30);
+    let body = gz(&content);
+    let (url, h) = serve(1, move |path| {
+        assert_eq!(path, "/digits.csv.gz", "mirrors serve digits.csv.gz");
+        (200, body.clone())
+    });
+    let dir = tempfile::tempdir().unwrap();
+    // A name of the user's choosing, in a folder not there yet.
+    let dest = dir.path().join("nested/my-digits.csv.gz");
+    let got = gan_data::download_file_to(&dest, &[&url], &uci_spec_of(&content)).unwrap();
+    assert_eq!(got, format!("{url}digits.csv.gz"));
+    assert_eq!(names_in(&dest.with_file_name("")), vec!["my-digits.csv.gz"]);
+    assert_eq!(std::fs::read(&dest).unwrap(), gz(&content), "byte for byte");
+    let digits = gan_data::read_uci_digits(&dest, gan_data::Verify::Skip).unwrap();
+    assert_eq!(digits.len(), 30);
+    assert_eq!(h.join().unwrap(), 1);
+}
+
+#[test]
+fn uci_ensure_keeps_a_file_already_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("digits.csv.gz");
+    std::fs::write(&dest, b"the user's own file").unwrap();
+    // No server at all: nothing is fetched, nothing touched.
+    assert_eq!(
+        gan_data::ensure_uci_digits(&dest, &[refused_url()]).unwrap(),
+        None
+    );
+    assert_eq!(std::fs::read(&dest).unwrap(), b"the user's own file");
+}
+
+#[test]
+fn uci_corrupt_download_is_refused_and_leaves_nothing() {
+    // Well-formed and gzip, but not scikit-learn's file: the pinned SHA-256 refuses it.
+    let body = gz(&uci_csv(12));
+    let (url, h) = serve(1, move |_| (200, body.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("digits.csv.gz");
+    let e = format!(
+        "{:#}",
+        gan_data::ensure_uci_digits(&dest, &[&url]).unwrap_err()
+    );
+    assert!(e.contains("SHA-256 mismatch"), "{e}");
+    assert!(
+        e.contains(gan_data::uci::UCI_DIGITS_SHA256),
+        "names the pinned checksum: {e}"
+    );
+    assert!(e.contains(&format!("{url}digits.csv.gz")), "{e}");
+    assert!(!dest.exists(), "nothing at the final path");
+    assert_eq!(
+        names_in(dir.path()),
+        Vec::<String>::new(),
+        "no temporary file either"
+    );
+    h.join().unwrap();
+}
+
+#[test]
+fn uci_corrupt_download_keeps_a_good_file_in_place() {
+    let content = uci_csv(20);
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("digits.csv.gz");
+    std::fs::write(&dest, gz(&content)).unwrap();
+    let wrong = gz(&uci_csv(21));
+    let (url, h) = serve(1, move |_| (200, wrong.clone()));
+    let e = format!(
+        "{:#}",
+        gan_data::download_file_to(&dest, &[&url], &uci_spec_of(&content)).unwrap_err()
+    );
+    assert!(e.contains("SHA-256 mismatch"), "{e}");
+    assert_eq!(std::fs::read(&dest).unwrap(), gz(&content), "untouched");
+    assert_eq!(names_in(dir.path()), vec!["digits.csv.gz"]);
+    h.join().unwrap();
+}
+
+#[test]
+fn uci_unreachable_mirror_falls_through_to_the_next() {
+    let content = uci_csv(40);
+    let dead = refused_url();
+    let (missing, h1) = serve(1, |_| (404, b"no such file".to_vec()));
+    let body = gz(&content);
+    let (good, h2) = serve(1, move |_| (200, body.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("digits.csv.gz");
+    let got = gan_data::download_file_to(&dest, &[&dead, &missing, &good], &uci_spec_of(&content))
+        .unwrap();
+    assert_eq!(got, format!("{good}digits.csv.gz"));
+    assert_eq!(std::fs::read(&dest).unwrap(), gz(&content));
+    assert_eq!(names_in(dir.path()), vec!["digits.csv.gz"]);
+    assert_eq!((h1.join().unwrap(), h2.join().unwrap()), (1, 1));
+
+    // Every mirror down: a clear error naming each, and nothing at the path.
+    let dest2 = dir.path().join("other.csv.gz");
+    let e = format!(
+        "{:#}",
+        gan_data::ensure_uci_digits(&dest2, &[refused_url(), refused_url()]).unwrap_err()
+    );
+    assert!(
+        e.contains("every mirror failed") && e.contains(&dest2.display().to_string()),
+        "{e}"
+    );
+    assert!(!dest2.exists());
+}
+
+#[test]
+fn uci_import_verifies_against_the_pinned_checksum() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("not-sklearn.csv");
+    std::fs::write(&src, uci_csv(5)).unwrap();
+    let dest = dir.path().join("data/digits.csv.gz");
+    let e = format!(
+        "{:#}",
+        gan_data::import_uci_digits(&src, &dest).unwrap_err()
+    );
+    assert!(
+        e.contains("SHA-256 mismatch") && e.contains(&src.display().to_string()),
+        "{e}"
+    );
+    assert!(!dest.exists());
+    assert_eq!(names_in(&dir.path().join("data")), Vec::<String>::new());
+}
+
+#[test]
+fn uci_mirrors_are_sklearns_file() {
+    if std::env::var_os(gan_data::uci::UCI_MIRRORS_ENV).is_none() {
+        assert_eq!(gan_data::uci_mirrors(), gan_data::UCI_MIRRORS);
+    }
+    assert!(gan_data::UCI_MIRRORS[0]
+        .starts_with("https://raw.githubusercontent.com/scikit-learn/scikit-learn/main/"));
+    assert!(gan_data::UCI_MIRRORS
+        .iter()
+        .all(|m| m.starts_with("https://") && m.ends_with("/sklearn/datasets/data/")));
+}
+
+/// The real file, when the shared data is there: it verifies against the pinned
+/// SHA-256 and imports (the checksum is scikit-learn's, see `UCI_DIGITS_SHA256`).
+#[test]
+fn uci_real_file_imports_when_shared_data_is_present() {
+    let real =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/uci-digits/digits.csv.gz");
+    if !real.is_file() {
+        eprintln!("skipped: no {}", real.display());
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("digits.csv.gz");
+    gan_data::import_uci_digits(&real, &dest).unwrap();
+    let bytes = std::fs::read(&dest).unwrap();
+    assert_eq!(
+        gan_data::mnist::sha256_hex(&bytes),
+        gan_data::uci::UCI_DIGITS_GZ_SHA256
+    );
+    let digits = gan_data::read_uci_digits(&dest, gan_data::Verify::Canonical).unwrap();
+    assert_eq!(digits.len(), 1797);
+}

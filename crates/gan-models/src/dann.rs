@@ -117,6 +117,37 @@ pub struct DannConfig {
     /// (`--batch-norm false`: the paper's F).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub batch_norm: bool,
+    /// w, the largest weight of the domain loss in F's objective: lambda_p is scaled by
+    /// it (the gradient reversal's weight; F's fooling weight with `alternating`). D's own
+    /// loss keeps weight 1. Below 1 for a small target that D can tell apart outright.
+    #[arg(long, default_value_t = 1.0)]
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub domain_weight: f64,
+    /// Weight of the entropy of C's predictions on the target images, minimised by F
+    /// and C (0: none, the paper): pushes the target's features away from C's decision
+    /// boundaries (conditional entropy minimisation, as in Long et al. 2016 and Shu et
+    /// al.'s VADA, 2018).
+    #[arg(long, default_value_t = 0.0)]
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub target_entropy: f64,
+    /// Weight of the entropy of C's mean prediction over a target batch, maximised by F
+    /// and C (0: none): with `--target-entropy`, the information-maximisation loss (Gomes
+    /// et al. 2010; Liang et al.'s SHOT, 2020), which keeps the entropy term from
+    /// collapsing the target onto a few classes.
+    #[arg(long, default_value_t = 0.0)]
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub target_diversity: f64,
+    /// Ramp the target entropy's weight up with lambda_p's schedule
+    /// (2 / (1 + exp(-gamma p)) - 1 times `--target-entropy`) instead of holding it
+    /// constant: C first learns the digits from the source, so that the entropy does not
+    /// collapse the target onto one class before C reads it.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub entropy_ramp: bool,
+    /// D's learning rate as a multiple of mu_0 (annealed alike).
+    #[arg(long, default_value_t = 1.0)]
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub d_lr_scale: f64,
     /// mu_0, the learning rate of F, C and D at the start. A training setting: the run
     /// keeps it among its per-network learning rates, not in the model's config.
     #[arg(long, default_value_t = 1e-3)]
@@ -126,6 +157,20 @@ pub struct DannConfig {
 
 fn default_lr0() -> f64 {
     1e-3
+}
+
+// The settings added for UCI are left out of a run's config at their defaults, so that
+// the runs (and checkpoints) written before them still load and compare equal.
+fn one() -> f64 {
+    1.0
+}
+
+fn is_one(x: &f64) -> bool {
+    *x == 1.0
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 impl Default for DannConfig {
@@ -179,6 +224,18 @@ impl Dann {
             cfg.lr_beta
         );
         anyhow::ensure!(
+            cfg.domain_weight >= 0.0
+                && cfg.target_entropy >= 0.0
+                && cfg.target_diversity >= 0.0
+                && cfg.d_lr_scale > 0.0,
+            "dann needs --domain-weight, --target-entropy and --target-diversity >= 0 and \
+             --d-lr-scale > 0 (got {}, {}, {}, {})",
+            cfg.domain_weight,
+            cfg.target_entropy,
+            cfg.target_diversity,
+            cfg.d_lr_scale
+        );
+        anyhow::ensure!(
             !cfg.d_hidden.contains(&0),
             "dann needs every --d-hidden width > 0, got {:?}",
             cfg.d_hidden
@@ -224,9 +281,43 @@ impl Dann {
         })
     }
 
-    /// lambda_p, the weight of the domain loss at `progress` p.
+    /// lambda_p, the weight of the domain loss in F's objective at `progress` p
+    /// (`--domain-weight` times the paper's schedule).
     pub fn lambda(&self, progress: f64) -> f64 {
+        self.cfg.domain_weight * self.ramp(progress)
+    }
+
+    /// The paper's schedule 2 / (1 + exp(-gamma p)) - 1, from 0 to nearly 1.
+    fn ramp(&self, progress: f64) -> f64 {
         2.0 / (1.0 + (-self.cfg.gamma * progress).exp()) - 1.0
+    }
+
+    /// The scale of the target entropy and diversity weights at `progress` p: 1, or
+    /// lambda_p's schedule with `--entropy-ramp`.
+    fn entropy_weight(&self, progress: f64) -> f64 {
+        match self.cfg.entropy_ramp {
+            true => self.ramp(progress),
+            false => 1.0,
+        }
+    }
+
+    /// `scale` times (`--target-entropy` times the mean entropy of C's predictions on the
+    /// target features `h_t`, minus `--target-diversity` times the entropy of their mean),
+    /// or `None` when both weights are 0 (the graph is then the paper's).
+    fn entropy_term(&self, h_t: &Tensor, scale: f64) -> Result<Option<Tensor>> {
+        let (we, wd) = (self.cfg.target_entropy, self.cfg.target_diversity);
+        if we <= 0.0 && wd <= 0.0 {
+            return Ok(None);
+        }
+        let log_p = candle_nn::ops::log_softmax(&self.c.forward(h_t)?, 1)?;
+        let p = log_p.exp()?;
+        let cond = (&p * &log_p)?.sum(1)?.mean_all()?.neg()?;
+        let mean = p.mean(0)?;
+        let marg = (&mean * (mean.clamp(1e-8f32, 1f32)?.log()?))?
+            .sum_all()?
+            .neg()?;
+        let term = ((cond * we)? - (marg * wd)?)?;
+        Ok(Some((term * scale)?))
     }
 
     /// D's logits for features `h`, one per row.
@@ -265,6 +356,19 @@ impl Dann {
         target: &Tensor,
         lambda: f64,
     ) -> Result<StepOutput> {
+        self.joint_loss_with(source, labels, target, lambda, 1.0)
+    }
+
+    /// [`Self::joint_loss`] with the target entropy and diversity terms scaled by
+    /// `entropy` (when `--target-entropy` or `--target-diversity` is on).
+    fn joint_loss_with(
+        &self,
+        source: &Tensor,
+        labels: &Tensor,
+        target: &Tensor,
+        lambda: f64,
+        entropy: f64,
+    ) -> Result<StepOutput> {
         let (m, t) = (source.dim(0)?, target.dim(0)?);
         let h = self
             .f
@@ -272,7 +376,10 @@ impl Dann {
         let (ce, acc) = self.label_loss(&h.narrow(0, 0, m)?, labels)?;
         let dom = self.domains(m, t)?;
         let logits = self.domain_logits(&grad_reverse(&h, lambda)?)?;
-        let loss = (ce + bce_with_logits(&logits, &dom)?)?;
+        let mut loss = (ce + bce_with_logits(&logits, &dom)?)?;
+        if let Some(e) = self.entropy_term(&h.narrow(0, m, t)?, entropy)? {
+            loss = (loss + e)?;
+        }
         Ok(StepOutput::new(loss)
             .with("label_acc", acc)
             .with("domain_acc", domain_accuracy(&logits, &dom)?))
@@ -366,9 +473,18 @@ impl Model for Dann {
                     self.label_loss(&self.f.forward_t(&b.images, true)?, b.labels()?)?;
                 Ok(StepOutput::new(loss).with("label_acc", acc))
             }
-            ("fcd", Method::Dann) => Ok(self
-                .joint_loss(&source.images, source.labels()?, &target.images, lambda)?
-                .with("lambda", lambda as f32)),
+            ("fcd", Method::Dann) => {
+                let entropy = self.entropy_weight(step.progress());
+                Ok(self
+                    .joint_loss_with(
+                        &source.images,
+                        source.labels()?,
+                        &target.images,
+                        lambda,
+                        entropy,
+                    )?
+                    .with("lambda", lambda as f32))
+            }
             ("d", Method::Dann) => {
                 let h = self.f.forward_t(&both()?, true)?.detach();
                 let dom = self.domains(m, t)?;
@@ -383,7 +499,12 @@ impl Model for Dann {
                 let swapped = self.domains(m, t)?.affine(-1.0, 1.0)?;
                 let logits = frozen(|| self.domain_logits(&h))?;
                 let fool = bce_with_logits(&logits, &swapped)?;
-                Ok(StepOutput::new((ce + (fool * lambda)?)?)
+                let mut loss = (ce + (fool * lambda)?)?;
+                let entropy = self.entropy_weight(step.progress());
+                if let Some(e) = self.entropy_term(&h.narrow(0, m, t)?, entropy)? {
+                    loss = (loss + e)?;
+                }
+                Ok(StepOutput::new(loss)
                     .with("label_acc", acc)
                     .with("lambda", lambda as f32))
             }
@@ -433,6 +554,10 @@ impl Registered for Dann {
         Self::new(cfg, device, seed)
     }
     fn network_lr(cfg: &DannConfig) -> Vec<(&'static str, f64)> {
-        vec![("f", cfg.lr0), ("c", cfg.lr0), ("d", cfg.lr0)]
+        vec![
+            ("f", cfg.lr0),
+            ("c", cfg.lr0),
+            ("d", cfg.lr0 * cfg.d_lr_scale),
+        ]
     }
 }

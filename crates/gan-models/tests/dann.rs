@@ -162,3 +162,32 @@ fn each_phase_of_the_alternating_schedule_reaches_only_its_networks() {
         gan_core::Source::Domain { labels: true, .. }
     ));
 }
+
+/// The settings added for UCI stay out of a run's config at their defaults, so that runs
+/// written before them load and compare equal; set, they are recorded.
+#[test]
+fn uci_settings_are_recorded_only_when_set() {
+    let base = DannConfig::default();
+    let model = Dann::new(base.clone(), &Device::Cpu, 0).unwrap();
+    let json = model.config();
+    for key in [
+        "domain_weight",
+        "target_entropy",
+        "target_diversity",
+        "entropy_ramp",
+        "d_lr_scale",
+    ] {
+        assert!(json.get(key).is_none(), "{key} in {json}");
+    }
+    let old: DannConfig = serde_json::from_value(json).unwrap();
+    assert_eq!(old.domain_weight, 1.0);
+    assert_eq!(old.d_lr_scale, 1.0);
+    let cfg = DannConfig {
+        target_entropy: 1.0,
+        target_diversity: 1.0,
+        ..base
+    };
+    let json = Dann::new(cfg, &Device::Cpu, 0).unwrap().config();
+    assert_eq!(json["target_entropy"], 1.0);
+    assert_eq!(json["target_diversity"], 1.0);
+}
