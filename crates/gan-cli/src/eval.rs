@@ -518,11 +518,12 @@ fn print_report(r: &EvalReport) {
     if let Some(c) = &r.completion {
         let x = &c.result;
         say!(
-            "  {} test digits completed from their top {} rows: judge accuracy {} (copying the nearest training image's bottom: {}; the originals: {}), error per pixel {:.4} (nearest: {:.4})",
+            "  {} test digits completed from their top {} rows: judge accuracy {} (copying the nearest training image's bottom: {}; the top half alone: {}; the originals: {}), error per pixel {:.4} (nearest: {:.4})",
             x.n,
             x.given_rows,
             pct(x.accuracy),
             pct(x.nearest_training_accuracy),
+            x.blank_accuracy.map_or("-".to_string(), pct),
             pct(x.originals_accuracy),
             x.mse,
             x.nearest_training_mse

@@ -367,6 +367,8 @@ fn completions_are_scored_beside_the_nearest_training_image() {
     assert_eq!(c.n, 300);
     assert_eq!(c.nearest_training_mse, 0.0, "{c:?}");
     assert_eq!(c.nearest_training_accuracy, c.originals_accuracy, "{c:?}");
+    // Filling the bottom with blank adds nothing: the judge reads what it was shown.
+    assert_eq!(c.blank_accuracy, Some(c.accuracy), "{c:?}");
     // Blank bottoms against the toy digits' bottoms: a known error.
     let bottoms = x.narrow(2, 14, 14).unwrap();
     let want = (bottoms + 1.0)

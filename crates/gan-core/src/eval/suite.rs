@@ -197,6 +197,10 @@ pub struct CompletionScores {
     pub nearest_training_accuracy: f64,
     /// The judge's accuracy on the test digits themselves (the ceiling).
     pub originals_accuracy: f64,
+    /// The judge's accuracy on what the model was shown (the bottom blank): what a
+    /// completion that adds nothing would score. Absent in reports written before it.
+    #[serde(default)]
+    pub blank_accuracy: Option<f64>,
     /// Per-pixel squared error of the completed halves against the true ones.
     pub mse: f64,
     /// The same for the nearest training image's halves.
@@ -974,6 +978,7 @@ fn completion_scores(
         accuracy: accuracy(&done)?,
         nearest_training_accuracy: accuracy(&copied)?,
         originals_accuracy: accuracy(&test)?,
+        blank_accuracy: Some(accuracy(&shown)?),
         mse: mse(&done)?,
         nearest_training_mse: mse(&copied)?,
         given_rows: GIVEN_ROWS,
