@@ -30,7 +30,7 @@ use gan_core::fast::layers::frozen;
 use gan_core::init::{reinit, WeightInit};
 use gan_core::loss::{bce_with_logits_const, binary_accuracy};
 use gan_core::prior::{rng, Rng, RngStream};
-use gan_core::{Disentangler, Figure, Model, Phase, Source, Step, StepOutput, Stream};
+use gan_core::{Disentangler, Every, Figure, Model, Phase, Source, Step, StepOutput, Stream};
 use serde::{Deserialize, Serialize};
 
 use crate::dann::Target;
@@ -203,7 +203,8 @@ impl Model for Disentangle {
     fn phases(&self) -> Vec<Phase> {
         vec![
             Phase::new("adversary", &["adversary"]),
-            Phase::new("codes", &["content", "style", "decoder"]),
+            // `--k` adversary steps per update of the codes (1: both every step).
+            Phase::new("codes", &["content", "style", "decoder"]).every(Every::K),
         ]
     }
 
