@@ -6,23 +6,8 @@ use candle_core::{Device, Tensor};
 use gan_core::{Dataset, Streams, TrainConfig, Trainer};
 use gan_models::MODELS;
 
-/// Every variable of every network of `model`, by name.
-fn weights(model: &dyn gan_core::Model) -> Vec<(String, Vec<f32>)> {
-    let mut out = Vec::new();
-    for (net, vars) in model.networks() {
-        let mut named: Vec<_> = gan_core::engine::checkpoint::var_tensors(vars)
-            .into_iter()
-            .collect();
-        named.sort_by(|a, b| a.0.cmp(&b.0));
-        for (k, t) in named {
-            out.push((
-                format!("{net}.{k}"),
-                t.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-            ));
-        }
-    }
-    out
-}
+mod common;
+use common::weights;
 
 #[test]
 fn every_model_resumes_bit_for_bit() {

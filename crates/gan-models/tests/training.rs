@@ -43,22 +43,8 @@ fn quiet(epochs: usize, batch_size: usize, seed: u64) -> TrainConfig {
     }
 }
 
-fn weights(model: &dyn Model) -> Vec<(String, Vec<f32>)> {
-    let mut out = Vec::new();
-    for (net, vars) in model.networks() {
-        let mut named: Vec<_> = gan_core::engine::checkpoint::var_tensors(vars)
-            .into_iter()
-            .collect();
-        named.sort_by(|a, b| a.0.cmp(&b.0));
-        for (k, t) in named {
-            out.push((
-                format!("{net}.{k}"),
-                t.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-            ));
-        }
-    }
-    out
-}
+mod common;
+use common::weights;
 
 fn small_gan(seed: u64) -> Gan {
     Gan::new(
