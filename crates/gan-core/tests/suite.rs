@@ -11,6 +11,36 @@ use gan_core::{Encoder, Model, Phase, Step, StepOutput};
 mod common;
 use common::toy_set;
 
+/// A model with nothing to train that offers one capability (`$cap` returning itself):
+/// what the suite is tested on.
+macro_rules! evaluated_as {
+    ($ty:ty, $kind:literal, $cap:ident, $tr:path) => {
+        impl Model for $ty {
+            fn kind(&self) -> &'static str {
+                $kind
+            }
+            fn config(&self) -> serde_json::Value {
+                serde_json::json!({})
+            }
+            fn networks(&self) -> Vec<(&'static str, &VarMap)> {
+                vec![("net", &self.vars)]
+            }
+            fn phases(&self) -> Vec<Phase> {
+                vec![]
+            }
+            fn run_phase(&self, phase: &str, _: &mut Step) -> Result<StepOutput> {
+                anyhow::bail!("no phase {phase}")
+            }
+            fn figures(&self, _: &mut gan_core::Rng) -> Result<Vec<gan_core::Figure>> {
+                Ok(vec![])
+            }
+            fn $cap(&self) -> Option<&dyn $tr> {
+                Some(self)
+            }
+        }
+    };
+}
+
 /// An "autoencoder" whose reconstruction is the image itself, or the image averaged with
 /// its eight neighbours twice over (a blur).
 struct Toy {
@@ -38,29 +68,7 @@ impl Encoder for Toy {
     }
 }
 
-impl Model for Toy {
-    fn kind(&self) -> &'static str {
-        "toy"
-    }
-    fn config(&self) -> serde_json::Value {
-        serde_json::json!({ "blur": self.blur })
-    }
-    fn networks(&self) -> Vec<(&'static str, &VarMap)> {
-        vec![("en", &self.vars)]
-    }
-    fn phases(&self) -> Vec<Phase> {
-        vec![]
-    }
-    fn run_phase(&self, phase: &str, _: &mut Step) -> Result<StepOutput> {
-        anyhow::bail!("no phase {phase}")
-    }
-    fn figures(&self, _: &mut gan_core::Rng) -> Result<Vec<gan_core::Figure>> {
-        Ok(vec![])
-    }
-    fn encoder(&self) -> Option<&dyn Encoder> {
-        Some(self)
-    }
-}
+evaluated_as!(Toy, "toy", encoder, Encoder);
 
 #[test]
 fn reconstructions_are_scored_by_error_digit_kept_and_fid() {
@@ -191,29 +199,7 @@ impl gan_core::Disentangler for Spelled {
     }
 }
 
-impl Model for Spelled {
-    fn kind(&self) -> &'static str {
-        "spelled"
-    }
-    fn config(&self) -> serde_json::Value {
-        serde_json::json!({ "leak": self.leak })
-    }
-    fn networks(&self) -> Vec<(&'static str, &VarMap)> {
-        vec![("content", &self.vars)]
-    }
-    fn phases(&self) -> Vec<Phase> {
-        vec![]
-    }
-    fn run_phase(&self, phase: &str, _: &mut Step) -> Result<StepOutput> {
-        anyhow::bail!("no phase {phase}")
-    }
-    fn figures(&self, _: &mut gan_core::Rng) -> Result<Vec<gan_core::Figure>> {
-        Ok(vec![])
-    }
-    fn disentangler(&self) -> Option<&dyn gan_core::Disentangler> {
-        Some(self)
-    }
-}
+evaluated_as!(Spelled, "spelled", disentangler, gan_core::Disentangler);
 
 /// A tiny judge that was never trained, saved and loaded back (the suite wants its
 /// file hash): for scores that do not read it.
@@ -315,29 +301,7 @@ impl gan_core::Completer for Filler {
     }
 }
 
-impl Model for Filler {
-    fn kind(&self) -> &'static str {
-        "filler"
-    }
-    fn config(&self) -> serde_json::Value {
-        serde_json::json!({})
-    }
-    fn networks(&self) -> Vec<(&'static str, &VarMap)> {
-        vec![("d", &self.vars)]
-    }
-    fn phases(&self) -> Vec<Phase> {
-        vec![]
-    }
-    fn run_phase(&self, phase: &str, _: &mut Step) -> Result<StepOutput> {
-        anyhow::bail!("no phase {phase}")
-    }
-    fn figures(&self, _: &mut gan_core::Rng) -> Result<Vec<gan_core::Figure>> {
-        Ok(vec![])
-    }
-    fn completer(&self) -> Option<&dyn gan_core::Completer> {
-        Some(self)
-    }
-}
+evaluated_as!(Filler, "filler", completer, gan_core::Completer);
 
 #[test]
 fn completions_are_scored_beside_the_nearest_training_image() {
