@@ -119,24 +119,49 @@ pub(crate) fn in_channels(split: Split, channels: usize, what: &str) -> Result<S
     Ok(Split { images, ..split })
 }
 
-/// The training data of every stream `model` declares.
+/// The training data of every stream `model` declares, and the training-set indices of
+/// each labelled subset it drew (by stream name), for the run to record.
 pub(crate) fn load_streams(
     model: &dyn Model,
     mnist_dir: &Path,
     verify: bool,
     args: &DomainArgs,
     device: &Device,
-) -> Result<Streams> {
+) -> Result<(Streams, Vec<(String, Vec<usize>)>)> {
     let mut streams = Streams::default();
+    let mut subsets = Vec::new();
     for stream in model.streams() {
         let (name, labels) = match stream.source {
-            Source::Mnist { .. } => ("mnist", true),
+            Source::Mnist { .. } | Source::MnistLabelled { .. } => ("mnist", true),
             Source::Domain { name, labels, .. } => (name, labels),
         };
-        let split = load_domain(name, SplitKind::Train, mnist_dir, verify, args, device)?;
+        let mut split = load_domain(name, SplitKind::Train, mnist_dir, verify, args, device)?;
+        if let Source::MnistLabelled { per_class, seed } = stream.source {
+            let picked = gan_data::balanced_subset(&split.labels_u8, per_class, 10, seed)
+                .with_context(|| format!("the labelled stream {:?}", stream.name))?;
+            split = gan_data::select(&split, &picked)?;
+            subsets.push((stream.name.to_string(), picked));
+        }
         let split = in_channels(split, stream.source.channels(), name)?;
         let data = Dataset::new(split.images, labels.then_some(split.labels))?;
         streams = streams.with(stream.name, data);
     }
-    Ok(streams)
+    Ok((streams, subsets))
+}
+
+/// Records the labelled subsets a run trains on as `<run>/labelled.json`: stream name to
+/// MNIST training-set indices, so anyone can see (and reuse) which digits had labels.
+pub(crate) fn record_subsets(run_dir: &Path, subsets: &[(String, Vec<usize>)]) -> Result<()> {
+    if subsets.is_empty() {
+        return Ok(());
+    }
+    let map: serde_json::Map<String, serde_json::Value> = subsets
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::json!(v)))
+        .collect();
+    let path = run_dir.join("labelled.json");
+    let tmp = run_dir.join("labelled.json.tmp");
+    std::fs::write(&tmp, serde_json::to_string(&map)?)
+        .and_then(|_| std::fs::rename(&tmp, &path))
+        .with_context(|| format!("writing {}", path.display()))
 }

@@ -431,7 +431,7 @@ fn train_model(entry: &gan_models::Entry, matches: &ArgMatches) -> Result<()> {
                 }
             }
             let model = gan_models::build(kind, &saved.model_config, &device, cfg.seed)?;
-            let data = load(model.as_ref())?;
+            let (data, _) = load(model.as_ref())?;
             Trainer::check_data(model.as_ref(), &cfg, &data)?;
             let mut trainer = Trainer::resume(model.as_ref(), cfg, run_dir)?;
             eprintln!("resuming {} at step {}", run_dir.display(), trainer.step());
@@ -440,7 +440,7 @@ fn train_model(entry: &gan_models::Entry, matches: &ArgMatches) -> Result<()> {
         }
         None => {
             let model = gan_models::build(kind, &model_config, &device, fresh.seed)?;
-            let data = load(model.as_ref())?;
+            let (data, subsets) = load(model.as_ref())?;
             // Before anything is written: a bad setting leaves no stub folder behind.
             Trainer::check_data(model.as_ref(), &fresh, &data)?;
             let run_dir = match &args.out {
@@ -448,7 +448,9 @@ fn train_model(entry: &gan_models::Entry, matches: &ArgMatches) -> Result<()> {
                 None => free_run_dir(kind, fresh.seed),
             };
             eprintln!("training {kind} into {}", run_dir.display());
-            Trainer::new(model.as_ref(), fresh, &run_dir)?.fit(&data)?;
+            let mut trainer = Trainer::new(model.as_ref(), fresh, &run_dir)?;
+            domains::record_subsets(&run_dir, &subsets)?;
+            trainer.fit(&data)?;
             eprintln!(
                 "run folder: {} (samples/, metrics.jsonl, checkpoints/)",
                 run_dir.display()

@@ -11,7 +11,8 @@
 //! - [`fetch`]: download with mirror fail-over, import of a local copy, atomic storage;
 //! - [`mnistm`]: target domains for domain adaptation in colour: MNIST-M-style digits
 //!   built from MNIST and photos by Ganin & Lempitsky's recipe, or the real MNIST-M;
-//! - [`uci`]: the UCI 8x8 handwritten digits, upsampled to 28x28, a second grey domain.
+//! - [`uci`]: the UCI 8x8 handwritten digits, upsampled to 28x28, a second grey domain;
+//! - [`subset`]: the few labelled examples of semi-supervised learning, balanced, by seed.
 //!
 //! Every domain loads as the same [`Split`]: `[n, c, 28, 28]` f32 in [-1, 1] (`c` = 1 or
 //! 3) and u8/u32 labels, so the engine's datasets take any of them.
@@ -24,6 +25,7 @@ pub mod idx;
 pub mod mnist;
 pub mod mnistm;
 mod store;
+pub mod subset;
 pub mod uci;
 
 pub use fetch::{
@@ -38,6 +40,7 @@ pub use mnistm::{
     load_mnistm_style, load_mnistm_style_split, mnistm_style_dir, read_photos, Crop, MnistmCard,
     MnistmStyle, Photo,
 };
+pub use subset::{balanced_subset, select};
 pub use uci::{
     ensure_uci_digits, import_uci_digits, load_uci, load_uci_split, parse_uci_csv, read_uci_digits,
     uci_mirrors, uci_spec, uci_split, upsample_uci, UciDigits, DEFAULT_UCI_DIGITS, UCI_MIRRORS,

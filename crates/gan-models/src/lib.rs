@@ -12,6 +12,7 @@ pub(crate) mod encdec;
 pub mod gan;
 pub mod infogan;
 pub mod registry;
+pub mod triplegan;
 pub mod vae;
 pub mod vaegan;
 
@@ -27,6 +28,7 @@ pub use dpredict::{Dpredict, DpredictConfig};
 pub use gan::{Gan, GanConfig};
 pub use infogan::{Infogan, InfoganConfig};
 pub use registry::{build_model as build, find, Entry, Registered, MODELS};
+pub use triplegan::{Triplegan, TripleganConfig};
 pub use vae::{Vae, VaeConfig};
 pub use vaegan::{Vaegan, VaeganConfig};
 

@@ -97,6 +97,7 @@ pub static MODELS: &[Entry] = &[
     entry::<crate::Dann>(),
     entry::<crate::Disentangle>(),
     entry::<crate::Dpredict>(),
+    entry::<crate::Triplegan>(),
 ];
 
 /// The names of every model, in registry order.

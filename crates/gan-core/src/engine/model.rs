@@ -90,6 +90,14 @@ pub enum Source {
         /// The domain's channels, as the model's first layer expects them.
         channels: usize,
     },
+    /// A few labelled MNIST training digits, `per_class` of each class, chosen by `seed`
+    /// (semi-supervised learning's labelled set); one channel.
+    MnistLabelled {
+        /// Digits of each class.
+        per_class: usize,
+        /// Which ones: the same seed picks the same digits.
+        seed: u64,
+    },
 }
 
 impl Source {
@@ -97,6 +105,7 @@ impl Source {
     pub fn channels(&self) -> usize {
         match *self {
             Source::Mnist { channels } | Source::Domain { channels, .. } => channels,
+            Source::MnistLabelled { .. } => 1,
         }
     }
 }
@@ -161,6 +170,12 @@ pub struct Phase {
     pub networks: Vec<&'static str>,
     /// Its schedule.
     pub every: Every,
+    /// It runs only after this many steps of the run (a phase that starts after a
+    /// warm-up); 0 by default.
+    pub from_step: u64,
+    /// It runs only within the run's first this-many steps (a pre-training phase);
+    /// `None`: to the end.
+    pub until_step: Option<u64>,
 }
 
 impl Phase {
@@ -170,7 +185,21 @@ impl Phase {
             name,
             networks: networks.to_vec(),
             every: Every::Step,
+            from_step: 0,
+            until_step: None,
         }
+    }
+
+    /// The same phase, run only once `steps` steps of the run are done.
+    pub fn from_step(mut self, steps: u64) -> Self {
+        self.from_step = steps;
+        self
+    }
+
+    /// The same phase, run only within the run's first `steps` steps.
+    pub fn until_step(mut self, steps: u64) -> Self {
+        self.until_step = Some(steps);
+        self
     }
 
     /// The same phase on another schedule.
@@ -181,6 +210,9 @@ impl Phase {
 
     /// Whether the phase runs at `step` (1-based: the step being done).
     pub fn runs_at(&self, step: u64, k: usize) -> bool {
+        if step <= self.from_step || self.until_step.is_some_and(|u| step > u) {
+            return false;
+        }
         match self.every {
             Every::Step => true,
             Every::K => step.is_multiple_of(k as u64),
@@ -197,6 +229,8 @@ pub struct Step<'a> {
     pub rng: &'a mut Rng,
     carry: BTreeMap<&'static str, Tensor>,
     progress: f64,
+    number: u64,
+    epoch: usize,
 }
 
 impl<'a> Step<'a> {
@@ -207,7 +241,28 @@ impl<'a> Step<'a> {
             rng,
             carry: BTreeMap::new(),
             progress: 0.0,
+            number: 1,
+            epoch: 0,
         }
+    }
+
+    /// The same step as step `number` (1-based) of the run, in epoch `epoch` (0-based)
+    /// of its first stream.
+    pub fn numbered(mut self, number: u64, epoch: usize) -> Self {
+        self.number = number;
+        self.epoch = epoch;
+        self
+    }
+
+    /// Which step of the run this is, from 1.
+    pub fn number(&self) -> u64 {
+        self.number
+    }
+
+    /// The epoch of the run's first stream this step belongs to, from 0: schedules
+    /// counted in epochs (Triple-GAN's warm-up) read it.
+    pub fn epoch(&self) -> usize {
+        self.epoch
     }
 
     /// The same step at `progress` through its run (see [`Step::progress`]).
@@ -453,6 +508,13 @@ pub trait Model: Send + Sync {
     fn lr_scale(&self, progress: f64) -> f64 {
         let _ = progress;
         1.0
+    }
+    /// The same at step `step` (1-based) of epoch `epoch` (0-based), for schedules
+    /// counted in steps or epochs rather than the run's fraction; [`Model::lr_scale`]
+    /// unless the model says otherwise.
+    fn lr_scale_at(&self, progress: f64, step: u64, epoch: usize) -> f64 {
+        let _ = (step, epoch);
+        self.lr_scale(progress)
     }
     /// The loss of phase `phase` (one of [`Model::phases`]' names) on this step.
     fn run_phase(&self, phase: &str, step: &mut Step) -> Result<StepOutput>;

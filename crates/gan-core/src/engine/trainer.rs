@@ -403,11 +403,13 @@ impl<'m> Trainer<'m> {
             Some(total) if total > 0 => (number - 1) as f64 / total as f64,
             _ => 0.0,
         };
-        let scale = self.model.lr_scale(progress);
+        let scale = self.model.lr_scale_at(progress, number, self.state.epoch);
         for (name, opt) in self.opts.iter_mut() {
             opt.set_lr(self.base_lr[name] * scale);
         }
-        let mut step = Step::new(batches, &mut self.state.rng).at(progress);
+        let mut step = Step::new(batches, &mut self.state.rng)
+            .at(progress)
+            .numbered(number, self.state.epoch);
         for phase in &self.phases {
             if !phase.runs_at(number, self.cfg.k) {
                 continue;
