@@ -119,6 +119,9 @@ pub(crate) fn in_channels(split: Split, channels: usize, what: &str) -> Result<S
     Ok(Split { images, ..split })
 }
 
+/// The training-set indices of each labelled subset drawn, by stream name.
+pub(crate) type Subsets = Vec<(String, Vec<usize>)>;
+
 /// The training data of every stream `model` declares, and the training-set indices of
 /// each labelled subset it drew (by stream name), for the run to record.
 pub(crate) fn load_streams(
@@ -127,7 +130,7 @@ pub(crate) fn load_streams(
     verify: bool,
     args: &DomainArgs,
     device: &Device,
-) -> Result<(Streams, Vec<(String, Vec<usize>)>)> {
+) -> Result<(Streams, Subsets)> {
     let mut streams = Streams::default();
     let mut subsets = Vec::new();
     for stream in model.streams() {
@@ -151,7 +154,7 @@ pub(crate) fn load_streams(
 
 /// Records the labelled subsets a run trains on as `<run>/labelled.json`: stream name to
 /// MNIST training-set indices, so anyone can see (and reuse) which digits had labels.
-pub(crate) fn record_subsets(run_dir: &Path, subsets: &[(String, Vec<usize>)]) -> Result<()> {
+pub(crate) fn record_subsets(run_dir: &Path, subsets: &Subsets) -> Result<()> {
     if subsets.is_empty() {
         return Ok(());
     }

@@ -1,5 +1,7 @@
 //! Schedules over a run: each step knows how far through its run it is, and a model's
-//! learning-rate scale reaches every optimizer (DANN anneals both with training).
+//! learning-rate scale reaches every optimizer (DANN anneals both with training); a
+//! phase bounded by steps runs in its window only, and each step knows its number and
+//! epoch (Triple-GAN pre-trains, then plays, and warms up by epochs).
 
 use std::sync::Mutex;
 
@@ -15,6 +17,8 @@ struct Annealed {
     vars: VarMap,
     net: Linear,
     seen: Mutex<Vec<(f64, Vec<f32>)>>,
+    other: VarMap,
+    late: Mutex<Vec<(u64, u64, usize)>>,
 }
 
 impl Model for Annealed {
@@ -25,10 +29,13 @@ impl Model for Annealed {
         serde_json::json!({})
     }
     fn networks(&self) -> Vec<(&'static str, &VarMap)> {
-        vec![("net", &self.vars)]
+        vec![("net", &self.vars), ("other", &self.other)]
     }
     fn phases(&self) -> Vec<Phase> {
-        vec![Phase::new("fit", &["net"])]
+        vec![
+            Phase::new("fit", &["net"]),
+            Phase::new("late", &["other"]).from_step(3).until_step(5),
+        ]
     }
     fn lr_scale(&self, progress: f64) -> f64 {
         if progress < 0.5 {
@@ -38,6 +45,17 @@ impl Model for Annealed {
         }
     }
     fn run_phase(&self, phase: &str, step: &mut Step) -> anyhow::Result<StepOutput> {
+        if phase == "late" {
+            let n = self.seen.lock().unwrap().len() as u64;
+            self.late
+                .lock()
+                .unwrap()
+                .push((n, step.number(), step.epoch()));
+            let w = self
+                .other
+                .get(1, "w", Default::default(), DType::F32, &Device::Cpu)?;
+            return Ok(StepOutput::new(w.sqr()?.sum_all()?));
+        }
         if phase != "fit" {
             return Err(no_such_phase(self.kind(), phase));
         }
@@ -63,10 +81,22 @@ fn progress_runs_over_the_planned_steps_and_the_lr_scale_is_applied() {
         VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu),
     )
     .unwrap();
+    let other = VarMap::new();
+    other
+        .get(
+            1,
+            "w",
+            candle_nn::Init::Const(1.0),
+            DType::F32,
+            &Device::Cpu,
+        )
+        .unwrap();
     let model = Annealed {
         vars,
         net,
         seen: Mutex::new(Vec::new()),
+        other,
+        late: Mutex::new(Vec::new()),
     };
     let x = Tensor::randn(0f32, 1.0, (32, 1, 1, 2), &Device::Cpu).unwrap();
     let data = Streams::real(Dataset::new(x, None).unwrap());
@@ -93,4 +123,23 @@ fn progress_runs_over_the_planned_steps_and_the_lr_scale_is_applied() {
     assert_ne!(w[0], w[1]);
     assert_ne!(w[3], w[4]);
     assert_eq!(w[4], w[5]);
+    // The bounded phase: after 3 steps, within the first 5 (steps 4 and 5, the second
+    // of them in epoch 1 of 4-batch epochs), each after its step's first phase.
+    assert_eq!(*model.late.lock().unwrap(), vec![(4, 4, 0), (5, 5, 1)]);
+}
+
+#[test]
+fn a_bounded_phase_runs_in_its_window() {
+    let p = Phase::new("pre", &["c"]).until_step(3);
+    let q = Phase::new("game", &["d"]).from_step(3);
+    let runs = |ph: &Phase| (1..=6).filter(|&s| ph.runs_at(s, 1)).collect::<Vec<u64>>();
+    assert_eq!(runs(&p), vec![1, 2, 3]);
+    assert_eq!(runs(&q), vec![4, 5, 6]);
+    let k = Phase::new("g", &["g"])
+        .from_step(3)
+        .every(gan_core::Every::K);
+    assert_eq!(
+        (1..=8).filter(|&s| k.runs_at(s, 2)).collect::<Vec<u64>>(),
+        vec![4, 6, 8]
+    );
 }

@@ -93,6 +93,7 @@ mod tests {
         let b = balanced_subset(&l, 10, 10, 2).unwrap();
         assert_ne!(a, b);
         // Not simply the first examples of each class.
+        let l = &l;
         let first: Vec<usize> = (0..10)
             .flat_map(|c| (0..1000).filter(move |&i| l[i] as usize == c).take(10))
             .collect();

@@ -45,8 +45,8 @@ pub struct TripleganConfig {
     #[arg(long, default_value_t = 0.5)]
     pub alpha: f64,
     /// Step size of every network's Adam (beta1 0.5).
-    #[arg(long = "lr-all", default_value_t = 1e-3)]
-    pub lr: f64,
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr_all: f64,
     /// Unlabelled images per step for C (their passes make the epoch).
     #[arg(long, default_value_t = 100)]
     pub batch_u: usize,
@@ -350,7 +350,7 @@ impl Triplegan {
             cfg.balance
         );
         anyhow::ensure!(
-            cfg.lr > 0.0
+            cfg.lr_all > 0.0
                 && cfg.pretrain_lr_scale > 0.0
                 && cfg.anneal > 0.0
                 && cfg.ema > 0.0
@@ -726,6 +726,6 @@ impl Registered for Triplegan {
         Self::new(cfg, device, seed)
     }
     fn network_lr(cfg: &TripleganConfig) -> Vec<(&'static str, f64)> {
-        vec![("c", cfg.lr), ("g", cfg.lr), ("d", cfg.lr)]
+        vec![("c", cfg.lr_all), ("g", cfg.lr_all), ("d", cfg.lr_all)]
     }
 }

@@ -7,6 +7,8 @@ use clap::{Command, FromArgMatches};
 use gan_core::{Dataset, Streams, TrainConfig, Trainer};
 use gan_models::MODELS;
 
+mod common;
+
 #[test]
 fn kinds_are_unique_and_findable() {
     let mut kinds: Vec<_> = MODELS.iter().map(|e| e.kind).collect();
@@ -44,7 +46,7 @@ fn every_model_builds_round_trips_and_trains_two_steps() {
     let labels: Vec<u32> = (0..n as u32).map(|i| i % 10).collect();
     let labels = Tensor::from_vec(labels, n, &Device::Cpu).unwrap();
     for e in MODELS {
-        let config = (e.default_config)();
+        let config = common::test_config(e);
         let model = (e.build)(&config, &Device::Cpu, 0).unwrap();
         assert_eq!(model.kind(), e.kind);
         assert_eq!(model.config(), config, "{}: config round trip", e.kind);

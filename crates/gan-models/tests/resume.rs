@@ -25,7 +25,7 @@ fn every_model_resumes_bit_for_bit() {
         ..TrainConfig::default()
     };
     for e in MODELS {
-        let config = (e.default_config)();
+        let config = common::test_config(e);
         let build = |seed| (e.build)(&config, &Device::Cpu, seed).unwrap();
         let straight = build(0);
         let mut streams = Streams::default();

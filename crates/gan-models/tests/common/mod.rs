@@ -19,3 +19,19 @@ pub fn weights(model: &dyn gan_core::Model) -> Vec<(String, Vec<f32>)> {
     }
     out
 }
+
+/// A model's registry defaults, shrunk where they ask for more data than a test's few
+/// dozen images: Triple-GAN's own batch sizes (100 unlabelled, 400 pseudo-real, 100
+/// labelled) and its 3,600 pre-training steps (one here, so two steps reach the game).
+pub fn test_config(e: &gan_models::Entry) -> serde_json::Value {
+    let mut config = (e.default_config)();
+    if e.kind == "triplegan" {
+        let small = serde_json::json!({
+            "labels": 10, "batch_u": 8, "batch_g": 20, "batch_pseudo": 8, "pretrain_steps": 1
+        });
+        for (k, v) in small.as_object().unwrap() {
+            config[k] = v.clone();
+        }
+    }
+    config
+}
