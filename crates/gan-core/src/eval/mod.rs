@@ -97,13 +97,27 @@ pub fn sqrtm_psd(m: &DMatrix<f64>) -> Result<DMatrix<f64>> {
         asym <= 1e-8 * scale,
         "the matrix is not symmetric (largest |m - m'| is {asym:e})"
     );
-    let eig = SymmetricEigen::new((m + m.transpose()) * 0.5);
-    let most_negative = eig.eigenvalues.min();
+    // Decomposed at unit scale, round-off dust (entries below 1e-15 of the largest)
+    // swept to zero: on a collapsed generator's features (constant columns, entries down
+    // to 1e-166) nalgebra's iteration once returned NaN, which the distance's clamp
+    // then showed as a perfect 0.
+    let unit = ((m + m.transpose()) * (0.5 / scale)).map(|v| if v.abs() < 1e-15 { 0.0 } else { v });
+    let eig = SymmetricEigen::new(unit);
+    ensure!(
+        eig.eigenvalues
+            .iter()
+            .chain(eig.eigenvectors.iter())
+            .all(|v| v.is_finite()),
+        "the eigendecomposition of a {}x{} matrix did not converge",
+        m.nrows(),
+        m.ncols()
+    );
+    let most_negative = eig.eigenvalues.min() * scale;
     ensure!(
         most_negative >= -1e-8 * scale,
         "the matrix is not positive semi-definite (eigenvalue {most_negative:e})"
     );
-    let roots = eig.eigenvalues.map(|l| l.max(0.0).sqrt());
+    let roots = eig.eigenvalues.map(|l| (l * scale).max(0.0).sqrt());
     let v = &eig.eigenvectors;
     Ok(v * DMatrix::from_diagonal(&roots) * v.transpose())
 }
@@ -164,8 +178,11 @@ pub fn frechet_distance(a: &FeatureStats, b: &FeatureStats) -> Result<f64> {
     let mean_term = (&a.mean - &b.mean).norm_squared();
     let root_a = sqrtm_psd(&a.cov)?;
     let inner = &root_a * &b.cov * &root_a;
-    let cross = sqrtm_psd(&((&inner + inner.transpose()) * 0.5))?.trace();
+    let sym = (&inner + inner.transpose()) * 0.5;
+    let cross = sqrtm_psd(&sym)?.trace();
     let d = mean_term + a.cov.trace() + b.cov.trace() - 2.0 * cross;
+    // Never a NaN shown as a perfect 0 by the clamp below.
+    ensure!(d.is_finite(), "the Frechet distance came out as {d}");
     // Round-off can leave a distance of a set to itself a hair below zero.
     Ok(d.max(0.0))
 }
@@ -409,6 +426,33 @@ mod tests {
         let other = FeatureStats::from_rows(&gaussian_rows(2000, dim, 0.0, 2), dim).unwrap();
         let d = frechet_distance(&a, &other).unwrap();
         assert!(d > 0.0 && d < 0.1, "{d}");
+    }
+
+    #[test]
+    fn a_collapsed_set_is_far_and_finite() {
+        // One image over and over (a generator that ignores its noise): features constant
+        // but for round-off, many exactly zero, against a spread set. Its distance is at
+        // least tr(S_b) - 2 sqrt(tr(S_a) tr(S_b)) + |mu_a - mu_b|^2, never a NaN or 0.
+        let dim = 64;
+        let spread = gaussian_rows(1000, dim, 0.0, 3);
+        let collapsed: Vec<f32> = (0..1000 * dim)
+            .map(|i| match i % dim {
+                c if c % 4 == 0 => 2.0 + 1e-7 * ((i / dim) % 3) as f32,
+                _ => 0.0,
+            })
+            .collect();
+        let (a, b) = (
+            FeatureStats::from_rows(&collapsed, dim).unwrap(),
+            FeatureStats::from_rows(&spread, dim).unwrap(),
+        );
+        let d = frechet_distance(&a, &b).unwrap();
+        let bound = b.cov.trace() - 2.0 * (a.cov.trace() * b.cov.trace()).sqrt();
+        assert!(
+            d.is_finite() && d >= bound && d > 10.0,
+            "{d} vs bound {bound}"
+        );
+        let roots = sqrtm_psd(&a.cov).unwrap();
+        assert!(roots.iter().all(|v| v.is_finite()));
     }
 
     #[test]
