@@ -101,22 +101,37 @@ fn measure(kind: &str, args: &Args, device: &Device) -> Result<Figures> {
         ..Default::default()
     };
     let mut trainer = Trainer::new(model.as_ref(), cfg, dir.path())?;
-    let b = args.batch;
-    let n = 16 * b;
+    // Each stream at its own batch size where it declares one (Triple-GAN's), else
+    // --batch; in its own channels (colour domains). Images per step are the first
+    // stream's, the one that makes the epoch.
+    let streams = model.streams();
+    let sizes: Vec<usize> = streams
+        .iter()
+        .map(|s| s.batch_size.unwrap_or(args.batch))
+        .collect();
+    let b = sizes.first().copied().unwrap_or(args.batch);
+    let n = 16 * sizes.iter().copied().max().unwrap_or(b);
     let images = Tensor::rand(-1f32, 1f32, (n, 1, 28, 28), device)?;
     let labels = Tensor::from_vec((0..n as u32).map(|i| i % 10).collect::<Vec<_>>(), n, device)?;
+    let coloured = images.repeat((1, 3, 1, 1))?;
     // One batch of every stream the model reads, all from the same random images.
-    let streams = model.streams();
     let batch = |i: usize| -> Result<BTreeMap<String, Batch>> {
-        let start = (i * b) % n;
-        let one = Batch {
-            images: images.narrow(0, start, b)?,
-            labels: Some(labels.narrow(0, start, b)?),
-        };
-        Ok(streams
+        streams
             .iter()
-            .map(|s| (s.name.to_string(), one.clone()))
-            .collect())
+            .zip(&sizes)
+            .map(|(s, &bs)| {
+                let start = (i * bs) % (n - bs + 1);
+                let x = match s.source.channels() {
+                    3 => &coloured,
+                    _ => &images,
+                };
+                let one = Batch {
+                    images: x.narrow(0, start, bs)?,
+                    labels: Some(labels.narrow(0, start, bs)?),
+                };
+                Ok((s.name.to_string(), one))
+            })
+            .collect()
     };
     for i in 0..args.warmup {
         trainer.train_step(&batch(i)?)?;
