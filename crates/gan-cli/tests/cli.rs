@@ -860,3 +860,65 @@ fn encoder_models_are_scored_on_their_reconstructions() {
         "no encoder",
     );
 }
+
+#[test]
+fn triplegan_records_its_labelled_digits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    tiny_mnist(&data);
+    let data = data.to_str().unwrap();
+    let train = |seed: &str, labels: &str, out: &str| {
+        let run = tmp.path().join(out);
+        let args = [
+            "triplegan",
+            "--data-dir",
+            data,
+            "--no-verify",
+            "--quiet",
+            "--labels",
+            labels,
+            "--batch-u",
+            "8",
+            "--batch-g",
+            "20",
+            "--batch-pseudo",
+            "8",
+            "--pretrain-steps",
+            "1",
+            "--max-steps",
+            "2",
+            "--seed",
+            seed,
+            "--out",
+            run.to_str().unwrap(),
+        ];
+        (args.map(|a| a.to_string()), run)
+    };
+    let picked = |run: &std::path::Path| -> Vec<usize> {
+        let text = std::fs::read_to_string(run.join("labelled.json")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        serde_json::from_value(v["labelled"].clone()).unwrap()
+    };
+    let mut lists = Vec::new();
+    for (seed, out) in [("1", "a"), ("1", "b"), ("2", "c")] {
+        let (args, run) = train(seed, "20", out);
+        ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        lists.push(picked(&run));
+    }
+    // Two of each digit (the tiny set's label is its index mod 10), in class order.
+    let l = &lists[0];
+    assert_eq!(l.len(), 20);
+    for (k, pair) in l.chunks(2).enumerate() {
+        assert!(pair.iter().all(|&i| i % 10 == k), "{l:?}");
+    }
+    assert_eq!(lists[0], lists[1], "the seed decides");
+    assert_ne!(lists[0], lists[2], "another seed, other digits");
+    // The tiny set has 6 or 7 of each digit: 8 each cannot be had.
+    let (args, run) = train("1", "80", "d");
+    fails(
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        "has only",
+    );
+    assert!(!run.exists(), "a refused run leaves no folder");
+}
