@@ -4,11 +4,18 @@ Each model is the same network with the same training step as its Rust module in
 crates/gan-models (layer sizes, activations, batch-norm settings, weight initialisation,
 priors, losses, one Adam per network with the CLI's learning rates, the model's phases
 in its order: for the GANs one D step then one G step per batch with fresh noise for
-each, as gan-core's engine does with its default k = 1; for the encoder family their own
-phases, see `Phase`). Throughput does not depend on what the images show, so the data
-are random images in [-1, 1] (and labels 0-9 in turn for cgan), as in the Rust benchmark
+each, as gan-core's engine does with its default k = 1; for the encoder family and the
+newer models (dann, disentangle, dpredict, triplegan) their own phases, see `Phase`).
+Throughput does not depend on what the images show, so the data are random images in
+[-1, 1] (and labels 0-9 in turn), as in the Rust benchmark
 (crates/gan-models/benches/throughput.rs), which `cargo xtask bench --vs-pytorch`
-runs beside this script.
+runs beside this script. Models that read several streams (dann, disentangle: source
+and target, in 3 channels; triplegan: unlabelled 100, labelled 100, pseudo 400) get
+each stream at its own batch size (else --batch) and channels, as the Rust benchmark
+gives them (see `Stream`); their images per step are the first stream's.
+
+Triple-GAN's twin is its game step (D, G, C phases): run the Rust side with
+--config '{"pretrain_steps":0}' to compare, not its default C pre-training.
 
     python bench/bench.py --model infogan [--batch 64] [--threads 2] [--warmup 5]
                           [--steps 30] [--freeze-d] [--device cpu|cuda] [--json]
@@ -16,10 +23,11 @@ runs beside this script.
 Training: the median wall time of --steps timed steps after --warmup untimed ones
 (the upper median, times[steps // 2], as the Rust benchmark takes it), reported as
 images/s (batch / median) and ms/step; the best step is reported too. Generation:
-images/s of G (the decoder De for vae, vaegan, bigan) alone in eval mode under
+images/s of G (the decoder De for vae, vaegan, bigan; G(z, y) for triplegan; for dpredict
+its search, 200 Langevin steps up D from uniform noise) alone in eval mode under
 torch.no_grad(), at the same batch size, over max(steps, 10) batches after 2 untimed
-ones; null for ae, which has no prior to sample from (as the Rust benchmark, whose ae
-has no generator).
+ones; null for ae, which has no prior to sample from, and for dann and disentangle,
+which have no generator (as the Rust benchmark, where these have none).
 
 Plain idiomatic PyTorch: nn.Module, float32, torch.optim.Adam with its defaults but
 betas (0.5, 0.999), zero_grad(set_to_none=True), no torch.compile.
@@ -40,7 +48,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-MODELS = ["gan", "dcgan", "cgan", "infogan", "ae", "vae", "vaegan", "bigan"]
+MODELS = [
+    "gan", "dcgan", "cgan", "infogan", "ae", "vae", "vaegan", "bigan",
+    "dann", "disentangle", "dpredict", "triplegan",
+]
 
 # Where the networks, data and noise live: set once by main() from --device.
 DEVICE = torch.device("cpu")
@@ -68,12 +79,16 @@ def init_normal(module, std=0.02):
 
 
 def init_fan_in_uniform(module):
-    """gan_core::init::WeightInit::FanInUniform: weights U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
-    biases 0 (gan.rs, cgan.rs)."""
+    """gan_core::init::WeightInit::FanInUniform: weights U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    (fan_in: in_features, or in_channels * kernel area for a convolution), biases 0,
+    batch-norm scales 1 (gan.rs, cgan.rs, dann.rs, dpredict.rs, triplegan.rs)."""
     for m in module.modules():
-        if isinstance(m, nn.Linear):
-            b = 1.0 / math.sqrt(m.in_features)
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            b = 1.0 / math.sqrt(m.weight[0].numel())
             nn.init.uniform_(m.weight, -b, b)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
 
 
@@ -130,15 +145,29 @@ class Phase(NamedTuple):
     own_grads_only: bool = False
 
 
-class Mlp(nn.Sequential):
-    """gan.rs `Mlp`: linear layers with leaky ReLU 0.2 between them (none after the last)."""
+class Stream(NamedTuple):
+    """One stream of batches a model reads (gan-core's `Stream`): its name, its own batch
+    size (None: --batch) and the channels of its images. The Rust benchmark gives each
+    stream its own batch size where the model declares one and 3-channel images for a
+    colour domain; its images per step are the first stream's. Models without `streams`
+    read one stream of --batch grey images, handed to their losses as (images, labels);
+    models with `streams` get one dict, stream name -> (images, labels)."""
 
-    def __init__(self, widths):
+    name: str
+    batch: int | None = None
+    channels: int = 1
+
+
+class Mlp(nn.Sequential):
+    """gan.rs `Mlp`: linear layers with leaky ReLU 0.2 between them (none after the last);
+    `slope` 0: ReLU (`Mlp::relu`)."""
+
+    def __init__(self, widths, slope=0.2):
         layers = []
         for i, (a, b) in enumerate(zip(widths, widths[1:])):
             layers.append(nn.Linear(a, b))
             if i + 2 < len(widths):
-                layers.append(nn.LeakyReLU(0.2))
+                layers.append(nn.LeakyReLU(slope) if slope else nn.ReLU())
         super().__init__(*layers)
 
 
@@ -149,7 +178,8 @@ class Mlp(nn.Sequential):
 # generation). The four GANs have `d_nets` and `g_nets` (what each phase's Adam steps)
 # and the two phase losses `d_loss(images, labels)` and `g_loss(images, labels)` of their
 # Rust `d_step`/`g_step`, from which `measure` makes the D phase and the G phase; the
-# encoder family lists its own `phases` (see `Phase`).
+# encoder family and the newer models list their own `phases` (see `Phase`), the newer
+# ones also their `streams` (see `Stream`).
 
 
 class Gan:
@@ -226,15 +256,16 @@ class Cgan:
 
 
 class DcganGenerator(nn.Module):
-    """dcgan.rs `Generator`: z -> 7x7x2w (7x7 transposed conv) -> 14x14xw -> 28x28x1."""
+    """dcgan.rs `Generator`: z -> 7x7x2w (7x7 transposed conv) -> 14x14xw -> 28x28x1
+    (`channels` out: `Generator::with_channels`)."""
 
-    def __init__(self, z_dim=100, w=32):
+    def __init__(self, z_dim=100, w=32, channels=1):
         super().__init__()
         self.proj = nn.ConvTranspose2d(z_dim, 2 * w, 7, 1, 0)
         self.bn0 = nn.BatchNorm2d(2 * w)
         self.up1 = nn.ConvTranspose2d(2 * w, w, 4, 2, 1)
         self.bn1 = nn.BatchNorm2d(w)
-        self.up2 = nn.ConvTranspose2d(w, 1, 4, 2, 1)
+        self.up2 = nn.ConvTranspose2d(w, channels, 4, 2, 1)
 
     def forward(self, z):
         x = F.relu(self.bn0(self.proj(z[:, :, None, None])))
@@ -389,11 +420,11 @@ class Infogan:
 
 class ConvEncoder(nn.Module):
     """encdec.rs `ConvEncoder`: 28x28x1 -> 14x14xw (leaky 0.2) -> 7x7x2w (BN, leaky 0.2)
-    -> flatten -> FC to `out` numbers."""
+    -> flatten -> FC to `out` numbers (`channels` in: `ConvEncoder::with_channels`)."""
 
-    def __init__(self, w=32, out=32):
+    def __init__(self, w=32, out=32, channels=1):
         super().__init__()
-        self.c1 = nn.Conv2d(1, w, 4, 2, 1)
+        self.c1 = nn.Conv2d(channels, w, 4, 2, 1)
         self.c2 = nn.Conv2d(w, 2 * w, 4, 2, 1)
         self.bn2 = nn.BatchNorm2d(2 * w)
         self.out = nn.Linear(2 * w * 49, out)
@@ -591,6 +622,414 @@ class Bigan(EncDec):
         return self.de(self.prior(n))
 
 
+# --------------------------------------------------------------------------- newer models
+#
+# These read several streams (`streams`, see `Stream`), and their phase losses take the
+# step's batches as one dict, stream name -> (images, labels).
+
+
+class GradReverse(torch.autograd.Function):
+    """gan_core::fast::layers::grad_reverse: the identity forward, the gradient times
+    -lambda backward."""
+
+    @staticmethod
+    def forward(ctx, x, lam):
+        ctx.lam = lam
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -ctx.lam * grad, None
+
+
+class DannFeatures(nn.Module):
+    """dann.rs `Features` (--batch-norm true): 5x5 conv 32 (valid), BN, ReLU, 2x2 max pool;
+    5x5 conv 48 (valid), BN, ReLU, 2x2 max pool: 28x28xc -> 12x12x32 -> 4x4x48 = 768."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.c1 = nn.Conv2d(channels, 32, 5)
+        self.bn1 = nn.BatchNorm2d(32)
+        self.c2 = nn.Conv2d(32, 48, 5)
+        self.bn2 = nn.BatchNorm2d(48)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.bn1(self.c1(x))), 2)
+        return F.max_pool2d(F.relu(self.bn2(self.c2(x))), 2).flatten(1)
+
+
+class Dann:
+    """dann.rs, default DannConfig (target mnistm, method dann, schedule joint, d_hidden
+    1024,1024, batch norm on, no entropy terms): F (DannFeatures, 3 channels: both streams
+    are colour, MNIST repeated), C = MLP 768-100-100-10 with ReLU, D = MLP 768-1024-1024-1
+    with ReLU; weights U(±1/sqrt(fan_in)); one Adam each, lr mu_0 = 1e-3 (the learning-
+    rate annealing changes nothing of a step's cost). Streams: source (M = --batch labelled
+    digits) and target (M unlabelled images). One phase "fcd" (steps F, C and D): h =
+    F([x_s; x_t]) in one pass, loss CE(C(h_s), y_s) + BCE(D(R_lambda(h)), domain) (0
+    source, 1 target, averaged over the 2M rows), R the gradient reversal with lambda_p
+    at the Rust benchmark's progress p = 0 (its trainer knows no total step count), that
+    is lambda = 0: the same graph and cost as any lambda. No generator: gen_img_per_s is
+    null."""
+
+    generate = None
+    gamma, domain_weight, progress = 10.0, 1.0, 0.0
+
+    def __init__(self):
+        self.streams = [Stream("source", None, 3), Stream("target", None, 3)]
+        self.f = DannFeatures(3)
+        self.c = Mlp([768, 100, 100, 10], slope=0)
+        self.d = Mlp([768, 1024, 1024, 1], slope=0)
+        for net in (self.f, self.c, self.d):
+            init_fan_in_uniform(net)
+        self.nets = {"f": self.f, "c": self.c, "d": self.d}
+        self.lr = {"f": 1e-3, "c": 1e-3, "d": 1e-3}
+        self.phases = [Phase("fcd", ["f", "c", "d"], self.joint_loss)]
+
+    def lam(self):
+        """`Dann::lambda`: domain_weight * (2 / (1 + exp(-gamma p)) - 1)."""
+        return self.domain_weight * (2 / (1 + math.exp(-self.gamma * self.progress)) - 1)
+
+    def joint_loss(self, b):
+        (xs, ys), (xt, _) = b["source"], b["target"]
+        m, t = xs.shape[0], xt.shape[0]
+        h = self.f(torch.cat([xs, xt], 0))
+        ce = F.cross_entropy(self.c(h[:m]), ys)
+        dom = torch.cat([torch.zeros(m, device=DEVICE), torch.ones(t, device=DEVICE)])
+        logits = self.d(GradReverse.apply(h, self.lam())).squeeze(1)
+        return ce + F.binary_cross_entropy_with_logits(logits, dom)
+
+
+class Disentangle:
+    """disentangle.rs, default DisentangleConfig (target mnistm, content 32, style 16, width
+    32, adversary 256,256, adversary weight 100, paired, shared-style weight 1, style
+    weight 0.01, margin 1): Ec = ConvEncoder(3 channels, 32 outputs), Ed =
+    ConvEncoder(3 channels, 16 outputs), De = DCGAN's generator with 48 inputs and 3
+    output channels (weights N(0, 0.02), BN scales N(1, 0.02)), A = MLP 32-256-256-1 with
+    leaky ReLU 0.2 (weights U(±1/sqrt(fan_in))); one Adam each, lr 2e-4 (gan-cli's --lr).
+    Streams: source and target, M = --batch colour images each. Phases:
+    - adversary (steps A): c = Ec([x_s; x_t]) detached; loss BCE(A(c_s), 0) + BCE(A(c_t), 1).
+    - codes (steps Ec, Ed, De; A frozen): c = Ec([x_s; x_t]), s = Ed([x_s; x_t]) (one pass
+      each); ||De(c, s) - x||^2 + ||De(c swapped between the pairs, s) - x||^2 +
+      1 * ||De(c_s, s_s shifted by one row) - x_s||^2 + 100 * BCE(A(c), 1/2) + 0.01 *
+      the style constraint on (s_s, s_t): three passes of De (2M, 2M, M rows).
+    No generator: gen_img_per_s is null."""
+
+    generate = None
+    content_dim, style_dim, w = 32, 16, 32
+    adversary_weight, shared_style_weight, style_weight, style_margin = 100.0, 1.0, 0.01, 1.0
+
+    def __init__(self):
+        self.streams = [Stream("source", None, 3), Stream("target", None, 3)]
+        self.content = ConvEncoder(self.w, self.content_dim, channels=3)
+        self.style = ConvEncoder(self.w, self.style_dim, channels=3)
+        self.decoder = DcganGenerator(self.content_dim + self.style_dim, self.w, channels=3)
+        self.adversary = Mlp([self.content_dim, 256, 256, 1])
+        for net in (self.content, self.style, self.decoder):
+            init_normal(net)
+        init_fan_in_uniform(self.adversary)
+        self.nets = {
+            "content": self.content,
+            "style": self.style,
+            "decoder": self.decoder,
+            "adversary": self.adversary,
+        }
+        self.lr = {k: 2e-4 for k in self.nets}
+        self.phases = [
+            Phase("adversary", ["adversary"], self.adversary_loss),
+            Phase("codes", ["content", "style", "decoder"], self.codes_loss,
+                  frozen=["adversary"]),
+        ]
+
+    def render(self, c, s):
+        return self.decoder(torch.cat([c, s], 1))
+
+    @staticmethod
+    def style_constraint(s, t, margin):
+        """`Disentangle::style_constraint`: each code's squared distance to its domain's
+        mean (averaged), plus the squared shortfall of the means' distance from `margin`."""
+        ms, mt = s.mean(0, keepdim=True), t.mean(0, keepdim=True)
+        spread = (s - ms).square().sum(1).mean() + (t - mt).square().sum(1).mean()
+        apart = ((ms - mt).square().sum() + 1e-8).sqrt()
+        return F.relu(margin - apart).square() + spread
+
+    def adversary_loss(self, b):
+        xs, xt = b["source"][0], b["target"][0]
+        m = xs.shape[0]
+        c = self.content(torch.cat([xs, xt], 0)).detach()
+        logits = self.adversary(c).squeeze(1)
+        return bce(logits[:m], 0.0) + bce(logits[m:], 1.0)
+
+    def codes_loss(self, b):
+        xs, xt = b["source"][0], b["target"][0]
+        m = xs.shape[0]
+        both = torch.cat([xs, xt], 0)
+        c, s = self.content(both), self.style(both)
+        loss = reconstruction_error(self.render(c, s), both)
+        # paired: each image from its pair's content and its own domain code
+        swapped = torch.cat([c[m:], c[:m]], 0)
+        loss = loss + reconstruction_error(self.render(swapped, s), both)
+        # shared style: source row i with source row i + 1's domain code
+        nxt = (torch.arange(m, device=DEVICE) + 1) % m
+        shared = reconstruction_error(self.render(c[:m], s[:m].index_select(0, nxt)), xs)
+        loss = loss + self.shared_style_weight * shared
+        confusion = bce(self.adversary(c).squeeze(1), 0.5)
+        loss = loss + self.adversary_weight * confusion
+        sc = self.style_constraint(s[:m], s[m:], self.style_margin)
+        return loss + self.style_weight * sc
+
+
+class DpredictCritic(nn.Module):
+    """dpredict.rs `Critic` (width 16): 3x3 conv 16 (same), 4x4 conv 32 stride 2, 4x4 conv
+    64 stride 2 (padding 1), leaky ReLU 0.2 after each, FC 64*49 -> 1; no batch norm."""
+
+    def __init__(self, w=16):
+        super().__init__()
+        self.c1 = nn.Conv2d(1, w, 3, 1, 1)
+        self.c2 = nn.Conv2d(w, 2 * w, 4, 2, 1)
+        self.c3 = nn.Conv2d(2 * w, 4 * w, 4, 2, 1)
+        self.out = nn.Linear(4 * w * 49, 1)
+
+    def forward(self, x):
+        h = F.leaky_relu(self.c1(x), 0.2)
+        h = F.leaky_relu(self.c2(h), 0.2)
+        h = F.leaky_relu(self.c3(h), 0.2)
+        return self.out(h.flatten(1)).flatten()
+
+
+class Dpredict:
+    """dpredict.rs, default DpredictConfig (width 16, 20 Langevin steps, step size 1, noise
+    0.01, buffer 10000, reinit 0.05, alpha 0.1, 200 sample steps): D alone (weights
+    U(±1/sqrt(fan_in)), Adam lr 2e-4) and a replay buffer of 10000 images, uniform noise
+    at the start. One phase "d" (steps D): the negatives are M distinct buffer rows, each
+    started afresh from uniform noise with probability 0.05, moved by 20 Langevin steps
+    x <- clamp(x + 1.0 grad_x sum D(x) + 0.01 eps, -1, 1) with D frozen (a forward and a
+    backward to the images each), and written back to the buffer; then D on the real
+    batch and on the negatives (two passes), loss mean D(x~) - mean D(x) + 0.1 (mean D(x)^2
+    + mean D(x~)^2). Generation (`Generator for Dpredict`): the search of 200 Langevin
+    steps from uniform noise, D in eval mode (it has no batch norm or dropout)."""
+
+    w, langevin_steps, step_size, noise = 16, 20, 1.0, 0.01
+    buffer_size, reinit, alpha, sample_steps = 10000, 0.05, 0.1, 200
+    # The search freezes D inside the phase (not a phase's `frozen`).
+    frozen_note = "d frozen in its Langevin search"
+
+    def __init__(self):
+        self.d = DpredictCritic(self.w)
+        init_fan_in_uniform(self.d)
+        self.nets = {"d": self.d}
+        self.lr = {"d": 2e-4}
+        self.g = self.d
+        self.buffer = self.uniform(self.buffer_size)
+        self.phases = [Phase("d", ["d"], self.d_loss)]
+
+    @staticmethod
+    def uniform(n):
+        return torch.rand(n, 1, 28, 28, device=DEVICE) * 2 - 1
+
+    def search(self, start, steps):
+        """`Dpredict::search`: `steps` Langevin steps up D's score, D's weights frozen."""
+        params = list(self.d.parameters())
+        for p in params:
+            p.requires_grad_(False)
+        x = start.detach()
+        with torch.enable_grad():
+            for _ in range(steps):
+                x.requires_grad_(True)
+                (g,) = torch.autograd.grad(self.d(x).sum(), x)
+                x = (x + self.step_size * g + self.noise * torch.randn_like(x)).clamp(-1, 1)
+                x = x.detach()
+        for p in params:
+            p.requires_grad_(True)
+        return x
+
+    def negatives(self, m):
+        """`Dpredict::negatives`: M distinct buffer rows (a `reinit` share of them noise
+        again), moved by the search and written back."""
+        idx = torch.randperm(self.buffer_size, device=DEVICE)[:m]
+        fresh = torch.rand(m, 1, 1, 1, device=DEVICE) < self.reinit
+        start = torch.where(fresh, self.uniform(m), self.buffer[idx])
+        neg = self.search(start, self.langevin_steps)
+        self.buffer[idx] = neg
+        return neg
+
+    def d_loss(self, images, labels):
+        neg = self.negatives(images.shape[0])
+        sr, sn = self.d(images), self.d(neg)
+        return sn.mean() - sr.mean() + self.alpha * (sr.square().mean() + sn.square().mean())
+
+    def generate(self, n):
+        return self.search(self.uniform(n), self.sample_steps)
+
+
+class TripleganC(nn.Module):
+    """triplegan.rs `Cnn`: on x mapped to [0, 1], 5x5 conv 32 (valid) + BN + ReLU + 2x2 max
+    pool + dropout 0.5; 3x3 conv 64 (same) + BN + ReLU; 3x3 conv 64 (valid) + BN + ReLU +
+    pool + dropout 0.5; 3x3 convs 128, 128 (same) + BN + ReLU; global mean pooling; FC
+    128 -> 10 logits. Dropout and batch statistics in train mode."""
+
+    def __init__(self):
+        super().__init__()
+        spec = [(1, 32, 5, 0), (32, 64, 3, 1), (64, 64, 3, 0), (64, 128, 3, 1), (128, 128, 3, 1)]
+        self.convs = nn.ModuleList(nn.Conv2d(a, b, k, 1, p) for a, b, k, p in spec)
+        self.bns = nn.ModuleList(nn.BatchNorm2d(b) for _, b, _, _ in spec)
+        self.out = nn.Linear(128, 10)
+
+    def forward(self, x):
+        h = 0.5 * x + 0.5
+        for i, (conv, bn) in enumerate(zip(self.convs, self.bns)):
+            h = F.relu(bn(conv(h)))
+            if i in (0, 2):
+                h = F.dropout(F.max_pool2d(h, 2), 0.5, self.training)
+        return self.out(h.mean((2, 3)))
+
+
+class TripleganG(nn.Module):
+    """triplegan.rs `Gen`: [z, y] -> 500 (BN, softplus) -> 500 (BN, softplus) -> 784, the
+    one-hot label concatenated to every layer's input; the image tanh(a / 2) = 2
+    sigmoid(a) - 1."""
+
+    def __init__(self, z_dim=100):
+        super().__init__()
+        self.fc0 = nn.Linear(z_dim + 10, 500)
+        self.bn0 = nn.BatchNorm1d(500)
+        self.fc1 = nn.Linear(510, 500)
+        self.bn1 = nn.BatchNorm1d(500)
+        self.out = nn.Linear(510, 784)
+
+    def forward(self, z, y):
+        h = F.softplus(self.bn0(self.fc0(torch.cat([z, y], 1))))
+        h = F.softplus(self.bn1(self.fc1(torch.cat([h, y], 1))))
+        return torch.tanh(0.5 * self.out(torch.cat([h, y], 1))).view(-1, 1, 28, 28)
+
+
+class TripleganD(nn.Module):
+    """triplegan.rs `Disc`: 784 -> 1000 -> 500 -> 250 -> 250 -> 250 -> 1, leaky ReLU 0.2,
+    the one-hot label concatenated to every layer's input, Gaussian noise (std 0.3) on
+    the input mapped to [0, 1] and (std 0.5) after every hidden activation, always (the
+    Rust D adds it in every pass). Returns logits."""
+
+    def __init__(self, noise_input=0.3, noise_hidden=0.5):
+        super().__init__()
+        widths = [784, 1000, 500, 250, 250, 250, 1]
+        self.layers = nn.ModuleList(nn.Linear(a + 10, b) for a, b in zip(widths, widths[1:]))
+        self.noise_input, self.noise_hidden = noise_input, noise_hidden
+
+    def forward(self, x, y):
+        h = 0.5 * x.flatten(1) + 0.5
+        h = h + self.noise_input * torch.randn_like(h)
+        for i, layer in enumerate(self.layers):
+            h = layer(torch.cat([h, y], 1))
+            if i + 1 < len(self.layers):
+                h = F.leaky_relu(h, 0.2)
+                h = h + self.noise_hidden * torch.randn_like(h)
+        return h.squeeze(1)
+
+
+class Triplegan:
+    """triplegan.rs, default TripleganConfig with pretrain_steps 0 (the game step, as the
+    Rust benchmark is run with --config '{"pretrain_steps":0}'): labels 100, alpha 0.5, lr
+    1e-3 for C, G and D, batch_u 100, batch_g 200, batch_pseudo 400, entropy 0.3, balance
+    0.001 (in the game), decay 1e-4 on C's output weight, R_P off (it starts at epoch
+    300), EMA rate 0.01, z 100 ~ U(0, 1). Weights U(±1/sqrt(fan_in)), BN scales 1.
+    Streams: unlabelled (100), labelled (100, labels), pseudo (400). Phases, in order:
+    - d (steps D; C and G frozen): C's argmax labels (train mode, no gradient) for the
+      400 pseudo images and the 100 unlabelled ones; D on the real pairs (the first
+      labelled pair, max(100 / 100, 1) = 1, and the 400 pseudo-labelled ones: 401), on
+      the unlabelled images with C's labels (100) and on G's images (G in train mode, no
+      gradient) of 200 evenly spread labels; loss BCE(real, 1) + 0.5 BCE(by C, 0) + 0.5
+      BCE(by G, 0). Three passes of D.
+    - g (steps G; D frozen): G on 200 evenly spread labels, D on its pairs; loss 0.5
+      BCE(D, 1).
+    - c (steps C; D frozen): the moving average a += 0.01 (c - a) over C's weights and
+      running statistics; C on the labelled batch (CE + 1e-4 ||W_out||^2) and on the
+      unlabelled one (log-softmax: entropy, balance); D (no gradient) on the unlabelled
+      images with C's argmax labels; loss 0.5 mean(p_max (softplus(l) - l)) + CE + decay
+      + 0.3 entropy + 0.001 balance.
+    Generation (`Generator for Triplegan`): G in eval mode on z ~ U(0, 1) and random
+    labels, at the first stream's batch (100)."""
+
+    classes, z_dim, alpha, labels_n = 10, 100, 0.5, 100
+    batch_u, batch_g, batch_pseudo = 100, 200, 400
+    entropy, balance, decay, ema_rate = 0.3, 0.001, 1e-4, 0.01
+
+    def __init__(self):
+        self.streams = [
+            Stream("unlabelled", self.batch_u),
+            Stream("labelled", min(self.labels_n, 100)),
+            Stream("pseudo", self.batch_pseudo),
+        ]
+        self.c, self.gen, self.d = TripleganC(), TripleganG(self.z_dim), TripleganD()
+        for net in (self.c, self.gen, self.d):
+            init_fan_in_uniform(net)
+        # C's moving average (a buffer, not trained), starting at C's weights.
+        self.ema = TripleganC().to(DEVICE)
+        self.ema.load_state_dict(self.c.state_dict())
+        self.nets = {"c": self.c, "g": self.gen, "d": self.d}
+        self.lr = {"c": 1e-3, "g": 1e-3, "d": 1e-3}
+        self.g = self.gen
+        self.phases = [
+            Phase("d", ["d"], self.d_loss, frozen=["c", "g"]),
+            Phase("g", ["g"], self.g_loss, frozen=["d"]),
+            Phase("c", ["c"], self.c_loss, frozen=["d"]),
+        ]
+        self.even = torch.arange(self.batch_g, device=DEVICE) * self.classes // self.batch_g
+
+    def one_hot(self, y):
+        return F.one_hot(y, self.classes).float()
+
+    def fake(self, y):
+        z = torch.rand(y.shape[0], self.z_dim, device=DEVICE)
+        y1 = self.one_hot(y)
+        return self.gen(z, y1), y1
+
+    def c_labels(self, x):
+        """C's argmax label, one-hot, C in train mode (dropout, batch statistics) and no
+        gradient anywhere (`Triplegan::c_labels`)."""
+        with torch.no_grad():
+            return self.one_hot(self.c(x).argmax(1))
+
+    def d_loss(self, b):
+        (xl, yl), (xp, _), (xu, _) = b["labelled"], b["pseudo"], b["unlabelled"]
+        n_l = max(self.labels_n // 100, 1)
+        real = self.d(
+            torch.cat([xl[:n_l], xp], 0),
+            torch.cat([self.one_hot(yl[:n_l]), self.c_labels(xp)], 0),
+        )
+        by_c = self.d(xu, self.c_labels(xu))
+        with torch.no_grad():
+            xg, yg = self.fake(self.even)
+        by_g = self.d(xg, yg)
+        return bce(real, 1.0) + self.alpha * bce(by_c, 0.0) + (1 - self.alpha) * bce(by_g, 0.0)
+
+    def g_loss(self, b):
+        xg, yg = self.fake(self.even)
+        return (1 - self.alpha) * bce(self.d(xg, yg), 1.0)
+
+    def c_loss(self, b):
+        with torch.no_grad():
+            for a, c in zip(self.ema.parameters(), self.c.parameters()):
+                a.lerp_(c, self.ema_rate)
+            for a, c in zip(self.ema.buffers(), self.c.buffers()):
+                if a.is_floating_point():
+                    a.lerp_(c, self.ema_rate)
+        xl, yl = b["labelled"]
+        sup = F.cross_entropy(self.c(xl), yl) + self.decay * self.c.out.weight.square().sum()
+        xu = b["unlabelled"][0]
+        log_p = F.log_softmax(self.c(xu), 1)
+        p = log_p.exp()
+        ent = -(p * log_p).sum(1).mean()
+        bal = -p.mean(0).clamp(1e-6, 1).log().mean()
+        p_max, y_hat = p.max(1)
+        with torch.no_grad():
+            l = self.d(xu, self.one_hot(y_hat))
+            per_pair = F.softplus(l) - l
+        adv = self.alpha * (p_max * per_pair).mean()
+        return adv + sup + self.entropy * ent + self.balance * bal
+
+    def generate(self, n):
+        return self.fake(torch.randint(0, self.classes, (n,), device=DEVICE))[0]
+
+
 BUILD = {
     "gan": Gan,
     "dcgan": Dcgan,
@@ -600,6 +1039,10 @@ BUILD = {
     "vae": Vae,
     "vaegan": Vaegan,
     "bigan": Bigan,
+    "dann": Dann,
+    "disentangle": Disentangle,
+    "dpredict": Dpredict,
+    "triplegan": Triplegan,
 }
 
 
@@ -626,20 +1069,37 @@ def measure(name, batch, warmup, steps, freeze_d):
         ]
         frozen_note = "D frozen in G step" if freeze_d else ""
     else:
-        # The encoder family freezes what its Rust phases freeze, whatever --freeze-d says.
+        # The models with their own phases freeze what their Rust phases freeze, whatever
+        # --freeze-d says.
         frozen_note = "; ".join(
-            f"{'+'.join(ph.frozen)} frozen in {ph.name} phase" for ph in phases if ph.frozen
+            [f"{'+'.join(ph.frozen)} frozen in {ph.name} phase" for ph in phases if ph.frozen]
+            + ([model.frozen_note] if getattr(model, "frozen_note", "") else [])
         )
     own = {ph.name: [p for k in ph.nets for p in params[k]] for ph in phases}
-    n = 16 * batch
+    # The data, as the Rust benchmark makes them: random grey images (repeated into 3
+    # channels for a colour stream) and labels 0-9 in turn, 16 batches of the largest
+    # stream; each stream at its own batch size (else --batch), cycled through them.
+    streams = getattr(model, "streams", None)
+    sizes = [s.batch or batch for s in streams] if streams else [batch]
+    b0 = sizes[0]  # images per step: the first stream's (the one that makes the epoch)
+    n = 16 * max(sizes)
     images = torch.rand(n, 1, 28, 28, device=DEVICE) * 2 - 1
     labels = torch.arange(n, device=DEVICE) % 10
+    coloured = images.repeat(1, 3, 1, 1) if streams and any(s.channels == 3 for s in streams) else None
 
-    def step(i):
+    def batches(i):
+        """What a phase's loss takes: (images, labels) of one --batch stream, or for a model
+        with `streams`, ({name: (images, labels)},)."""
+        out = {}
+        for s, bs in zip(streams or [Stream("real")], sizes):
+            start = (i * bs) % (n - bs + 1)
+            x = coloured if s.channels == 3 else images
+            out[s.name] = (x[start : start + bs], labels[start : start + bs])
+        return (out,) if streams else out["real"]
+
+    def step(args):
         """gan_core::Trainer::train_step with k = 1: the model's phases in order (the GANs:
         a D step, then a G step)."""
-        start = (i * batch) % n
-        x, y = images[start : start + batch], labels[start : start + batch]
         losses = []
         for ph in phases:
             for k in ph.nets:
@@ -647,7 +1107,7 @@ def measure(name, batch, warmup, steps, freeze_d):
             for k in ph.frozen:
                 for p in params[k]:
                     p.requires_grad_(False)
-            loss = ph.loss(x, y)
+            loss = ph.loss(*args)
             if ph.own_grads_only:
                 torch.autograd.backward(loss, inputs=own[ph.name])
             else:
@@ -662,30 +1122,33 @@ def measure(name, batch, warmup, steps, freeze_d):
         return [loss.item() for loss in losses]
 
     for i in range(warmup):
-        step(i)
+        step(batches(i))
     sync()
     times = []
     for i in range(steps):
+        args = batches(i)
         t = time.perf_counter()
-        step(i)
+        step(args)
         sync()
         times.append(time.perf_counter() - t)
     times.sort()
     median = times[len(times) // 2]
 
-    gen_img_per_s = None  # no prior to sample from (ae): null, as the Rust benchmark
+    # No generator (ae: no prior to sample from; dann, disentangle): null, as the Rust
+    # benchmark (NaN there).
+    gen_img_per_s = None
     if model.generate is not None:
         model.g.eval()
         with torch.no_grad():
             for _ in range(2):
-                model.generate(batch)
+                model.generate(b0)
             sync()
             reps = max(steps, 10)
             t = time.perf_counter()
             for _ in range(reps):
-                model.generate(batch).sum().item()
+                model.generate(b0).sum().item()
             sync()
-            gen_img_per_s = reps * batch / (time.perf_counter() - t)
+            gen_img_per_s = reps * b0 / (time.perf_counter() - t)
     r = {
         "model": name,
         "batch": batch,
@@ -693,10 +1156,11 @@ def measure(name, batch, warmup, steps, freeze_d):
         "device": DEVICE.type,
         "steps": steps,
         "warmup": warmup,
-        # Whether a phase froze a network (the GANs: --freeze-d; the encoder family:
-        # wherever gan-rs freezes one, vaegan and bigan).
+        # Whether a phase froze a network (the GANs: --freeze-d; the models with their own
+        # phases: wherever gan-rs freezes one: vaegan, bigan, disentangle, dpredict,
+        # triplegan).
         "freeze_d": bool(frozen_note),
-        "train_img_per_s": batch / median,
+        "train_img_per_s": b0 / median,
         "train_ms_per_step": 1e3 * median,
         "train_best_ms_per_step": 1e3 * times[0],
         "gen_img_per_s": gen_img_per_s,
@@ -721,8 +1185,9 @@ def main():
         action="store_true",
         help="switch off requires_grad of D's weights during the G step, as gan-rs does "
         "with gan_core::layers::frozen (plain PyTorch code computes those gradients and "
-        "never uses them); the GANs only: the encoder family (ae, vae, vaegan, bigan) "
-        "always freezes where gan-rs does",
+        "never uses them); the GANs only: the models with their own phases (ae, vae, "
+        "vaegan, bigan, dann, disentangle, dpredict, triplegan) always freeze where gan-rs "
+        "does",
     )
     p.add_argument(
         "--device",
