@@ -163,8 +163,6 @@ pub(crate) fn record_subsets(run_dir: &Path, subsets: &Subsets) -> Result<()> {
         .map(|(k, v)| (k.clone(), serde_json::json!(v)))
         .collect();
     let path = run_dir.join("labelled.json");
-    let tmp = run_dir.join("labelled.json.tmp");
-    std::fs::write(&tmp, serde_json::to_string(&map)?)
-        .and_then(|_| std::fs::rename(&tmp, &path))
+    gan_core::engine::checkpoint::atomic_write(&path, serde_json::to_string(&map)?.as_bytes())
         .with_context(|| format!("writing {}", path.display()))
 }

@@ -24,7 +24,7 @@ use gan_core::fast::layers::{
 };
 use gan_core::fast::ops::leaky_relu;
 use gan_core::loss::{bce_with_logits_const, binary_accuracy};
-use gan_core::prior::{one_hot, Rng};
+use gan_core::prior::{one_hot, Latent, LatentSpec, Rng};
 use gan_core::{Classifier, Figure, Generator, Model, Phase, Source, Step, StepOutput, Stream};
 
 /// Number of classes of MNIST.
@@ -393,10 +393,12 @@ impl Triplegan {
     /// G's images `[n, 1, 28, 28]` of labels `y` (u32), noise from `rng`.
     fn fake(&self, y: &[u32], train: bool, rng: &mut Rng) -> Result<(Tensor, Tensor)> {
         let n = y.len();
-        let z: Vec<f32> = (0..n * self.cfg.z_dim)
-            .map(|_| rng.random::<f32>())
-            .collect();
-        let z = Tensor::from_vec(z, (n, self.cfg.z_dim), &self.device)?;
+        let noise = LatentSpec(vec![Latent::Uniform {
+            dim: self.cfg.z_dim,
+            low: 0.0,
+            high: 1.0,
+        }]);
+        let z = noise.sample(n, rng, &self.device)?.z;
         let y1 = one_hot(y, CLASSES, &self.device)?;
         let x = self.g.forward_t(&z, &y1, train)?.reshape((n, 1, 28, 28))?;
         Ok((x, y1))
