@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use gan_core::eval::judge::{Judge, JudgeConfig, JudgeTraining, CLASSES, DEFAULT_JUDGE_PATH};
 use gan_core::eval::metrics::CodeEval;
-use gan_core::eval::suite::{evaluate, DomainTests, EvalReport, Header, Reference};
+use gan_core::eval::suite::{evaluate, DomainTests, EvalReport, Header, Reference, Slow};
 use gan_core::eval::{ClassCoverage, ConditionalAccuracy};
 use gan_core::RunConfig;
 use serde::Serialize;
@@ -120,8 +120,8 @@ pub fn train_judge(args: &TrainJudgeArgs) -> Result<Judge> {
 /// What `gan-cli eval` was asked.
 pub struct EvalArgs {
     pub run_dir: PathBuf,
-    /// Also probe the encoder's features (slow).
-    pub probe_features: bool,
+    /// Which slow parts of the suite to run.
+    pub slow: Slow,
     pub n: usize,
     pub seed: u64,
     pub judge: Option<PathBuf>,
@@ -263,7 +263,7 @@ pub fn eval(args: &EvalArgs) -> Result<EvalReport> {
         header,
         n,
         args.seed,
-        args.probe_features,
+        args.slow,
     )?;
     if let Some(codes) = &codes {
         print_codes(&run.model, codes);
@@ -287,7 +287,7 @@ pub fn eval(args: &EvalArgs) -> Result<EvalReport> {
         draw_domains(a, &source.images, &target.images, &path)?;
         eprintln!("drew the features of both domains in {}", path.display());
     }
-    if let Some(c) = model.completer() {
+    if let Some(c) = model.completer().filter(|_| args.slow.completion) {
         let path = args.run_dir.join("samples").join("completions.png");
         draw_completions(c, &test.images, &path, args.seed)?;
         eprintln!(

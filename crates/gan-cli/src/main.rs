@@ -67,6 +67,10 @@ enum Command {
         /// reference). Experimental: slow and memory-hungry on the full MNIST so far.
         #[arg(long)]
         probe_features: bool,
+        /// Leave out the completion of 1,000 test digits by search (minutes on a CPU), for
+        /// models that complete images: for screening many runs by their FID.
+        #[arg(long)]
+        no_completion: bool,
         #[command(flatten)]
         domains: domains::DomainArgs,
     },
@@ -158,7 +162,7 @@ enum Command {
 /// Settings every training subcommand shares.
 #[derive(Args, Clone)]
 struct TrainArgs {
-    /// Passes over the 60,000 training images [default: 5].
+    /// Passes over the 60,000 training images [default: the model's].
     #[arg(long)]
     epochs: Option<usize>,
     /// Real images per step.
@@ -221,7 +225,13 @@ fn command() -> clap::Command {
     let mut cmd = Cli::command();
     for e in gan_models::MODELS {
         // The about last: augment_args would otherwise put TrainArgs' doc there.
-        let sub = TrainArgs::augment_args((e.args)(clap::Command::new(e.kind)));
+        let sub =
+            TrainArgs::augment_args((e.args)(clap::Command::new(e.kind))).mut_arg("epochs", |a| {
+                a.help(format!(
+                    "Passes over the 60,000 training images [default: {}]",
+                    e.epochs
+                ))
+            });
         cmd = cmd.subcommand(sub.about(e.about));
     }
     cmd
@@ -284,10 +294,14 @@ fn run(cli: Cli) -> Result<()> {
             no_verify,
             device,
             probe_features,
+            no_completion,
             domains,
         } => eval::eval(&eval::EvalArgs {
             run_dir: checkpoint,
-            probe_features,
+            slow: gan_core::eval::suite::Slow {
+                probe_features,
+                completion: !no_completion,
+            },
             domains,
             n,
             seed,
@@ -369,7 +383,7 @@ fn train_model(entry: &gan_models::Entry, matches: &ArgMatches) -> Result<()> {
     let (model_config, network_lr) = (parsed.config, parsed.network_lr);
     let device = gan_core::device::parse_device(&args.device)?;
     let fresh = TrainConfig {
-        epochs: args.epochs.unwrap_or(5),
+        epochs: args.epochs.unwrap_or(entry.epochs),
         batch_size: args.batch_size,
         k: args.k,
         seed: args.seed,

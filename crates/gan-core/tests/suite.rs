@@ -5,7 +5,7 @@ use anyhow::Result;
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 use gan_core::eval::judge::{Judge, JudgeConfig, JudgeTraining};
-use gan_core::eval::suite::{evaluate, Header, Reference};
+use gan_core::eval::suite::{evaluate, Header, Reference, Slow};
 use gan_core::{Encoder, Model, Phase, Step, StepOutput};
 
 mod common;
@@ -115,7 +115,8 @@ fn reconstructions_are_scored_by_error_digit_kept_and_fid() {
             step: 0,
             judge_path: path.display().to_string(),
         };
-        let (report, _) = evaluate(&model, &judge, &reference, header, 120, 0, false).unwrap();
+        let (report, _) =
+            evaluate(&model, &judge, &reference, header, 120, 0, Slow::default()).unwrap();
         report.reconstruction.unwrap().result
     };
     let (exact, blurred) = (score(false), score(true));
@@ -262,7 +263,8 @@ fn disentanglement_probes_read_what_each_code_holds() {
             step: 0,
             judge_path: path.display().to_string(),
         };
-        let (report, _) = evaluate(&model, &judge, &reference, header, 2000, 0, false).unwrap();
+        let (report, _) =
+            evaluate(&model, &judge, &reference, header, 2000, 0, Slow::default()).unwrap();
         report.disentanglement.unwrap().result
     };
     let clean = score(false);
@@ -326,7 +328,16 @@ fn completions_are_scored_beside_the_nearest_training_image() {
         fill: -1.0,
         vars: VarMap::new(),
     };
-    let (report, _) = evaluate(&model, &judge, &reference, header(), 300, 0, false).unwrap();
+    let (report, _) = evaluate(
+        &model,
+        &judge,
+        &reference,
+        header(),
+        300,
+        0,
+        Slow::default(),
+    )
+    .unwrap();
     let c = report.completion.unwrap().result;
     assert_eq!(c.n, 300);
     assert_eq!(c.nearest_training_mse, 0.0, "{c:?}");
@@ -348,6 +359,15 @@ fn completions_are_scored_beside_the_nearest_training_image() {
         fill: 1.0,
         vars: VarMap::new(),
     };
-    let (report, _) = evaluate(&white, &judge, &reference, header(), 300, 0, false).unwrap();
+    let (report, _) = evaluate(
+        &white,
+        &judge,
+        &reference,
+        header(),
+        300,
+        0,
+        Slow::default(),
+    )
+    .unwrap();
     assert!(report.completion.unwrap().result.mse > c.mse);
 }

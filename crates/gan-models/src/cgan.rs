@@ -29,6 +29,11 @@ pub struct CganConfig {
     /// Generator loss: saturating or non-saturating.
     #[arg(long, default_value = "non-saturating")]
     pub g_loss: GeneratorLoss,
+    /// Dropout probability on D's hidden layers while training (the paper trains D with
+    /// dropout). 0 is not written, so older runs' checkpoints still match.
+    #[arg(long, default_value_t = 0.0)]
+    #[serde(default, skip_serializing_if = "crate::gan::is_zero")]
+    pub d_dropout: f64,
 }
 
 impl Default for CganConfig {
@@ -58,6 +63,11 @@ impl Cgan {
              --z-dim {} --hidden {:?})",
             cfg.z_dim,
             cfg.hidden
+        );
+        anyhow::ensure!(
+            (0.0..1.0).contains(&cfg.d_dropout),
+            "cgan needs 0 <= --d-dropout < 1, got {}",
+            cfg.d_dropout
         );
         let (g_vars, d_vars) = (VarMap::new(), VarMap::new());
         let g_widths: Vec<usize> = [cfg.z_dim + CLASSES]
@@ -99,8 +109,13 @@ impl Cgan {
         Ok(self.g.forward(&Tensor::cat(&[&z, y], 1)?)?.tanh()?)
     }
 
-    fn critic(&self, flat: &Tensor, y: &Tensor) -> Result<Tensor> {
-        Ok(self.d.forward(&Tensor::cat(&[flat, y], 1)?)?.squeeze(1)?)
+    /// D's logits while training: with the config's dropout, masks from `rng`.
+    fn critic(&self, flat: &Tensor, y: &Tensor, rng: &mut Rng) -> Result<Tensor> {
+        let x = Tensor::cat(&[flat, y], 1)?;
+        Ok(self
+            .d
+            .forward_dropout(&x, self.cfg.d_dropout, rng)?
+            .squeeze(1)?)
     }
 
     fn random_labels(&self, n: usize, rng: &mut Rng) -> Result<Tensor> {
@@ -114,9 +129,10 @@ impl Cgan {
     fn d_step(&self, batch: &Batch, rng: &mut Rng) -> Result<StepOutput> {
         let m = batch.images.dim(0)?;
         let y_real = candle_nn::encoding::one_hot(batch.labels()?.clone(), CLASSES, 1f32, 0f32)?;
-        let real = self.critic(&batch.images.flatten_from(1)?, &y_real)?;
+        let real = self.critic(&batch.images.flatten_from(1)?, &y_real, rng)?;
         let y_fake = self.random_labels(m, rng)?;
-        let fake = self.critic(&self.fake(&y_fake, rng)?.detach(), &y_fake)?;
+        let fake = self.fake(&y_fake, rng)?.detach();
+        let fake = self.critic(&fake, &y_fake, rng)?;
         Ok(StepOutput::new(discriminator_loss(&real, &fake)?)
             .with("d_real_acc", binary_accuracy(&real, true)?)
             .with("d_fake_acc", binary_accuracy(&fake, false)?))
@@ -127,7 +143,7 @@ impl Cgan {
         let y = self.random_labels(m, rng)?;
         let fake = self.fake(&y, rng)?;
         // D is only passed through: no gradient for its weights.
-        let logit = gan_core::fast::layers::frozen(|| self.critic(&fake, &y))?;
+        let logit = gan_core::fast::layers::frozen(|| self.critic(&fake, &y, rng))?;
         Ok(StepOutput::new(generator_loss(&logit, self.cfg.g_loss)?))
     }
 }

@@ -40,6 +40,12 @@ pub struct DcganConfig {
     #[arg(long)]
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub reuse_fakes: bool,
+    /// Learning rate of G (D uses --lr; without this flag G does too). A training
+    /// setting: the run keeps it among its per-network learning rates, not in the
+    /// model's config.
+    #[arg(long)]
+    #[serde(skip)]
+    pub lr_g: Option<f64>,
 }
 
 impl Default for DcganConfig {
@@ -350,5 +356,8 @@ impl Registered for Dcgan {
     const ABOUT: &'static str = "DCGAN: strided and transposed convolutions with batch norm";
     fn build(cfg: DcganConfig, device: &Device, seed: u64) -> Result<Self> {
         Self::new(cfg, device, seed)
+    }
+    fn network_lr(cfg: &DcganConfig) -> Vec<(&'static str, f64)> {
+        cfg.lr_g.map(|lr| ("g", lr)).into_iter().collect()
     }
 }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::registry::Registered;
 use gan_core::engine::no_such_phase;
-use gan_core::fast::nn::leaky_relu;
+use gan_core::fast::nn::{dropout, leaky_relu};
 use gan_core::init::{reinit, WeightInit};
 use gan_core::loss::{binary_accuracy, discriminator_loss, generator_loss, GeneratorLoss};
 use gan_core::prior::{rng, Latent, LatentSpec, Rng};
@@ -31,6 +31,17 @@ pub struct GanConfig {
     /// Generator loss: saturating (the minimax game) or non-saturating.
     #[arg(long, default_value = "non-saturating")]
     pub g_loss: GeneratorLoss,
+    /// Dropout probability on D's hidden layers while training (the paper trains D with
+    /// dropout). 0 is not written, so older runs' checkpoints still match.
+    #[arg(long, default_value_t = 0.0)]
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub d_dropout: f64,
+}
+
+/// For `skip_serializing_if`: options added later are left out of configs at their
+/// old default, so runs saved before them still match their checkpoints.
+pub(crate) fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 impl Default for GanConfig {
@@ -63,6 +74,27 @@ impl Mlp {
             .map(|(i, w)| linear(w[0], w[1], vb.pp(format!("fc{i}"))))
             .collect::<candle_core::Result<_>>()?;
         Ok(Self { layers, slope })
+    }
+}
+
+impl Mlp {
+    /// The forward pass with dropout of probability `p` on every hidden layer's output,
+    /// masks from `rng`: Goodfellow et al.'s and Mirza and Osindero's discriminators
+    /// are trained with dropout. `p = 0` is [`Module::forward`].
+    pub(crate) fn forward_dropout(
+        &self,
+        x: &Tensor,
+        p: f64,
+        rng: &mut Rng,
+    ) -> candle_core::Result<Tensor> {
+        let mut x = x.clone();
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.forward(&x)?;
+            if i + 1 < self.layers.len() {
+                x = dropout(&leaky_relu(&x, self.slope)?, p, rng)?;
+            }
+        }
+        Ok(x)
     }
 }
 
@@ -99,6 +131,11 @@ impl Gan {
              --z-dim {} --hidden {:?})",
             cfg.z_dim,
             cfg.hidden
+        );
+        anyhow::ensure!(
+            (0.0..1.0).contains(&cfg.d_dropout),
+            "gan needs 0 <= --d-dropout < 1, got {}",
+            cfg.d_dropout
         );
         let (g_vars, d_vars) = (VarMap::new(), VarMap::new());
         let g_widths: Vec<usize> = [cfg.z_dim]
@@ -139,8 +176,12 @@ impl Gan {
         Ok(self.g.forward(&z)?.tanh()?)
     }
 
-    fn critic(&self, flat: &Tensor) -> Result<Tensor> {
-        Ok(self.d.forward(flat)?.squeeze(1)?)
+    /// D's logits while training: with the config's dropout, masks from `rng`.
+    fn critic(&self, flat: &Tensor, rng: &mut Rng) -> Result<Tensor> {
+        Ok(self
+            .d
+            .forward_dropout(flat, self.cfg.d_dropout, rng)?
+            .squeeze(1)?)
     }
 }
 
@@ -149,8 +190,9 @@ impl Gan {
     /// fresh noise samples.
     fn d_step(&self, batch: &Batch, rng: &mut Rng) -> Result<StepOutput> {
         let m = batch.images.dim(0)?;
-        let real = self.critic(&batch.images.flatten_from(1)?)?;
-        let fake = self.critic(&self.fake(m, rng)?.detach())?;
+        let real = self.critic(&batch.images.flatten_from(1)?, rng)?;
+        let fake = self.fake(m, rng)?.detach();
+        let fake = self.critic(&fake, rng)?;
         let loss = discriminator_loss(&real, &fake)?;
         Ok(StepOutput::new(loss)
             .with("d_real_acc", binary_accuracy(&real, true)?)
@@ -161,7 +203,7 @@ impl Gan {
     fn g_step(&self, m: usize, rng: &mut Rng) -> Result<StepOutput> {
         let fake = self.fake(m, rng)?;
         // D is only passed through: no gradient for its weights.
-        let logit = frozen(|| self.critic(&fake))?;
+        let logit = frozen(|| self.critic(&fake, rng))?;
         Ok(StepOutput::new(generator_loss(&logit, self.cfg.g_loss)?))
     }
 }

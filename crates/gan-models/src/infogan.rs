@@ -41,9 +41,15 @@ struct InfoLoss {
 /// Settings of InfoGAN; the defaults here are the CLI's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 pub struct InfoganConfig {
-    /// Width of the incompressible noise z ~ U(-1, 1).
+    /// Width of the incompressible noise z ~ U(-range, range).
     #[arg(long, default_value_t = 62)]
     pub z_dim: usize,
+    /// Half-width of z's prior. Below 1 the noise can explain less of the data, so G
+    /// has to put the big variations (which digit) into the codes (ClusterGAN's
+    /// small-variance noise). 1 is not written, so older runs' checkpoints still match.
+    #[arg(long, default_value_t = 1.0)]
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub noise_range: f32,
     /// Classes of each categorical code, comma-separated (the paper: one code of 10).
     #[arg(long, value_delimiter = ',', default_value = "10")]
     pub categorical: Vec<usize>,
@@ -79,6 +85,14 @@ pub struct InfoganConfig {
     #[arg(long, default_value_t = 1e-3)]
     #[serde(skip, default = "default_lr_g")]
     pub lr_g: f64,
+}
+
+fn one() -> f32 {
+    1.0
+}
+
+fn is_one(x: &f32) -> bool {
+    *x == 1.0
 }
 
 fn default_lr_g() -> f64 {
@@ -222,12 +236,15 @@ impl Infogan {
         if cfg.z_dim == 0 || cfg.categorical.is_empty() || cfg.categorical.contains(&0) {
             bail!("infogan needs z_dim > 0 and at least one categorical code of at least one class")
         }
-        if cfg.continuous_range.is_nan()
-            || cfg.continuous_range <= 0.0
+        let positive = |x: f32| x > 0.0 && x.is_finite();
+        if !positive(cfg.continuous_range)
+            || !positive(cfg.noise_range)
             || cfg.lambda < 0.0
             || cfg.lambda_cont < 0.0
         {
-            bail!("infogan needs continuous_range > 0 and non-negative lambdas")
+            bail!(
+                "infogan needs --continuous-range > 0, --noise-range > 0 and non-negative lambdas"
+            )
         }
         let (g_vars, d_vars, q_vars) = (VarMap::new(), VarMap::new(), VarMap::new());
         let vb = |v: &VarMap| VarBuilder::from_varmap(v, DType::F32, device);
@@ -246,8 +263,8 @@ impl Infogan {
         let r = cfg.continuous_range;
         let mut blocks = vec![Latent::Uniform {
             dim: cfg.z_dim,
-            low: -1.0,
-            high: 1.0,
+            low: -cfg.noise_range,
+            high: cfg.noise_range,
         }];
         blocks.extend(cfg.categorical.iter().map(|&k| Latent::Categorical { k }));
         if cfg.continuous > 0 {

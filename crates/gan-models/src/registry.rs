@@ -17,6 +17,9 @@ pub trait Registered: Model + Sized + 'static {
     const KIND: &'static str;
     /// One line for `gan-cli --help`.
     const ABOUT: &'static str;
+    /// Passes over the training set when `--epochs` is not given: what the model needs
+    /// to reach its documented result.
+    const EPOCHS: usize = 5;
     /// Builds every network on `device`, weights drawn from `seed`.
     fn build(cfg: Self::Config, device: &Device, seed: u64) -> Result<Self>;
     /// Learning rates of networks that do not use the run's `--lr`.
@@ -31,6 +34,8 @@ pub struct Entry {
     pub kind: &'static str,
     /// [`Registered::ABOUT`].
     pub about: &'static str,
+    /// [`Registered::EPOCHS`].
+    pub epochs: usize,
     /// Adds the config's arguments to a subcommand.
     pub args: fn(Command) -> Command,
     /// The config the arguments give, as a run records it, and its per-network learning
@@ -77,6 +82,7 @@ pub const fn entry<M: Registered>() -> Entry {
     Entry {
         kind: M::KIND,
         about: M::ABOUT,
+        epochs: M::EPOCHS,
         args: args::<M>,
         from_args: from_args::<M>,
         default_config: default_config::<M>,

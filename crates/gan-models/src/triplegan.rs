@@ -22,6 +22,7 @@ use gan_core::engine::{no_such_phase, Conditioning};
 use gan_core::fast::layers::{
     batch_norm, conv2d, frozen, linear, BatchNorm, Conv2d, ConvSpec, Linear,
 };
+use gan_core::fast::nn::dropout;
 use gan_core::fast::ops::leaky_relu;
 use gan_core::loss::{bce_with_logits_const, binary_accuracy};
 use gan_core::prior::{one_hot, Latent, LatentSpec, Rng};
@@ -117,22 +118,6 @@ fn gaussian_noise(x: &Tensor, sigma: f64, rng: &mut Rng) -> candle_core::Result<
         .map(|_| sigma as f32 * <StandardNormal as Distribution<f32>>::sample(&StandardNormal, rng))
         .collect();
     x + Tensor::from_vec(v, x.shape(), x.device())?
-}
-
-/// Inverted dropout: each unit zeroed with probability `p`, the rest scaled by 1/(1-p).
-fn dropout(x: &Tensor, p: f64, rng: &mut Rng) -> candle_core::Result<Tensor> {
-    let keep = 1.0 - p;
-    let scale = (1.0 / keep) as f32;
-    let v: Vec<f32> = (0..x.elem_count())
-        .map(|_| {
-            if rng.random::<f64>() < keep {
-                scale
-            } else {
-                0.0
-            }
-        })
-        .collect();
-    x * Tensor::from_vec(v, x.shape(), x.device())?
 }
 
 /// Images in [-1, 1] as the authors' networks read them: [0, 1].

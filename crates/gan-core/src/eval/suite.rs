@@ -308,11 +308,31 @@ pub struct EvalReport {
     pub seconds: f64,
 }
 
+/// The slow parts of the suite, which a caller may leave out (a screening of many runs
+/// wants the FID in seconds, not the completions in minutes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slow {
+    /// The encoder's feature probes: on the full training set they are slow and
+    /// memory-hungry (see docs/ENCODERS.md). Off by default.
+    pub probe_features: bool,
+    /// A completer's search for each of 1,000 test digits: minutes on a CPU. On by
+    /// default.
+    pub completion: bool,
+}
+
+impl Default for Slow {
+    fn default() -> Self {
+        Self {
+            probe_features: false,
+            completion: true,
+        }
+    }
+}
+
 /// Every metric of the suite that applies to `model`, on `n` samples drawn from `seed`
-/// and `n` real images of `reference`; the encoder's feature probes only when
-/// `probe_features` (on the full training set they are slow: see docs/ENCODERS.md). Returns the report and, for a classifier found
-/// without labels, its full evaluation (confusion matrix and mapping).
-#[allow(clippy::too_many_arguments)]
+/// and `n` real images of `reference`, the slow ones as `slow` asks. Returns the report
+/// and, for a classifier found without labels, its full evaluation (confusion matrix
+/// and mapping).
 pub fn evaluate(
     model: &dyn Model,
     judge: &Judge,
@@ -320,7 +340,7 @@ pub fn evaluate(
     header: Header,
     n: usize,
     seed: u64,
-    probe_features: bool,
+    slow: Slow,
 ) -> Result<(EvalReport, Option<CodeEval>)> {
     let started = std::time::Instant::now();
     if n < 2 {
@@ -452,7 +472,7 @@ pub fn evaluate(
                 seed,
                 &sha,
             )),
-            match probe_features {
+            match slow.probe_features {
                 true => Some(stamp_any(
                     feature_scores(e, reference, n, seed)?,
                     seed,
@@ -475,7 +495,7 @@ pub fn evaluate(
         }
         None => None,
     };
-    let completion = match model.completer() {
+    let completion = match model.completer().filter(|_| slow.completion) {
         Some(c) => Some(stamp_any(
             completion_scores(c, judge, reference, n.min(COMPLETIONS), seed)?,
             seed,
