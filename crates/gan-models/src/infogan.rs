@@ -50,6 +50,16 @@ pub struct InfoganConfig {
     #[arg(long, default_value_t = 1.0)]
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub noise_range: f32,
+    /// Steps over which z's half-width grows linearly from --noise-start to
+    /// --noise-range (0: no warm-up). Small noise first makes G spend the codes on the
+    /// largest variation (the digit) before the noise may carry style. 0 is not written.
+    #[arg(long, default_value_t = 0)]
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub noise_warmup: usize,
+    /// z's half-width at step 1 of the warm-up.
+    #[arg(long, default_value_t = 0.1)]
+    #[serde(default = "tenth", skip_serializing_if = "is_tenth")]
+    pub noise_start: f32,
     /// Classes of each categorical code, comma-separated (the paper: one code of 10).
     #[arg(long, value_delimiter = ',', default_value = "10")]
     pub categorical: Vec<usize>,
@@ -93,6 +103,18 @@ fn one() -> f32 {
 
 fn is_one(x: &f32) -> bool {
     *x == 1.0
+}
+
+fn tenth() -> f32 {
+    0.1
+}
+
+fn is_tenth(x: &f32) -> bool {
+    *x == 0.1
+}
+
+fn is_zero(x: &usize) -> bool {
+    *x == 0
 }
 
 fn default_lr_g() -> f64 {
@@ -239,11 +261,13 @@ impl Infogan {
         let positive = |x: f32| x > 0.0 && x.is_finite();
         if !positive(cfg.continuous_range)
             || !positive(cfg.noise_range)
+            || !positive(cfg.noise_start)
             || cfg.lambda < 0.0
             || cfg.lambda_cont < 0.0
         {
             bail!(
-                "infogan needs --continuous-range > 0, --noise-range > 0 and non-negative lambdas"
+                "infogan needs --continuous-range, --noise-range and --noise-start > 0 and \
+                 non-negative lambdas"
             )
         }
         let (g_vars, d_vars, q_vars) = (VarMap::new(), VarMap::new(), VarMap::new());
@@ -461,12 +485,40 @@ impl Infogan {
 }
 
 impl Infogan {
+    /// Codes and noise for training step `t` (from 1): the prior's, the noise shrunk
+    /// during the warm-up.
+    fn training_sample(&self, m: usize, t: u64, rng: &mut Rng) -> Result<LatentSample> {
+        let mut sample = self.prior.sample(m, rng, &self.device)?;
+        let scale = self.noise_scale(t);
+        if scale != 1.0 {
+            let z = sample.z.narrow(1, 0, self.cfg.z_dim)?.affine(scale, 0.0)?;
+            let rest = sample
+                .z
+                .narrow(1, self.cfg.z_dim, sample.z.dim(1)? - self.cfg.z_dim)?;
+            sample.z = Tensor::cat(&[&z, &rest], 1)?;
+        }
+        Ok(sample)
+    }
+
+    /// The factor on the prior's noise at training step `t` (from 1): from
+    /// --noise-start / --noise-range at step 1 to 1 at the end of the warm-up, 1 after it
+    /// and without one.
+    pub fn noise_scale(&self, t: u64) -> f64 {
+        let w = self.cfg.noise_warmup as u64;
+        if t > w {
+            return 1.0;
+        }
+        let f = t.saturating_sub(1) as f64 / w as f64;
+        let (start, end) = (self.cfg.noise_start as f64, self.cfg.noise_range as f64);
+        (start + (end - start) * f) / end
+    }
+
     /// D's line: ascend log D(x) + log(1 - D(G(z, c))) (plus, with `info_in_d`,
     /// descend lambda * L_I through the trunk it shares with Q).
-    fn d_step(&self, batch: &Batch, rng: &mut Rng) -> Result<StepOutput> {
+    fn d_step(&self, batch: &Batch, t: u64, rng: &mut Rng) -> Result<StepOutput> {
         let m = batch.images.dim(0)?;
         let (real, _) = self.discriminate(&batch.images, true)?;
-        let sample = self.prior.sample(m, rng, &self.device)?;
+        let sample = self.training_sample(m, t, rng)?;
         let fake = self.g.forward_t(&sample.z, true)?.detach();
         let (fake_logit, q) = self.discriminate(&fake, true)?;
         let mut loss = discriminator_loss(&real, &fake_logit)?;
@@ -482,8 +534,8 @@ impl Infogan {
     }
 
     /// G and Q's line: descend G's loss + lambda * L_I on fresh codes.
-    fn g_step(&self, m: usize, rng: &mut Rng) -> Result<StepOutput> {
-        let sample = self.prior.sample(m, rng, &self.device)?;
+    fn g_step(&self, m: usize, t: u64, rng: &mut Rng) -> Result<StepOutput> {
+        let sample = self.training_sample(m, t, rng)?;
         let fake = self.g.forward_t(&sample.z, true)?;
         let (logit, q) = self.discriminate_for_g(&fake)?;
         let adv = generator_loss(&logit, self.cfg.g_loss)?;
@@ -529,8 +581,8 @@ impl Model for Infogan {
     fn run_phase(&self, phase: &str, step: &mut Step) -> Result<StepOutput> {
         let batch = step.real()?;
         match phase {
-            "d" => self.d_step(batch, step.rng),
-            "g" => self.g_step(batch.len()?, step.rng),
+            "d" => self.d_step(batch, step.number(), step.rng),
+            "g" => self.g_step(batch.len()?, step.number(), step.rng),
             other => Err(no_such_phase(self.kind(), other)),
         }
     }

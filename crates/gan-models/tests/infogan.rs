@@ -179,3 +179,28 @@ fn configs_saved_before_info_in_d_still_load_and_match() {
     };
     assert_eq!(serde_json::to_value(&on).unwrap()["info_in_d"], true);
 }
+
+#[test]
+fn noise_warmup_grows_the_noise_linearly_then_leaves_it() {
+    let cfg = InfoganConfig {
+        noise_range: 0.5,
+        noise_start: 0.1,
+        noise_warmup: 100,
+        ..InfoganConfig::default()
+    };
+    let m = Infogan::new(cfg, &Device::Cpu, 0).unwrap();
+    let half_width = |t| 0.5 * m.noise_scale(t);
+    assert!((half_width(1) - 0.1).abs() < 1e-6, "{}", half_width(1));
+    assert!((half_width(51) - 0.3).abs() < 1e-6, "{}", half_width(51));
+    assert!((half_width(101) - 0.5).abs() < 1e-6);
+    assert_eq!(m.noise_scale(5000), 1.0);
+    // Without a warm-up the prior is used as drawn.
+    let plain = model(0);
+    assert!((1..2000).all(|t| plain.noise_scale(t) == 1.0));
+    // A start of 0 would silence the noise: refused.
+    let bad = InfoganConfig {
+        noise_start: 0.0,
+        ..InfoganConfig::default()
+    };
+    assert!(Infogan::new(bad, &Device::Cpu, 0).is_err());
+}
