@@ -485,6 +485,15 @@ fn print_report(r: &EvalReport) {
                 per_class(g)
             );
         }
+        if let Some(f) = &i.result.label_free {
+            say!(
+                "  without labels, on the test images:    Q's confidence {:.4}, mutual information {:.4} nats (max ln K), class kept under {}-pixel shifts {}",
+                f.confidence,
+                f.mutual_information,
+                gan_core::eval::unsupervised::SHIFT,
+                pct(f.shift_agreement)
+            );
+        }
     }
     if let Some(x) = &r.reconstruction {
         let fid = x

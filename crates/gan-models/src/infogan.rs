@@ -648,6 +648,20 @@ impl Classifier for Infogan {
     fn supervised(&self) -> bool {
         false
     }
+
+    /// softmax of Q's first categorical code.
+    fn probabilities(&self, images: &Tensor) -> Result<Option<Tensor>> {
+        let n = images.dim(0)?;
+        let mut parts = Vec::new();
+        for start in (0..n).step_by(500) {
+            let x = images.narrow(0, start, 500.min(n - start))?;
+            let (_, q) = self.discriminate(&x, false)?;
+            parts.push(candle_nn::ops::softmax_last_dim(
+                &q.categorical[0].contiguous()?,
+            )?);
+        }
+        Ok(Some(Tensor::cat(&parts, 0)?))
+    }
 }
 
 impl Registered for Infogan {

@@ -376,6 +376,11 @@ pub trait Classifier {
     /// Whether its classes are the data set's labels (trained with labels), or
     /// categories found without them that evaluation must first match to labels.
     fn supervised(&self) -> bool;
+    /// The probability of each class, `[N, classes]`, where the classifier has them:
+    /// the evaluation's label-free measures of a code read them. `None` by default.
+    fn probabilities(&self, _images: &Tensor) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
 }
 
 /// A model that learns features two domains share (domain-adversarial training): a

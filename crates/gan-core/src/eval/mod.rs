@@ -15,12 +15,14 @@
 //! - [`judge`]: the judge itself, a LeNet-style classifier the project trains;
 //! - [`suite`]: every metric that applies to a model's capabilities, in one report;
 //! - [`metrics`]: confusion matrices and the Hungarian matching of unsupervised
-//!   categories to labels.
+//!   categories to labels;
+//! - [`unsupervised`]: what such a code says of itself on real images without labels.
 
 pub mod features;
 pub mod judge;
 pub mod metrics;
 pub mod suite;
+pub mod unsupervised;
 
 use anyhow::{bail, ensure, Result};
 use nalgebra::{DMatrix, DVector, SymmetricEigen};

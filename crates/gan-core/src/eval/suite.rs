@@ -109,6 +109,10 @@ pub struct CodeScores {
     /// Judge accuracy on samples generated for each mapped category, against its digit
     /// (for models whose generator takes the category).
     pub generated_by_category: Option<ConditionalAccuracy>,
+    /// What the code says of itself on the test images without their labels (for
+    /// classifiers with probabilities). Absent in reports written before it.
+    #[serde(default)]
+    pub label_free: Option<crate::eval::unsupervised::LabelFree>,
 }
 
 /// How well an encoder-decoder reconstructs test images.
@@ -590,11 +594,14 @@ fn code_scores(
         }
         _ => None,
     };
+    let label_free =
+        crate::eval::unsupervised::label_free(classifier, reference.test_images, &categories)?;
     let scores = CodeScores {
         c1_accuracy: codes.accuracy,
         n: codes.n,
         category_to_digit: codes.category_to_digit.clone(),
         generated_by_category,
+        label_free,
     };
     Ok((scores, codes))
 }
