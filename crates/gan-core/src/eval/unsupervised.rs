@@ -30,7 +30,7 @@ pub const SHIFT: usize = 2;
 /// (`n` rows of `k`, each summing to 1).
 pub fn confidence_and_information(probs: &[f32], k: usize) -> Result<(f64, f64)> {
     ensure!(
-        k > 0 && !probs.is_empty() && probs.len() % k == 0,
+        k > 0 && !probs.is_empty() && probs.len().is_multiple_of(k),
         "probabilities must be rows of {k} classes, got {} values",
         probs.len()
     );
