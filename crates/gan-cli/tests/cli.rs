@@ -330,6 +330,23 @@ fn infogan_eval_mapping_and_digit_sampling() {
     let info = &report["categorical_code"];
     assert_eq!(info["c1_accuracy"].as_f64(), Some(acc));
     assert_eq!(info["generated_by_category"]["n"].as_u64(), Some(20));
+    // Q's label-free measures on the test images, each in its range.
+    let free = &info["label_free"];
+    let confidence = free["confidence"].as_f64().unwrap();
+    assert!((0.1..=1.0).contains(&confidence), "{free}");
+    let mi = free["mutual_information"].as_f64().unwrap();
+    assert!((0.0..=10f64.ln() + 1e-9).contains(&mi), "{free}");
+    let kept = free["shift_agreement"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&kept), "{free}");
+    assert!(stdout.contains("without labels"), "{stdout}");
+    // Trained without --epochs: the run planned the model's own default.
+    let config = read_json(&run.join("config.json"));
+    let planned = gan_models::registry::find("infogan").unwrap().epochs;
+    assert_eq!(
+        config["train"]["epochs"].as_u64(),
+        Some(planned as u64),
+        "{config}"
+    );
     assert!(report["conditional_accuracy"].is_null());
 
     // --digit is InfoGAN's: another model's run is refused with a reason.
@@ -656,6 +673,9 @@ fn every_model_of_the_registry_is_a_subcommand() {
             sub.contains("--epochs") && sub.contains("--resume"),
             "{sub}"
         );
+        // --epochs says the model's own default.
+        let epochs = format!("training images [default: {}]", e.epochs);
+        assert!(sub.contains(&epochs), "{}: {epochs} missing", e.kind);
         let config = (e.default_config)();
         for key in config.as_object().unwrap().keys() {
             let flag = format!("--{}", key.replace('_', "-"));
