@@ -329,3 +329,87 @@ fn dcgan_can_hand_the_fakes_of_d_step_to_g_step() {
         .unwrap()
         .contains("reuse_fakes"));
 }
+
+#[test]
+fn gan_with_batch_norm_in_g_and_dropout_in_d_resumes_bit_for_bit() {
+    let (images, labels) = bars(96);
+    let build = |seed| {
+        Gan::new(
+            GanConfig {
+                z_dim: 16,
+                hidden: vec![64, 128],
+                d_dropout: 0.3,
+                g_batch_norm: true,
+                ..GanConfig::default()
+            },
+            &Device::Cpu,
+            seed,
+        )
+        .unwrap()
+    };
+    // G gains a batch norm per hidden layer, D none.
+    let names: Vec<String> = build(0).networks()[0]
+        .1
+        .data()
+        .lock()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    assert!(names.iter().any(|n| n == "bn1.running_mean"), "{names:?}");
+    let d_names: Vec<String> = build(0).networks()[1]
+        .1
+        .data()
+        .lock()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    assert!(d_names.iter().all(|n| !n.starts_with("bn")), "{d_names:?}");
+
+    let straight = build(3);
+    let a = tempfile::tempdir().unwrap();
+    Trainer::new(&straight, quiet(2, 16, 3), a.path())
+        .unwrap()
+        .fit(&real(&images, &labels))
+        .unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let cfg = TrainConfig {
+        checkpoint_every: 4,
+        max_steps: Some(8),
+        ..quiet(2, 16, 3)
+    };
+    Trainer::new(&build(3), cfg.clone(), b.path())
+        .unwrap()
+        .fit(&real(&images, &labels))
+        .unwrap();
+    let resumed = build(99);
+    let cfg = TrainConfig {
+        max_steps: None,
+        ..cfg
+    };
+    Trainer::resume(&resumed, cfg, b.path())
+        .unwrap()
+        .fit(&real(&images, &labels))
+        .unwrap();
+    // Weights and batch-norm statistics alike.
+    assert_eq!(weights(&straight), weights(&resumed));
+    // Dropout draws from the run's stream: without it the run is another run.
+    let plain = Gan::new(
+        GanConfig {
+            z_dim: 16,
+            hidden: vec![64, 128],
+            g_batch_norm: true,
+            ..GanConfig::default()
+        },
+        &Device::Cpu,
+        3,
+    )
+    .unwrap();
+    let c = tempfile::tempdir().unwrap();
+    Trainer::new(&plain, quiet(2, 16, 3), c.path())
+        .unwrap()
+        .fit(&real(&images, &labels))
+        .unwrap();
+    assert_ne!(weights(&plain), weights(&straight));
+}
