@@ -2,7 +2,7 @@
 //! G(z, y) and D(x, y), so the generator can be asked for a given digit.
 
 use anyhow::Result;
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +34,10 @@ pub struct CganConfig {
     #[arg(long, default_value_t = 0.0)]
     #[serde(default, skip_serializing_if = "crate::gan::is_zero")]
     pub d_dropout: f64,
+    /// Batch norm on G's hidden layers (as `gan --g-batch-norm`). Off is not written.
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub g_batch_norm: bool,
 }
 
 impl Default for CganConfig {
@@ -80,10 +84,11 @@ impl Cgan {
             .chain(cfg.hidden.iter().rev().copied())
             .chain([1])
             .collect();
-        let g = Mlp::new(
-            &g_widths,
-            VarBuilder::from_varmap(&g_vars, DType::F32, device),
-        )?;
+        let g_vb = VarBuilder::from_varmap(&g_vars, DType::F32, device);
+        let g = match cfg.g_batch_norm {
+            true => Mlp::with_batch_norm(&g_widths, g_vb)?,
+            false => Mlp::new(&g_widths, g_vb)?,
+        };
         let d = Mlp::new(
             &d_widths,
             VarBuilder::from_varmap(&d_vars, DType::F32, device),
@@ -104,9 +109,12 @@ impl Cgan {
     }
 
     /// Generated images `[n, 784]` for one-hot labels `y` `[n, 10]`.
-    fn fake(&self, y: &Tensor, rng: &mut Rng) -> Result<Tensor> {
+    fn fake(&self, y: &Tensor, rng: &mut Rng, train: bool) -> Result<Tensor> {
         let z = self.noise.sample(y.dim(0)?, rng, &self.device)?.z;
-        Ok(self.g.forward(&Tensor::cat(&[&z, y], 1)?)?.tanh()?)
+        Ok(self
+            .g
+            .forward_t(&Tensor::cat(&[&z, y], 1)?, train)?
+            .tanh()?)
     }
 
     /// D's logits while training: with the config's dropout, masks from `rng`.
@@ -131,7 +139,7 @@ impl Cgan {
         let y_real = candle_nn::encoding::one_hot(batch.labels()?.clone(), CLASSES, 1f32, 0f32)?;
         let real = self.critic(&batch.images.flatten_from(1)?, &y_real, rng)?;
         let y_fake = self.random_labels(m, rng)?;
-        let fake = self.fake(&y_fake, rng)?.detach();
+        let fake = self.fake(&y_fake, rng, true)?.detach();
         let fake = self.critic(&fake, &y_fake, rng)?;
         Ok(StepOutput::new(discriminator_loss(&real, &fake)?)
             .with("d_real_acc", binary_accuracy(&real, true)?)
@@ -141,7 +149,7 @@ impl Cgan {
     /// G's line: descend G's loss on fakes of random labels.
     fn g_step(&self, m: usize, rng: &mut Rng) -> Result<StepOutput> {
         let y = self.random_labels(m, rng)?;
-        let fake = self.fake(&y, rng)?;
+        let fake = self.fake(&y, rng, true)?;
         // D is only passed through: no gradient for its weights.
         let logit = gan_core::fast::layers::frozen(|| self.critic(&fake, &y, rng))?;
         Ok(StepOutput::new(generator_loss(&logit, self.cfg.g_loss)?))
@@ -181,7 +189,9 @@ impl Model for Cgan {
     fn figures(&self, rng: &mut Rng) -> Result<Vec<Figure>> {
         let classes: Vec<u32> = (0..CLASSES as u32).flat_map(|d| [d; 10]).collect();
         let y = one_hot(&classes, CLASSES, &self.device)?;
-        let images = self.fake(&y, rng)?.reshape((classes.len(), 1, 28, 28))?;
+        let images = self
+            .fake(&y, rng, false)?
+            .reshape((classes.len(), 1, 28, 28))?;
         Ok(vec![Figure {
             name: "samples".into(),
             images,
@@ -203,7 +213,7 @@ impl Generator for Cgan {
             Some(c) => one_hot(&vec![c; n], CLASSES, &self.device)?,
             None => self.random_labels(n, rng)?,
         };
-        Ok(self.fake(&y, rng)?.reshape((n, 1, 28, 28))?)
+        Ok(self.fake(&y, rng, false)?.reshape((n, 1, 28, 28))?)
     }
 
     fn conditioning(&self) -> Conditioning {
