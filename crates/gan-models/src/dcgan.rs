@@ -46,6 +46,32 @@ pub struct DcganConfig {
     #[arg(long)]
     #[serde(skip)]
     pub lr_g: Option<f64>,
+    /// 3x3 stride-1 convolutions (with batch norm) added at the 7x7 stage of G and of D:
+    /// depth for a 28x28 DCGAN, whose two strided layers each way are shallower than
+    /// the paper's four. 0 is not written, so older runs' checkpoints still match.
+    #[arg(long, default_value_t = 0)]
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub extra_layers: usize,
+}
+
+fn is_zero(x: &usize) -> bool {
+    *x == 0
+}
+
+/// `n` 3x3 stride-1 convolutions of `c` channels with batch norm, named `extra{i}`.
+fn extra_layers(
+    n: usize,
+    c: usize,
+    vb: &VarBuilder,
+) -> candle_core::Result<Vec<(Conv2d, BatchNorm)>> {
+    (0..n)
+        .map(|i| {
+            Ok((
+                down(c, c, 3, 1, 1, vb.pp(format!("extra{i}")))?,
+                bn(c, vb.pp(format!("extra{i}_bn")))?,
+            ))
+        })
+        .collect()
 }
 
 impl Default for DcganConfig {
@@ -99,6 +125,7 @@ fn down(
 pub(crate) struct Generator {
     proj: ConvTranspose2d,
     bn0: BatchNorm,
+    extra: Vec<(Conv2d, BatchNorm)>,
     up1: ConvTranspose2d,
     bn1: BatchNorm,
     up2: ConvTranspose2d,
@@ -119,6 +146,7 @@ impl Generator {
         Ok(Self {
             proj: up(z_dim, 2 * w, 7, 1, 0, vb.pp("proj"))?,
             bn0: bn(2 * w, vb.pp("bn0"))?,
+            extra: Vec::new(),
             up1: up(2 * w, w, 4, 2, 1, vb.pp("up1"))?,
             bn1: bn(w, vb.pp("bn1"))?,
             up2: up(w, channels, 4, 2, 1, vb.pp("up2"))?,
@@ -129,7 +157,10 @@ impl Generator {
     pub(crate) fn forward_t(&self, z: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let (b, d) = z.dims2()?;
         let x = self.proj.forward(&z.reshape((b, d, 1, 1))?)?;
-        let x = self.bn0.forward_act(&x, train, 0.0)?;
+        let mut x = self.bn0.forward_act(&x, train, 0.0)?;
+        for (conv, bn) in &self.extra {
+            x = bn.forward_act(&conv.forward(&x)?, train, 0.0)?;
+        }
         let x = self.bn1.forward_act(&self.up1.forward(&x)?, train, 0.0)?;
         self.up2.forward(&x)?.tanh()
     }
@@ -140,6 +171,7 @@ pub(crate) struct Discriminator {
     c1: Conv2d,
     c2: Conv2d,
     bn2: BatchNorm,
+    extra: Vec<(Conv2d, BatchNorm)>,
     out: Conv2d,
 }
 
@@ -158,6 +190,7 @@ impl Discriminator {
             c1: down(in_channels, w, 4, 2, 1, vb.pp("c1"))?,
             c2: down(w, 2 * w, 4, 2, 1, vb.pp("c2"))?,
             bn2: bn(2 * w, vb.pp("bn2"))?,
+            extra: Vec::new(),
             out: down(2 * w, outputs, 7, 1, 0, vb.pp("out"))?,
         })
     }
@@ -165,7 +198,11 @@ impl Discriminator {
     /// The 7x7x2w layer, `[B, 2w, 7, 7]`: the "layer l" of a feature-space loss.
     pub(crate) fn features(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let x = leaky_relu(&self.c1.forward(x)?, 0.2)?;
-        self.bn2.forward_act(&self.c2.forward(&x)?, train, 0.2)
+        let mut x = self.bn2.forward_act(&self.c2.forward(&x)?, train, 0.2)?;
+        for (conv, bn) in &self.extra {
+            x = bn.forward_act(&conv.forward(&x)?, train, 0.2)?;
+        }
+        Ok(x)
     }
 
     /// `[B, outputs]` logits from [`Discriminator::features`].
@@ -201,16 +238,14 @@ impl Dcgan {
             cfg.d_width
         );
         let (g_vars, d_vars) = (VarMap::new(), VarMap::new());
-        let g = Generator::new(
-            cfg.z_dim,
-            cfg.g_width,
+        let (g_vb, d_vb) = (
             VarBuilder::from_varmap(&g_vars, DType::F32, device),
-        )?;
-        let d = Discriminator::new(
-            1,
-            cfg.d_width,
             VarBuilder::from_varmap(&d_vars, DType::F32, device),
-        )?;
+        );
+        let mut g = Generator::new(cfg.z_dim, cfg.g_width, g_vb.clone())?;
+        g.extra = extra_layers(cfg.extra_layers, 2 * cfg.g_width, &g_vb)?;
+        let mut d = Discriminator::new(1, cfg.d_width, d_vb.clone())?;
+        d.extra = extra_layers(cfg.extra_layers, 2 * cfg.d_width, &d_vb)?;
         let mut r = rng(seed, gan_core::prior::RngStream::Init);
         reinit(&g_vars, WeightInit::Normal { std: 0.02 }, &mut r)?;
         reinit(&d_vars, WeightInit::Normal { std: 0.02 }, &mut r)?;
