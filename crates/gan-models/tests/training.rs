@@ -413,3 +413,54 @@ fn gan_with_batch_norm_in_g_and_dropout_in_d_resumes_bit_for_bit() {
         .unwrap();
     assert_ne!(weights(&plain), weights(&straight));
 }
+
+#[test]
+fn dcgan_extra_layers_deepen_both_networks_and_train() {
+    let (images, labels) = bars(32);
+    let deep = Dcgan::new(
+        DcganConfig {
+            z_dim: 8,
+            g_width: 4,
+            d_width: 4,
+            extra_layers: 2,
+            ..DcganConfig::default()
+        },
+        &Device::Cpu,
+        0,
+    )
+    .unwrap();
+    for (net, vars) in deep.networks() {
+        let names: Vec<String> = vars.data().lock().unwrap().keys().cloned().collect();
+        for want in ["extra0.weight", "extra1.weight", "extra1_bn.running_var"] {
+            assert!(
+                names.iter().any(|n| n == want),
+                "{net}: {want} in {names:?}"
+            );
+        }
+    }
+    // Without the option, nothing is added (older checkpoints still load).
+    let plain = small_dcgan(0);
+    for (_, vars) in plain.networks() {
+        assert!(vars
+            .data()
+            .lock()
+            .unwrap()
+            .keys()
+            .all(|n| !n.starts_with("extra")));
+    }
+    let before = weights(&deep);
+    let dir = tempfile::tempdir().unwrap();
+    Trainer::new(&deep, quiet(1, 16, 0), dir.path())
+        .unwrap()
+        .fit(&real(&images, &labels))
+        .unwrap();
+    assert_ne!(before, weights(&deep));
+    let x = deep
+        .generate(
+            5,
+            None,
+            &mut gan_core::prior::rng(1, gan_core::prior::RngStream::Figures),
+        )
+        .unwrap();
+    assert_eq!(x.dims(), &[5, 1, 28, 28]);
+}
