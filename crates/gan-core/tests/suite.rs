@@ -370,4 +370,11 @@ fn completions_are_scored_beside_the_nearest_training_image() {
     )
     .unwrap();
     assert!(report.completion.unwrap().result.mse > c.mse);
+    // Screening leaves the slow completions out.
+    let fast = Slow {
+        completion: false,
+        ..Slow::default()
+    };
+    let (report, _) = evaluate(&white, &judge, &reference, header(), 300, 0, fast).unwrap();
+    assert!(report.completion.is_none());
 }
