@@ -32,7 +32,7 @@ pub struct CganConfig {
     /// Dropout probability on D's hidden layers while training (the paper trains D with
     /// dropout). 0 is not written, so older runs' checkpoints still match.
     #[arg(long, default_value_t = 0.0)]
-    #[serde(default, skip_serializing_if = "crate::gan::is_zero")]
+    #[serde(default, skip_serializing_if = "crate::registry::is_default")]
     pub d_dropout: f64,
     /// Batch norm on G's hidden layers (as `gan --g-batch-norm`). Off is not written.
     #[arg(long)]

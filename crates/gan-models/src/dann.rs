@@ -128,14 +128,14 @@ pub struct DannConfig {
     /// boundaries (conditional entropy minimisation, as in Long et al. 2016 and Shu et
     /// al.'s VADA, 2018).
     #[arg(long, default_value_t = 0.0)]
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "crate::registry::is_default")]
     pub target_entropy: f64,
     /// Weight of the entropy of C's mean prediction over a target batch, maximised by F
     /// and C (0: none): with `--target-entropy`, the information-maximisation loss (Gomes
     /// et al. 2010; Liang et al.'s SHOT, 2020), which keeps the entropy term from
     /// collapsing the target onto a few classes.
     #[arg(long, default_value_t = 0.0)]
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "crate::registry::is_default")]
     pub target_diversity: f64,
     /// Ramp the target entropy's weight up with lambda_p's schedule
     /// (2 / (1 + exp(-gamma p)) - 1 times `--target-entropy`) instead of holding it
@@ -167,10 +167,6 @@ fn one() -> f64 {
 
 fn is_one(x: &f64) -> bool {
     *x == 1.0
-}
-
-fn is_zero(x: &f64) -> bool {
-    *x == 0.0
 }
 
 impl Default for DannConfig {

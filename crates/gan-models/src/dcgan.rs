@@ -50,12 +50,8 @@ pub struct DcganConfig {
     /// depth for a 28x28 DCGAN, whose two strided layers each way are shallower than
     /// the paper's four. 0 is not written, so older runs' checkpoints still match.
     #[arg(long, default_value_t = 0)]
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "crate::registry::is_default")]
     pub extra_layers: usize,
-}
-
-fn is_zero(x: &usize) -> bool {
-    *x == 0
 }
 
 /// `n` 3x3 stride-1 convolutions of `c` channels with batch norm, named `extra{i}`.

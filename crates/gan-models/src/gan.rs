@@ -34,19 +34,13 @@ pub struct GanConfig {
     /// Dropout probability on D's hidden layers while training (the paper trains D with
     /// dropout). 0 is not written, so older runs' checkpoints still match.
     #[arg(long, default_value_t = 0.0)]
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "crate::registry::is_default")]
     pub d_dropout: f64,
     /// Batch norm on G's hidden layers (Ioffe and Szegedy 2015, after the paper; the
     /// usual way to an MLP generator that trains in minutes). Off is not written.
     #[arg(long)]
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub g_batch_norm: bool,
-}
-
-/// For `skip_serializing_if`: options added later are left out of configs at their
-/// old default, so runs saved before them still match their checkpoints.
-pub(crate) fn is_zero(x: &f64) -> bool {
-    *x == 0.0
 }
 
 impl Default for GanConfig {

@@ -54,7 +54,7 @@ pub struct InfoganConfig {
     /// --noise-range (0: no warm-up). Small noise first makes G spend the codes on the
     /// largest variation (the digit) before the noise may carry style. 0 is not written.
     #[arg(long, default_value_t = 0)]
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "crate::registry::is_default")]
     pub noise_warmup: usize,
     /// z's half-width at step 1 of the warm-up.
     #[arg(long, default_value_t = 0.1)]
@@ -111,10 +111,6 @@ fn tenth() -> f32 {
 
 fn is_tenth(x: &f32) -> bool {
     *x == 0.1
-}
-
-fn is_zero(x: &usize) -> bool {
-    *x == 0
 }
 
 fn default_lr_g() -> f64 {

@@ -132,6 +132,12 @@ pub fn build_model(
     (find(kind)?.build)(config, device, seed)
 }
 
+/// For `skip_serializing_if`: an option added after runs were saved is left out of the
+/// config at its default, so those runs' checkpoints still match.
+pub(crate) fn is_default<T: Default + PartialEq>(x: &T) -> bool {
+    *x == T::default()
+}
+
 /// The defaults a config's clap attributes declare: the one place they are written.
 pub fn defaults<T: Args + FromArgMatches>() -> T {
     let cmd = T::augment_args(Command::new("defaults"));
