@@ -66,6 +66,13 @@ pub struct DisentangleConfig {
     /// the other domain, and train on the swapped reconstructions (MNIST-M-style only).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub paired: bool,
+    /// Weight of the pairs' agreement: the content codes of an MNIST digit and of its
+    /// redrawing in the target domain pulled together, as a share of the codes' variance
+    /// (so shrinking the codes does not satisfy it). Paired streams only; 0: none, and
+    /// not written, so older runs' checkpoints still match.
+    #[arg(long, default_value_t = 0.0)]
+    #[serde(default, skip_serializing_if = "crate::registry::is_default")]
+    pub pair_weight: f64,
     /// Weight of the shared-style line: each MNIST digit rebuilt from its own content and
     /// another MNIST digit's domain code (MNIST has one style), so that whatever the
     /// domain code holds of the digit is of no use to the decoder (0: none).
@@ -113,8 +120,16 @@ impl Disentangle {
             cfg.adversary_hidden
         );
         anyhow::ensure!(
-            cfg.adversary_weight >= 0.0 && cfg.style_weight >= 0.0 && cfg.style_margin >= 0.0,
-            "disentangle needs --adversary-weight, --style-weight and --style-margin >= 0"
+            cfg.adversary_weight >= 0.0
+                && cfg.style_weight >= 0.0
+                && cfg.style_margin >= 0.0
+                && cfg.pair_weight >= 0.0,
+            "disentangle needs --adversary-weight, --style-weight, --style-margin and \
+             --pair-weight >= 0"
+        );
+        anyhow::ensure!(
+            cfg.paired || cfg.pair_weight == 0.0,
+            "--pair-weight needs pairs (--paired true)"
         );
         anyhow::ensure!(
             !(cfg.paired && cfg.target == Target::Uci),
@@ -154,6 +169,20 @@ impl Disentangle {
     /// A's logits on content codes, one per row.
     fn adversary_logits(&self, c: &Tensor) -> candle_core::Result<Tensor> {
         self.adversary.forward(c)?.squeeze(1)
+    }
+
+    /// How far apart the content codes of pairs are (`s` row i is the pair of `t` row i):
+    /// their mean squared distance over the codes' variance across both domains, 0 when
+    /// each pair shares its code, 2 for unrelated codes, whatever the codes' scale.
+    pub fn pair_disagreement(s: &Tensor, t: &Tensor) -> Result<Tensor> {
+        let both = Tensor::cat(&[s, t], 0)?;
+        let var = both
+            .broadcast_sub(&both.mean_keepdim(0)?)?
+            .sqr()?
+            .sum(1)?
+            .mean_all()?;
+        let dist = (s - t)?.sqr()?.sum(1)?.mean_all()?;
+        Ok(dist.broadcast_div(&(var + 1e-8)?)?)
     }
 
     /// The notes' speaker-code constraint on the domain codes `s` (source) and `t`
@@ -234,6 +263,12 @@ impl Model for Disentangle {
                     let cross = reconstruction_error(&self.render_t(&swapped, &s, true)?, &both)?;
                     metrics.push(("cross", cross.to_scalar::<f32>()?));
                     loss = (loss + cross)?;
+                    if self.cfg.pair_weight > 0.0 {
+                        let apart =
+                            Self::pair_disagreement(&c.narrow(0, 0, m)?, &c.narrow(0, m, m)?)?;
+                        metrics.push(("apart", apart.to_scalar::<f32>()?));
+                        loss = (loss + (apart * self.cfg.pair_weight)?)?;
+                    }
                 }
                 if self.cfg.shared_style_weight > 0.0 {
                     // Source row i with source row i + 1's domain code.

@@ -30,6 +30,29 @@ fn the_style_constraint_pulls_codes_to_their_domain_and_the_domains_apart() {
 }
 
 #[test]
+fn pairs_disagree_by_their_distance_over_the_codes_variance() {
+    let value = |s: &Tensor, tt: &Tensor| {
+        Disentangle::pair_disagreement(s, tt)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    };
+    let s = t(&[[1.0, 0.0], [0.0, 1.0]]);
+    assert!(value(&s, &s).abs() < 1e-6, "{}", value(&s, &s));
+    // Codes (1,0), (0,0) against (0,0), (0,0): mean distance (1 + 0) / 2; the four codes'
+    // mean (0.25, 0), variance (0.75^2 + 3 * 0.25^2) / 4 = 0.1875.
+    let (s, tt) = (t(&[[1.0, 0.0], [0.0, 0.0]]), t(&[[0.0, 0.0], [0.0, 0.0]]));
+    assert!(
+        (value(&s, &tt) - 0.5 / 0.1875).abs() < 1e-4,
+        "{}",
+        value(&s, &tt)
+    );
+    // Whatever the scale: shrinking the codes does not bring the pairs together.
+    let (s10, t10) = ((&s * 0.1).unwrap(), (&tt * 0.1).unwrap());
+    assert!((value(&s10, &t10) - value(&s, &tt)).abs() < 1e-3);
+}
+
+#[test]
 fn the_target_follows_mnist_when_paired_and_uci_has_no_pairs() {
     let paired = Disentangle::new(DisentangleConfig::default(), &Device::Cpu, 0).unwrap();
     let streams = paired.streams();
@@ -93,4 +116,19 @@ fn each_line_of_the_objective_is_switched_by_its_flag() {
         ..DisentangleConfig::default()
     };
     assert_eq!(codes_metrics(bare), ["recon"]);
+    let agree = DisentangleConfig {
+        pair_weight: 1.0,
+        ..DisentangleConfig::default()
+    };
+    assert_eq!(
+        codes_metrics(agree),
+        ["recon", "cross", "apart", "shared", "style"]
+    );
+    let unpaired = DisentangleConfig {
+        paired: false,
+        pair_weight: 1.0,
+        ..DisentangleConfig::default()
+    };
+    let err = Disentangle::new(unpaired, &Device::Cpu, 0).err().unwrap();
+    assert!(format!("{err:#}").contains("needs pairs"), "{err:#}");
 }

@@ -4,7 +4,7 @@
 use candle_core::{DType, Device, Tensor};
 use gan_core::engine::load_weights;
 use gan_core::{Dataset, Generator, Model, Streams, TrainConfig, Trainer};
-use gan_models::{Dcgan, DcganConfig, Gan, GanConfig};
+use gan_models::{Cgan, CganConfig, Dcgan, DcganConfig, Gan, GanConfig};
 
 /// `n` 28x28 "digits": a bright vertical or horizontal bar on black, with labels 0 or 1,
 /// so real data has structure that fresh generator noise lacks.
@@ -288,28 +288,17 @@ fn generators_make_images_of_the_right_shape_and_range() {
     assert!(small_gan(5).generate(2, Some(3), &mut rng).is_err());
 }
 
-#[test]
-fn dcgan_can_hand_the_fakes_of_d_step_to_g_step() {
+/// The per-step logs of two steps of the model `build(reuse_fakes)` makes.
+fn two_steps(build: impl Fn(bool) -> Box<dyn Model>) -> [Vec<serde_json::Value>; 2] {
     let (images, labels) = bars(64);
-    let run = |reuse_fakes: bool| {
-        let model = Dcgan::new(
-            DcganConfig {
-                z_dim: 8,
-                g_width: 4,
-                d_width: 4,
-                reuse_fakes,
-                ..DcganConfig::default()
-            },
-            &Device::Cpu,
-            3,
-        )
-        .unwrap();
+    [false, true].map(|reuse_fakes| {
+        let model = build(reuse_fakes);
         let dir = tempfile::tempdir().unwrap();
         let cfg = TrainConfig {
             max_steps: Some(2),
             ..quiet(1, 16, 3)
         };
-        Trainer::new(&model, cfg, dir.path())
+        Trainer::new(model.as_ref(), cfg, dir.path())
             .unwrap()
             .fit(&real(&images, &labels))
             .unwrap();
@@ -317,15 +306,42 @@ fn dcgan_can_hand_the_fakes_of_d_step_to_g_step() {
         log.lines()
             .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
             .collect::<Vec<_>>()
-    };
-    let (fresh, reused) = (run(false), run(true));
-    // D's first step draws the same noise either way; G's step then trains on those
-    // fakes instead of drawing its own, and the runs part.
-    assert_eq!(fresh[0]["d_loss"], reused[0]["d_loss"]);
-    assert_ne!(fresh[0]["g_loss"], reused[0]["g_loss"]);
-    assert_ne!(fresh[1]["d_loss"], reused[1]["d_loss"]);
-    // The option is not written when off, so older DCGAN runs keep matching their config.
+    })
+}
+
+#[test]
+fn dcgan_and_cgan_can_hand_the_fakes_of_d_step_to_g_step() {
+    let dcgan = two_steps(|reuse_fakes| {
+        let cfg = DcganConfig {
+            z_dim: 8,
+            g_width: 4,
+            d_width: 4,
+            reuse_fakes,
+            ..DcganConfig::default()
+        };
+        Box::new(Dcgan::new(cfg, &Device::Cpu, 3).unwrap())
+    });
+    let cgan = two_steps(|reuse_fakes| {
+        let cfg = CganConfig {
+            z_dim: 8,
+            hidden: vec![16, 32],
+            reuse_fakes,
+            ..CganConfig::default()
+        };
+        Box::new(Cgan::new(cfg, &Device::Cpu, 3).unwrap())
+    });
+    for [fresh, reused] in [dcgan, cgan] {
+        // D's first step draws the same noise either way; G's step then trains on those
+        // fakes instead of drawing its own, and the runs part.
+        assert_eq!(fresh[0]["d_loss"], reused[0]["d_loss"]);
+        assert_ne!(fresh[0]["g_loss"], reused[0]["g_loss"]);
+        assert_ne!(fresh[1]["d_loss"], reused[1]["d_loss"]);
+    }
+    // The option is not written when off, so older runs keep matching their config.
     assert!(!serde_json::to_string(&DcganConfig::default())
+        .unwrap()
+        .contains("reuse_fakes"));
+    assert!(!serde_json::to_string(&CganConfig::default())
         .unwrap()
         .contains("reuse_fakes"));
 }
