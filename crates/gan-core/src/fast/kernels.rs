@@ -62,14 +62,15 @@ const SPLIT_MIN_COLS: usize = 64;
 /// alias neither operand; the operands' strides must stay inside their slices (checked by
 /// the callers).
 unsafe fn gemm_into(dst: *mut f32, accumulate: bool, a: Mat, b: Mat, m: usize, n: usize, k: usize) {
-    gemm_threads(
-        dst,
-        accumulate,
-        a,
-        b,
-        (m, n, k),
-        candle_core::utils::get_num_threads(),
-    )
+    gemm_threads(dst, accumulate, a, b, (m, n, k), threads())
+}
+
+/// candle's thread count, read once: `candle_core::utils::get_num_threads` parses
+/// /proc/cpuinfo on every call on Linux (unless `RAYON_NUM_THREADS` is set), which cost
+/// 2-3% of an MLP GAN's training time when it was asked once per product.
+pub(crate) fn threads() -> usize {
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(candle_core::utils::get_num_threads)
 }
 
 /// [`gemm_into`] for a given number of threads.
