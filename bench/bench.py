@@ -162,11 +162,14 @@ class Mlp(nn.Sequential):
     """gan.rs `Mlp`: linear layers with leaky ReLU 0.2 between them (none after the last);
     `slope` 0: ReLU (`Mlp::relu`)."""
 
-    def __init__(self, widths, slope=0.2):
+    def __init__(self, widths, slope=0.2, batch_norm=False):
         layers = []
         for i, (a, b) in enumerate(zip(widths, widths[1:])):
             layers.append(nn.Linear(a, b))
             if i + 2 < len(widths):
+                # `Mlp::with_batch_norm`: batch norm before each hidden activation.
+                if batch_norm:
+                    layers.append(nn.BatchNorm1d(b))
                 layers.append(nn.LeakyReLU(slope) if slope else nn.ReLU())
         super().__init__(*layers)
 
@@ -217,12 +220,13 @@ class Gan:
 
 class Cgan:
     """cgan.rs, default CganConfig: the MLP GAN with the one-hot label beside z (G
-    110-256-512-1024-784 + tanh) and beside the pixels (D 794-1024-512-256-1)."""
+    110-256-512-1024-784 + tanh, batch norm on its hidden layers) and beside the pixels
+    (D 794-1024-512-256-1)."""
 
     z_dim, classes = 100, 10
 
     def __init__(self):
-        self.g = Mlp([self.z_dim + self.classes, 256, 512, 1024, 784])
+        self.g = Mlp([self.z_dim + self.classes, 256, 512, 1024, 784], batch_norm=True)
         self.d = Mlp([784 + self.classes, 1024, 512, 256, 1])
         init_fan_in_uniform(self.g)
         init_fan_in_uniform(self.d)
@@ -255,20 +259,32 @@ class Cgan:
         return self.fake(self.random_labels(n)).view(n, 1, 28, 28)
 
 
+def extra_layers(n, c):
+    """dcgan.rs `extra_layers`: `n` 3x3 stride-1 convolutions of `c` channels, each with
+    its batch norm."""
+    return nn.ModuleList(
+        nn.ModuleList([nn.Conv2d(c, c, 3, 1, 1), nn.BatchNorm2d(c)]) for _ in range(n)
+    )
+
+
 class DcganGenerator(nn.Module):
     """dcgan.rs `Generator`: z -> 7x7x2w (7x7 transposed conv) -> 14x14xw -> 28x28x1
     (`channels` out: `Generator::with_channels`)."""
 
-    def __init__(self, z_dim=100, w=32, channels=1):
+    def __init__(self, z_dim=100, w=32, channels=1, extra=0):
         super().__init__()
         self.proj = nn.ConvTranspose2d(z_dim, 2 * w, 7, 1, 0)
         self.bn0 = nn.BatchNorm2d(2 * w)
+        # `--extra-layers`: 3x3 convolutions + batch norm at the 7x7 stage.
+        self.extra = extra_layers(extra, 2 * w)
         self.up1 = nn.ConvTranspose2d(2 * w, w, 4, 2, 1)
         self.bn1 = nn.BatchNorm2d(w)
         self.up2 = nn.ConvTranspose2d(w, channels, 4, 2, 1)
 
     def forward(self, z):
         x = F.relu(self.bn0(self.proj(z[:, :, None, None])))
+        for conv, bn in self.extra:
+            x = F.relu(bn(conv(x)))
         x = F.relu(self.bn1(self.up1(x)))
         return torch.tanh(self.up2(x))
 
@@ -277,32 +293,36 @@ class DcganDiscriminator(nn.Module):
     """dcgan.rs `Discriminator`: 28x28x1 -> 14x14xw -> 7x7x2w (BN) -> one logit (7x7 conv),
     leaky ReLU 0.2."""
 
-    def __init__(self, w=32):
+    def __init__(self, w=32, extra=0):
         super().__init__()
         self.c1 = nn.Conv2d(1, w, 4, 2, 1)
         self.c2 = nn.Conv2d(w, 2 * w, 4, 2, 1)
         self.bn2 = nn.BatchNorm2d(2 * w)
+        self.extra = extra_layers(extra, 2 * w)
         self.out = nn.Conv2d(2 * w, 1, 7, 1, 0)
 
     def forward(self, x):
         x = F.leaky_relu(self.c1(x), 0.2)
         x = F.leaky_relu(self.bn2(self.c2(x)), 0.2)
+        for conv, bn in self.extra:
+            x = F.leaky_relu(bn(conv(x)), 0.2)
         return self.out(x).flatten()
 
 
 class Dcgan:
-    """dcgan.rs, default DcganConfig: z 100 ~ N(0, I), g_width = d_width = 32."""
+    """dcgan.rs, default DcganConfig: z 100 ~ N(0, I), g_width = d_width = 32, one extra
+    3x3 layer at the 7x7 stage of each, G's learning rate 1e-3."""
 
     z_dim = 100
 
     def __init__(self):
-        self.g = DcganGenerator(self.z_dim, 32)
-        self.d = DcganDiscriminator(32)
+        self.g = DcganGenerator(self.z_dim, 32, extra=1)
+        self.d = DcganDiscriminator(32, extra=1)
         init_normal(self.g)
         init_normal(self.d)
         self.nets = {"g": self.g, "d": self.d}
         self.d_nets, self.g_nets = ["d"], ["g"]
-        self.lr = {"g": 2e-4, "d": 2e-4}
+        self.lr = {"g": 1e-3, "d": 2e-4}
 
     def fake(self, n):
         return self.g(torch.randn(n, self.z_dim, device=DEVICE))

@@ -32,6 +32,7 @@ fn train(kind: &str, data: &Streams) -> Vec<[f64; 2]> {
     let mut config = (entry.default_config)();
     let later: &[(&str, serde_json::Value)] = match kind {
         "cgan" => &[("g_batch_norm", serde_json::Value::Bool(false))],
+        "dcgan" => &[("extra_layers", serde_json::Value::from(0))],
         _ => &[],
     };
     for (key, old) in later {

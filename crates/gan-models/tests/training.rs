@@ -454,8 +454,19 @@ fn dcgan_extra_layers_deepen_both_networks_and_train() {
             );
         }
     }
-    // Without the option, nothing is added (older checkpoints still load).
-    let plain = small_dcgan(0);
+    // At 0, nothing is added (older checkpoints, all without extra layers, still load).
+    let plain = Dcgan::new(
+        DcganConfig {
+            z_dim: 8,
+            g_width: 4,
+            d_width: 4,
+            extra_layers: 0,
+            ..DcganConfig::default()
+        },
+        &Device::Cpu,
+        0,
+    )
+    .unwrap();
     for (_, vars) in plain.networks() {
         assert!(vars
             .data()
@@ -479,4 +490,27 @@ fn dcgan_extra_layers_deepen_both_networks_and_train() {
         )
         .unwrap();
     assert_eq!(x.dims(), &[5, 1, 28, 28]);
+}
+
+#[test]
+fn runs_recorded_before_the_new_defaults_keep_their_networks() {
+    // model_config as runs of 2026-11-23..30 recorded it: no key for the options that
+    // were off then and are defaults now.
+    let cgan: CganConfig = serde_json::from_str(
+        r#"{"g_loss": "non-saturating", "hidden": [256, 512, 1024], "z_dim": 100}"#,
+    )
+    .unwrap();
+    assert!(!cgan.g_batch_norm && !cgan.reuse_fakes);
+    assert!(CganConfig::default().g_batch_norm);
+    let dcgan: DcganConfig = serde_json::from_str(
+        r#"{"d_width": 32, "g_loss": "non-saturating", "g_width": 32, "z_dim": 100}"#,
+    )
+    .unwrap();
+    assert_eq!(dcgan.extra_layers, 0);
+    assert_eq!(DcganConfig::default().extra_layers, 1);
+    // And the new defaults are written, so their runs read back as trained.
+    let written = serde_json::to_value(CganConfig::default()).unwrap();
+    assert_eq!(written["g_batch_norm"], true);
+    let written = serde_json::to_value(DcganConfig::default()).unwrap();
+    assert_eq!(written["extra_layers"], 1);
 }
