@@ -37,7 +37,7 @@ pub struct CganConfig {
     /// G's step reuses the fakes (and their labels) of D's step instead of drawing fresh
     /// noise, as `dcgan --reuse-fakes`: one generator forward per step instead of two.
     /// Off is not written, so older runs match.
-    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    #[arg(long)]
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub reuse_fakes: bool,
     /// Batch norm on G's hidden layers (`--g-batch-norm false` for the paper's plain MLP).
