@@ -78,12 +78,34 @@ pub struct DisentangleConfig {
     /// domain code holds of the digit is of no use to the decoder (0: none).
     #[arg(long, default_value_t = 1.0)]
     pub shared_style_weight: f64,
+    /// Weight of each target image's reconstruction from its own two codes (the MNIST
+    /// digits' keep 1). Below 1, the content code gains less from holding what the
+    /// domain code has no room for (a photo's crop), which gives the domain away; the
+    /// swapped reconstructions still teach the domain code the target's look. 1 is not
+    /// written, so older runs' checkpoints still match.
+    #[arg(long, default_value_t = 1.0)]
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub target_own_weight: f64,
+    /// Weight of the moment match of the two domains' content codes (their means and
+    /// covariances pulled together, `Disentangle::moment_gap`): what a linear probe reads
+    /// of the domain, asked away directly. 0: none, and not written.
+    #[arg(long, default_value_t = 0.0)]
+    #[serde(default, skip_serializing_if = "crate::registry::is_default")]
+    pub moment_weight: f64,
     /// Weight of the speaker-code constraint on the domain codes (0: none).
     #[arg(long, default_value_t = 0.01)]
     pub style_weight: f64,
     /// The distance the two domains' mean domain codes should keep.
     #[arg(long, default_value_t = 1.0)]
     pub style_margin: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn is_one(x: &f64) -> bool {
+    *x == 1.0
 }
 
 impl Default for DisentangleConfig {
@@ -123,13 +145,19 @@ impl Disentangle {
             cfg.adversary_weight >= 0.0
                 && cfg.style_weight >= 0.0
                 && cfg.style_margin >= 0.0
-                && cfg.pair_weight >= 0.0,
-            "disentangle needs --adversary-weight, --style-weight, --style-margin and \
-             --pair-weight >= 0"
+                && cfg.pair_weight >= 0.0
+                && cfg.target_own_weight >= 0.0
+                && cfg.moment_weight >= 0.0,
+            "disentangle needs --adversary-weight, --style-weight, --style-margin, \
+             --pair-weight, --target-own-weight and --moment-weight >= 0"
         );
         anyhow::ensure!(
             cfg.paired || cfg.pair_weight == 0.0,
             "--pair-weight needs pairs (--paired true)"
+        );
+        anyhow::ensure!(
+            cfg.paired || cfg.target_own_weight == 1.0,
+            "--target-own-weight needs pairs (--paired true): the swapped reconstructions"
         );
         anyhow::ensure!(
             !(cfg.paired && cfg.target == Target::Uci),
@@ -183,6 +211,27 @@ impl Disentangle {
             .mean_all()?;
         let dist = (s - t)?.sqr()?.sum(1)?.mean_all()?;
         Ok(dist.broadcast_div(&(var + 1e-8)?)?)
+    }
+
+    /// How far apart the two domains' content codes lie in their first two moments (what
+    /// a linear probe reads): the codes scaled by their spread across both domains, then
+    /// the mean squared difference of the two domains' means plus that of their
+    /// covariance matrices (Sun and Saenko's CORAL, 2016). 0 when the moments agree,
+    /// whatever the codes' scale.
+    pub fn moment_gap(s: &Tensor, t: &Tensor) -> Result<Tensor> {
+        let both = Tensor::cat(&[s, t], 0)?;
+        let centred = both.broadcast_sub(&both.mean_keepdim(0)?)?;
+        let spread = (centred.sqr()?.mean_all()? + 1e-8)?.sqrt()?;
+        let z = centred.broadcast_div(&spread)?;
+        let m = s.dim(0)?;
+        let (zs, zt) = (z.narrow(0, 0, m)?, z.narrow(0, m, t.dim(0)?)?);
+        let cov = |x: &Tensor| -> candle_core::Result<Tensor> {
+            let c = x.broadcast_sub(&x.mean_keepdim(0)?)?;
+            c.t()?.matmul(&c)? / x.dim(0)? as f64
+        };
+        let means = (zs.mean(0)? - zt.mean(0)?)?.sqr()?.mean_all()?;
+        let covs = (cov(&zs)? - cov(&zt)?)?.sqr()?.mean_all()?;
+        Ok((means + covs)?)
     }
 
     /// The notes' speaker-code constraint on the domain codes `s` (source) and `t`
@@ -254,7 +303,14 @@ impl Model for Disentangle {
                 let c = self.content.forward_t(&both, true)?;
                 let s = self.style.forward_t(&both, true)?;
                 let own = self.render_t(&c, &s, true)?;
-                let recon = reconstruction_error(&own, &both)?;
+                let recon = if self.cfg.target_own_weight == 1.0 {
+                    reconstruction_error(&own, &both)?
+                } else {
+                    // The mean over both halves, the target's weighted.
+                    let es = reconstruction_error(&own.narrow(0, 0, m)?, xs)?;
+                    let et = reconstruction_error(&own.narrow(0, m, m)?, xt)?;
+                    ((es + (et * self.cfg.target_own_weight)?)? / 2.0)?
+                };
                 let mut metrics = vec![("recon", recon.to_scalar::<f32>()?)];
                 let mut loss = recon;
                 if self.cfg.paired {
@@ -286,6 +342,11 @@ impl Model for Disentangle {
                     let logits = frozen(|| self.adversary_logits(&c))?;
                     let confusion = bce_with_logits_const(&logits, 0.5)?;
                     loss = (loss + (confusion * self.cfg.adversary_weight)?)?;
+                }
+                if self.cfg.moment_weight > 0.0 {
+                    let gap = Self::moment_gap(&c.narrow(0, 0, m)?, &c.narrow(0, m, m)?)?;
+                    metrics.push(("moments", gap.to_scalar::<f32>()?));
+                    loss = (loss + (gap * self.cfg.moment_weight)?)?;
                 }
                 if self.cfg.style_weight > 0.0 {
                     let (ss, st) = (s.narrow(0, 0, m)?, s.narrow(0, m, m)?);

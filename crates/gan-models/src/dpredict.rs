@@ -54,6 +54,51 @@ pub struct DpredictConfig {
     /// Langevin steps of generation from noise (sample, eval, figures).
     #[arg(long, default_value_t = 200)]
     pub sample_steps: usize,
+    /// D's layers: conv3 (3x3 at full size, then two 4x4 of stride 2) or strided (four
+    /// convolutions of stride 2 down to 2x2 and a hidden linear layer, the shape of
+    /// common MNIST energy models: a quarter of conv3's products).
+    #[arg(long, value_enum, default_value = "conv3")]
+    #[serde(default, skip_serializing_if = "crate::registry::is_default")]
+    pub arch: Arch,
+    /// D's activation: leaky (ReLU, slope 0.2) or swish (x sigmoid(x)), whose gradient
+    /// in x is smooth, which the search follows.
+    #[arg(long, value_enum, default_value = "leaky")]
+    #[serde(default, skip_serializing_if = "crate::registry::is_default")]
+    pub activation: Activation,
+    /// Each pixel's gradient clamped to [-c, c] before the step (0: not clamped), so
+    /// that no search step moves a pixel more than eta c.
+    #[arg(long, default_value_t = 0.0)]
+    #[serde(default, skip_serializing_if = "crate::registry::is_default")]
+    pub grad_clamp: f64,
+    /// Gaussian noise of this spread added to the training images (then clamped to
+    /// [-1, 1]), so that D cannot score them high for lying exactly on MNIST's few
+    /// grey levels.
+    #[arg(long, default_value_t = 0.0)]
+    #[serde(default, skip_serializing_if = "crate::registry::is_default")]
+    pub data_noise: f64,
+}
+
+/// D's layers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Arch {
+    /// 3x3 to `width` at 28x28, 4x4 stride 2 to 2 `width` and 4 `width`, a linear score.
+    #[default]
+    Conv3,
+    /// 5x5 stride 2 to `width` (16x16), 3x3 stride 2 to 2, 4 and 4 `width` (8, 4, 2),
+    /// a linear layer to 4 `width` and the linear score.
+    Strided,
+}
+
+/// D's activation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Activation {
+    /// Leaky ReLU, slope 0.2.
+    #[default]
+    Leaky,
+    /// x sigmoid(x) (Ramachandran et al. 2017).
+    Swish,
 }
 
 impl Default for DpredictConfig {
@@ -62,41 +107,70 @@ impl Default for DpredictConfig {
     }
 }
 
-/// D: three convolutions (3x3, then two 4x4 of stride 2), leaky ReLU, no batch norm (a
-/// score that depends on the rest of the batch would be no function of x to climb).
+/// D: convolutions and linear layers, no batch norm (a score that depends on the rest of
+/// the batch would be no function of x to climb).
 struct Critic {
-    c1: Conv2d,
-    c2: Conv2d,
-    c3: Conv2d,
+    convs: Vec<Conv2d>,
+    hidden: Option<Linear>,
     out: Linear,
+    activation: Activation,
 }
 
 impl Critic {
-    fn new(w: usize, vb: VarBuilder) -> candle_core::Result<Self> {
-        let same = ConvSpec {
-            padding: 1,
-            stride: 1,
+    fn new(
+        w: usize,
+        arch: Arch,
+        activation: Activation,
+        vb: VarBuilder,
+    ) -> candle_core::Result<Self> {
+        let spec = |padding, stride| ConvSpec {
+            padding,
+            stride,
             output_padding: 0,
         };
-        let half = ConvSpec {
-            padding: 1,
-            stride: 2,
-            output_padding: 0,
-        };
-        Ok(Self {
-            c1: conv2d(1, w, 3, same, vb.pp("c1"))?,
-            c2: conv2d(w, 2 * w, 4, half, vb.pp("c2"))?,
-            c3: conv2d(2 * w, 4 * w, 4, half, vb.pp("c3"))?,
-            out: linear(4 * w * 49, 1, vb.pp("out"))?,
+        Ok(match arch {
+            Arch::Conv3 => Self {
+                convs: vec![
+                    conv2d(1, w, 3, spec(1, 1), vb.pp("c1"))?,
+                    conv2d(w, 2 * w, 4, spec(1, 2), vb.pp("c2"))?,
+                    conv2d(2 * w, 4 * w, 4, spec(1, 2), vb.pp("c3"))?,
+                ],
+                hidden: None,
+                out: linear(4 * w * 49, 1, vb.pp("out"))?,
+                activation,
+            },
+            Arch::Strided => Self {
+                convs: vec![
+                    conv2d(1, w, 5, spec(4, 2), vb.pp("c1"))?,
+                    conv2d(w, 2 * w, 3, spec(1, 2), vb.pp("c2"))?,
+                    conv2d(2 * w, 4 * w, 3, spec(1, 2), vb.pp("c3"))?,
+                    conv2d(4 * w, 4 * w, 3, spec(1, 2), vb.pp("c4"))?,
+                ],
+                hidden: Some(linear(4 * w * 4, 4 * w, vb.pp("hidden"))?),
+                out: linear(4 * w, 1, vb.pp("out"))?,
+                activation,
+            },
         })
+    }
+
+    fn act(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self.activation {
+            Activation::Leaky => leaky_relu(x, 0.2),
+            Activation::Swish => x.silu(),
+        }
     }
 
     /// `[B]` scores.
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let h = leaky_relu(&self.c1.forward(x)?, 0.2)?;
-        let h = leaky_relu(&self.c2.forward(&h)?, 0.2)?;
-        let h = leaky_relu(&self.c3.forward(&h)?, 0.2)?;
-        self.out.forward(&h.flatten_from(1)?)?.flatten_all()
+        let mut h = x.clone();
+        for c in &self.convs {
+            h = self.act(&c.forward(&h)?)?;
+        }
+        let mut h = h.flatten_from(1)?;
+        if let Some(l) = &self.hidden {
+            h = self.act(&l.forward(&h)?)?;
+        }
+        self.out.forward(&h)?.flatten_all()
     }
 }
 
@@ -132,9 +206,15 @@ impl Dpredict {
             cfg.step_size > 0.0 && cfg.noise >= 0.0 && cfg.alpha >= 0.0,
             "dpredict needs --step-size > 0, --noise >= 0 and --alpha >= 0"
         );
+        anyhow::ensure!(
+            cfg.grad_clamp >= 0.0 && cfg.data_noise >= 0.0,
+            "dpredict needs --grad-clamp >= 0 and --data-noise >= 0"
+        );
         let d_vars = VarMap::new();
         let d = Critic::new(
             cfg.width,
+            cfg.arch,
+            cfg.activation,
             VarBuilder::from_varmap(&d_vars, DType::F32, device),
         )?;
         let mut r = rng(seed, RngStream::Init);
@@ -191,6 +271,10 @@ impl Dpredict {
             let g = grads
                 .get(v.as_tensor())
                 .context("no gradient of D's score reached the images")?;
+            let g = match self.cfg.grad_clamp {
+                c if c > 0.0 => g.clamp(-c as f32, c as f32)?,
+                _ => g.clone(),
+            };
             let mut delta = (g * self.cfg.step_size)?;
             if self.cfg.noise > 0.0 {
                 let spec = LatentSpec(vec![Latent::Gaussian { dim: 784 }]);
@@ -267,7 +351,13 @@ impl Model for Dpredict {
         if phase != "d" {
             return Err(no_such_phase(self.kind(), phase));
         }
-        let x = step.real()?.images.clone();
+        let mut x = step.real()?.images.clone();
+        if self.cfg.data_noise > 0.0 {
+            let spec = LatentSpec(vec![Latent::Gaussian { dim: 784 }]);
+            let eps = spec.sample(x.dim(0)?, step.rng, &self.device)?.z;
+            let eps = (eps.reshape(x.shape())? * self.cfg.data_noise)?;
+            x = (x + eps)?.clamp(-1f32, 1f32)?;
+        }
         let neg = self.negatives(x.dim(0)?, step.rng)?;
         let (sr, sn) = (self.d.forward(&x)?, self.d.forward(&neg)?);
         let loss = ((sn.mean_all()? - sr.mean_all()?)?

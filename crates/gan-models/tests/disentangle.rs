@@ -53,6 +53,34 @@ fn pairs_disagree_by_their_distance_over_the_codes_variance() {
 }
 
 #[test]
+fn the_moment_gap_reads_means_and_covariances_at_any_scale() {
+    let value = |s: &Tensor, tt: &Tensor| {
+        Disentangle::moment_gap(s, tt)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    };
+    // The same codes in another order: no gap.
+    let (s, tt) = (t(&[[1.0, 2.0], [3.0, -1.0]]), t(&[[3.0, -1.0], [1.0, 2.0]]));
+    assert!(value(&s, &tt).abs() < 1e-6, "{}", value(&s, &tt));
+    // Means +-1 on the first axis, no spread in a domain: the codes scaled by
+    // sqrt(1/2) are +-sqrt(2); (2 sqrt(2))^2 = 8 on one of two axes: 4.
+    let (s, tt) = (t(&[[1.0, 0.0], [1.0, 0.0]]), t(&[[-1.0, 0.0], [-1.0, 0.0]]));
+    assert!((value(&s, &tt) - 4.0).abs() < 1e-4, "{}", value(&s, &tt));
+    // Equal means, the spread on crossed axes: covariances diag(2, 0) and diag(0, 2)
+    // after scaling; (4 + 4) / 4 entries = 2.
+    let (s, tt) = (t(&[[1.0, 0.0], [-1.0, 0.0]]), t(&[[0.0, 1.0], [0.0, -1.0]]));
+    assert!((value(&s, &tt) - 2.0).abs() < 1e-4, "{}", value(&s, &tt));
+    // Shrinking the codes does not close the gap.
+    let (s10, t10) = ((&s * 0.1).unwrap(), (&tt * 0.1).unwrap());
+    assert!(
+        (value(&s10, &t10) - 2.0).abs() < 1e-3,
+        "{}",
+        value(&s10, &t10)
+    );
+}
+
+#[test]
 fn the_target_follows_mnist_when_paired_and_uci_has_no_pairs() {
     let paired = Disentangle::new(DisentangleConfig::default(), &Device::Cpu, 0).unwrap();
     let streams = paired.streams();
@@ -123,6 +151,14 @@ fn each_line_of_the_objective_is_switched_by_its_flag() {
     assert_eq!(
         codes_metrics(agree),
         ["recon", "cross", "apart", "shared", "style"]
+    );
+    let moments = DisentangleConfig {
+        moment_weight: 1.0,
+        ..DisentangleConfig::default()
+    };
+    assert_eq!(
+        codes_metrics(moments),
+        ["recon", "cross", "shared", "moments", "style"]
     );
     let unpaired = DisentangleConfig {
         paired: false,

@@ -3,7 +3,7 @@
 
 use candle_core::{Device, Tensor};
 use gan_core::{Dataset, Model, Streams, TrainConfig, Trainer};
-use gan_models::dpredict::{Dpredict, DpredictConfig};
+use gan_models::dpredict::{Activation, Arch, Dpredict, DpredictConfig};
 
 fn tiny() -> DpredictConfig {
     DpredictConfig {
@@ -23,12 +23,27 @@ fn scores(model: &Dpredict, x: &Tensor) -> Vec<f32> {
     model.score(x).unwrap().to_vec1::<f32>().unwrap()
 }
 
+/// `tiny()` with the strided D and swish.
+fn strided() -> DpredictConfig {
+    DpredictConfig {
+        arch: Arch::Strided,
+        activation: Activation::Swish,
+        ..tiny()
+    }
+}
+
 #[test]
 fn small_noiseless_steps_raise_every_score() {
+    for net in [tiny(), strided()] {
+        raise_every_score(net);
+    }
+}
+
+fn raise_every_score(net: DpredictConfig) {
     let cfg = DpredictConfig {
         step_size: 1e-3,
         noise: 0.0,
-        ..tiny()
+        ..net
     };
     let model = Dpredict::new(cfg, &Device::Cpu, 0).unwrap();
     // Away from the clamp at -1 and 1, so that every pixel may move.
@@ -80,6 +95,29 @@ fn a_search_keeps_the_pixels_it_is_given() {
     );
 }
 
+#[test]
+fn a_clamped_gradient_moves_no_pixel_further_than_eta_c() {
+    let (eta, c) = (10.0, 1e-6);
+    let cfg = DpredictConfig {
+        step_size: eta,
+        grad_clamp: c,
+        noise: 0.0,
+        ..strided()
+    };
+    let model = Dpredict::new(cfg, &Device::Cpu, 0).unwrap();
+    let x = (images(4) * 0.5).unwrap();
+    let mut rng = gan_core::prior::rng(0, gan_core::RngStream::Sample);
+    let y = model.search(&x, 1, None, &mut rng, |_, _| Ok(())).unwrap();
+    let moved = (&y - &x).unwrap().abs().unwrap().max_all().unwrap();
+    let moved = moved.to_scalar::<f32>().unwrap() as f64;
+    // Some gradient exceeds 1e-6, so the largest move is exactly eta c.
+    assert!(
+        (moved - eta * c).abs() < 1e-7,
+        "largest move {moved}, clamp allows {}",
+        eta * c
+    );
+}
+
 fn buffer_of(model: &Dpredict) -> Vec<f32> {
     let (_, vars) = model.buffers()[0];
     vars.all_vars()[0]
@@ -91,6 +129,19 @@ fn buffer_of(model: &Dpredict) -> Vec<f32> {
 
 #[test]
 fn the_replay_buffer_resumes_with_the_run() {
+    resume_bit_for_bit(tiny());
+}
+
+#[test]
+fn noisy_training_images_and_the_strided_d_resume_bit_for_bit() {
+    resume_bit_for_bit(DpredictConfig {
+        data_noise: 0.05,
+        grad_clamp: 0.03,
+        ..strided()
+    });
+}
+
+fn resume_bit_for_bit(net: DpredictConfig) {
     let data = Streams::real(Dataset::new(images(32), None).unwrap());
     let cfg = TrainConfig {
         epochs: 2,
@@ -99,13 +150,13 @@ fn the_replay_buffer_resumes_with_the_run() {
         progress: false,
         ..TrainConfig::default()
     };
-    let straight = Dpredict::new(tiny(), &Device::Cpu, 0).unwrap();
+    let straight = Dpredict::new(net.clone(), &Device::Cpu, 0).unwrap();
     let a = tempfile::tempdir().unwrap();
     Trainer::new(&straight, cfg.clone(), a.path())
         .unwrap()
         .fit(&data)
         .unwrap();
-    let first = Dpredict::new(tiny(), &Device::Cpu, 0).unwrap();
+    let first = Dpredict::new(net.clone(), &Device::Cpu, 0).unwrap();
     let b = tempfile::tempdir().unwrap();
     let cut = TrainConfig {
         max_steps: Some(5),
@@ -116,11 +167,20 @@ fn the_replay_buffer_resumes_with_the_run() {
         .fit(&data)
         .unwrap();
     // Another seed: a buffer of other noise, unless the checkpoint restores it.
-    let resumed = Dpredict::new(tiny(), &Device::Cpu, 7).unwrap();
+    let resumed = Dpredict::new(net, &Device::Cpu, 7).unwrap();
     assert_ne!(buffer_of(&resumed), buffer_of(&first));
     Trainer::resume(&resumed, cfg, b.path())
         .unwrap()
         .fit(&data)
         .unwrap();
     assert_eq!(buffer_of(&resumed), buffer_of(&straight));
+    let weights = |m: &Dpredict| {
+        let (_, vars) = m.networks()[0];
+        let mut all: Vec<_> = vars.data().lock().unwrap().clone().into_iter().collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all.iter()
+            .flat_map(|(_, v)| v.flatten_all().unwrap().to_vec1::<f32>().unwrap())
+            .collect::<Vec<f32>>()
+    };
+    assert_eq!(weights(&resumed), weights(&straight), "D's weights differ");
 }
