@@ -251,6 +251,17 @@ fn leaky_relu_matches_candle() {
 }
 
 #[test]
+fn swish_matches_candle() {
+    let inputs = [(rand(&[3, 4, 5], 8) * 6.0).unwrap()];
+    check(
+        "swish",
+        &inputs,
+        |t| ops::swish(&t[0]),
+        |t| t[0].clone() * candle_nn::ops::sigmoid(&t[0])?,
+    );
+}
+
+#[test]
 fn gradients_only_where_needed() {
     // A data batch (not a variable) gets no gradient; the weights still do.
     let x = rand(&[2, 3, 6, 6], 1);

@@ -18,7 +18,7 @@ use candle_core::{DType, Device, Module, Tensor, Var};
 use candle_nn::{Init, VarBuilder, VarMap};
 use gan_core::engine::no_such_phase;
 use gan_core::fast::layers::{conv2d, frozen, linear, Conv2d, ConvSpec, Linear};
-use gan_core::fast::nn::leaky_relu;
+use gan_core::fast::nn::{leaky_relu, swish};
 use gan_core::init::{reinit, WeightInit};
 use gan_core::prior::{rng, Latent, LatentSpec, Rng, RngStream};
 use gan_core::{Completer, Figure, Generator, Model, Phase, Step, StepOutput};
@@ -156,7 +156,7 @@ impl Critic {
     fn act(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self.activation {
             Activation::Leaky => leaky_relu(x, 0.2),
-            Activation::Swish => x.silu(),
+            Activation::Swish => swish(x),
         }
     }
 

@@ -14,6 +14,11 @@ pub fn relu(x: &Tensor) -> Result<Tensor> {
     crate::fast::ops::relu(x)
 }
 
+/// Swish (`x sigmoid(x)`) through the fused kernel of [`crate::fast::ops::swish`].
+pub fn swish(x: &Tensor) -> Result<Tensor> {
+    crate::fast::ops::swish(x)
+}
+
 /// Inverted dropout: each unit zeroed with probability `p`, the rest scaled by 1/(1-p),
 /// the mask drawn from `rng` (the run's stream, so that a resumed run draws the same
 /// masks). `p = 0` returns `x` unchanged without drawing.

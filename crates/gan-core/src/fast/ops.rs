@@ -614,3 +614,47 @@ pub fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
 pub fn relu(x: &Tensor) -> Result<Tensor> {
     leaky_relu(x, 0.0)
 }
+
+// ---------------------------------------------------------------- swish
+
+struct SwishOp;
+
+fn sigmoid(v: f32) -> f32 {
+    1.0 / (1.0 + (-v).exp())
+}
+
+impl CustomOp1 for SwishOp {
+    fn name(&self) -> &'static str {
+        "gan-swish"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let y = data(s, l)?.iter().map(|&v| v * sigmoid(v)).collect();
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        with_data(&[x, grad], |d| {
+            let dx = d[0]
+                .iter()
+                .zip(d[1])
+                .map(|(&x, &g)| {
+                    let s = sigmoid(x);
+                    g * s * (1.0 + x * (1.0 - s))
+                })
+                .collect();
+            cpu(dx, x.shape()).map(Some)
+        })
+    }
+}
+
+/// Swish, `x sigmoid(x)` (candle's `silu`), in one pass each way: candle's backward of
+/// `silu` builds five ops and as many temporaries, which the Langevin searches of
+/// energy models run thousands of times a step.
+pub fn swish(x: &Tensor) -> Result<Tensor> {
+    if on_fast_path(x) {
+        x.contiguous()?.apply_op1_arc(Arc::new(Box::new(SwishOp)))
+    } else {
+        x.silu()
+    }
+}
