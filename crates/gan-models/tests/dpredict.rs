@@ -5,8 +5,13 @@ use candle_core::{Device, Tensor};
 use gan_core::{Dataset, Model, Streams, TrainConfig, Trainer};
 use gan_models::dpredict::{Activation, Arch, Dpredict, DpredictConfig};
 
+/// The first network (3x3 at full size, leaky ReLU), shrunk.
 fn tiny() -> DpredictConfig {
     DpredictConfig {
+        arch: Arch::Conv3,
+        activation: Activation::Leaky,
+        grad_clamp: 0.0,
+        data_noise: 0.0,
         width: 2,
         langevin_steps: 2,
         buffer: 24,
