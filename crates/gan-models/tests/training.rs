@@ -4,6 +4,7 @@
 use candle_core::{DType, Device, Tensor};
 use gan_core::engine::load_weights;
 use gan_core::{Dataset, Generator, Model, Streams, TrainConfig, Trainer};
+use gan_models::dpredict::{Activation, Arch, DpredictConfig};
 use gan_models::{Cgan, CganConfig, Dcgan, DcganConfig, Gan, GanConfig};
 
 /// `n` 28x28 "digits": a bright vertical or horizontal bar on black, with labels 0 or 1,
@@ -513,4 +514,16 @@ fn runs_recorded_before_the_new_defaults_keep_their_networks() {
     assert_eq!(written["g_batch_norm"], true);
     let written = serde_json::to_value(DcganConfig::default()).unwrap();
     assert_eq!(written["extra_layers"], 1);
+    // dpredict as recorded before --arch (2026-11-30): the first network, unclamped.
+    let old: DpredictConfig = serde_json::from_str(
+        r#"{"alpha": 0.1, "buffer": 10000, "langevin_steps": 20, "noise": 0.01,
+            "reinit": 0.05, "sample_steps": 200, "step_size": 10.0, "width": 16}"#,
+    )
+    .unwrap();
+    assert_eq!((old.arch, old.activation), (Arch::Conv3, Activation::Leaky));
+    assert_eq!((old.grad_clamp, old.data_noise), (0.0, 0.0));
+    let written = serde_json::to_value(DpredictConfig::default()).unwrap();
+    assert_eq!(written["arch"], "strided");
+    assert_eq!(written["activation"], "swish");
+    assert_eq!(written["grad_clamp"], 0.03);
 }
