@@ -442,8 +442,9 @@ impl Registered for Dpredict {
     const KIND: &'static str = "dpredict";
     const ABOUT: &'static str =
         "The discriminator as a predictor: D trained alone against its own search, x* = argmax_x D(x)";
-    /// Three epochs: the searches from noise draw digits of every class (docs/PREDICTOR.md,
-    /// seeds 0-2); about 25 minutes alone on the 2-core VM, each step 61 passes of D.
+    /// Three epochs: the searches from noise draw digits (docs/PREDICTOR.md, seeds 0-2);
+    /// each step is 61 passes of D, about 12 minutes an epoch on the 2-core VM beside
+    /// another training.
     const EPOCHS: usize = 3;
     fn build(cfg: DpredictConfig, device: &Device, seed: u64) -> Result<Self> {
         Self::new(cfg, device, seed)
