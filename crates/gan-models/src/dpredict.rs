@@ -190,6 +190,12 @@ pub struct Dpredict {
     device: Device,
 }
 
+/// `n` images of N(0, 1) noise, `[n, 1, 28, 28]`.
+fn gaussian(n: usize, rng: &mut Rng, device: &Device) -> Result<Tensor> {
+    let spec = LatentSpec(vec![Latent::Gaussian { dim: 784 }]);
+    Ok(spec.sample(n, rng, device)?.z.reshape((n, 1, 28, 28))?)
+}
+
 /// `n` images of uniform noise in [-1, 1].
 fn uniform(n: usize, rng: &mut Rng, device: &Device) -> Result<Tensor> {
     let spec = LatentSpec(vec![Latent::Uniform {
@@ -284,8 +290,7 @@ impl Dpredict {
             };
             let mut delta = (g * self.cfg.step_size)?;
             if self.cfg.noise > 0.0 {
-                let spec = LatentSpec(vec![Latent::Gaussian { dim: 784 }]);
-                let eps = spec.sample(n, rng, &self.device)?.z.reshape(x.shape())?;
+                let eps = gaussian(n, rng, &self.device)?;
                 delta = (delta + (eps * self.cfg.noise)?)?;
             }
             if let Some(m) = free {
@@ -360,9 +365,7 @@ impl Model for Dpredict {
         }
         let mut x = step.real()?.images.clone();
         if self.cfg.data_noise > 0.0 {
-            let spec = LatentSpec(vec![Latent::Gaussian { dim: 784 }]);
-            let eps = spec.sample(x.dim(0)?, step.rng, &self.device)?.z;
-            let eps = (eps.reshape(x.shape())? * self.cfg.data_noise)?;
+            let eps = (gaussian(x.dim(0)?, step.rng, &self.device)? * self.cfg.data_noise)?;
             x = (x + eps)?.clamp(-1f32, 1f32)?;
         }
         let neg = self.negatives(x.dim(0)?, step.rng)?;
