@@ -132,10 +132,10 @@ fn buffer_of(model: &Dpredict) -> Vec<f32> {
         .unwrap()
 }
 
-/// The first network, then the strided one with noisy training images. One test for
-/// both: these resumes have been seen to differ when many tests of this binary run at
-/// once (a fault not yet found, and not this file's: it shows with the first network's
-/// config too), so this binary keeps as few tests as it had when it passed every time.
+/// The first network, then the strided one with noisy training images. (These resumes
+/// once differed when many tests of this binary ran at once: another test's trainer,
+/// waiting inside a frozen search, ran this one's step with D frozen; the engine now
+/// isolates each step: `gan_core::fast::isolated`.)
 #[test]
 fn the_replay_buffer_and_d_resume_with_the_run() {
     resume_bit_for_bit(tiny());

@@ -527,3 +527,36 @@ fn runs_recorded_before_the_new_defaults_keep_their_networks() {
     assert_eq!(written["activation"], "swish");
     assert_eq!(written["grad_clamp"], 0.03);
 }
+
+/// A run started from inside a rayon job that has frozen the layers (another trainer's
+/// generator step, whose waiting worker picked up this run's step) trains as if alone:
+/// the engine's steps run on rayon's threads, and the frozen flag is per thread.
+#[test]
+fn a_step_run_inside_another_frozen_section_still_trains_every_weight() {
+    let (images, labels) = bars(32);
+    let run = |inside_frozen: bool| {
+        let model = small_dcgan(4);
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = TrainConfig {
+            max_steps: Some(2),
+            ..quiet(1, 16, 4)
+        };
+        let fit = || {
+            Trainer::new(&model, cfg, dir.path())
+                .unwrap()
+                .fit(&real(&images, &labels))
+                .unwrap()
+        };
+        if inside_frozen {
+            // On a worker, so the engine's own rayon::scope runs on this very thread.
+            rayon::scope(|_| gan_core::fast::layers::frozen(fit));
+        } else {
+            fit();
+        }
+        weights(&model)
+    };
+    let (alone, nested) = (run(false), run(true));
+    let before = weights(&small_dcgan(4));
+    assert_ne!(alone, before, "two steps should move the weights");
+    assert_eq!(nested, alone);
+}

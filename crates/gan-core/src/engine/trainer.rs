@@ -393,7 +393,9 @@ impl<'m> Trainer<'m> {
         // kernels of `ops` also use: the calling thread would otherwise sit beside the
         // pool's threads on the same cores, and each parallel section would pay a
         // hand-off between them.
-        rayon::scope(|_| self.step_in_pool(batches))
+        // Isolated: the layers' frozen flag and the gradient collector are per thread,
+        // and the worker may be one that waits inside another trainer's step.
+        rayon::scope(|_| crate::fast::isolated(|| self.step_in_pool(batches)))
     }
 
     fn step_in_pool(&mut self, batches: &BTreeMap<String, Batch>) -> Result<BTreeMap<String, f32>> {

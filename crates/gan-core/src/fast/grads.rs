@@ -73,15 +73,7 @@ impl Collector {
         for b in self.buffers.lock().unwrap().values_mut() {
             b.written = false;
         }
-        struct Restore(Option<Buffers>);
-        impl Drop for Restore {
-            fn drop(&mut self) {
-                ACTIVE.with(|a| *a.borrow_mut() = self.0.take());
-            }
-        }
-        let previous = ACTIVE.with(|a| a.borrow_mut().replace(self.buffers.clone()));
-        let _restore = Restore(previous);
-        loss.backward()
+        with_active(Some(self.buffers.clone()), || loss.backward())
     }
 
     /// Runs `f` on the gradient of `var` collected by the last [`Collector::backward`],
@@ -98,6 +90,23 @@ impl Collector {
         self.with_gradient(var, |g| Tensor::from_slice(g, var.shape(), &Device::Cpu))
             .transpose()
     }
+}
+
+/// Runs `f` with `active` as this thread's collector, restoring the caller's afterwards.
+fn with_active<R>(active: Option<Buffers>, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<Buffers>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            ACTIVE.with(|a| *a.borrow_mut() = self.0.take());
+        }
+    }
+    let _restore = Restore(ACTIVE.with(|a| std::mem::replace(&mut *a.borrow_mut(), active)));
+    f()
+}
+
+/// Runs `f` with no collector active on this thread, restoring the caller's afterwards.
+pub(crate) fn without_collector<R>(f: impl FnOnce() -> R) -> R {
+    with_active(None, f)
 }
 
 /// Lets `write` produce the gradient of the weight variable `w` straight into its

@@ -22,13 +22,18 @@ thread_local! {
 /// generator; the discriminator's weight gradients would be thrown away, and they cost
 /// about a third of its backward pass. Batch norm still updates its running statistics.
 pub fn frozen<R>(f: impl FnOnce() -> R) -> R {
+    with_frozen(true, f)
+}
+
+/// Runs `f` with the frozen flag set to `value`, restoring the caller's afterwards.
+pub(crate) fn with_frozen<R>(value: bool, f: impl FnOnce() -> R) -> R {
     struct Restore(bool);
     impl Drop for Restore {
         fn drop(&mut self) {
             FROZEN.with(|c| c.set(self.0));
         }
     }
-    let _restore = Restore(FROZEN.with(|c| c.replace(true)));
+    let _restore = Restore(FROZEN.with(|c| c.replace(value)));
     f()
 }
 
