@@ -128,6 +128,8 @@ pub struct EvalArgs {
     pub data_dir: PathBuf,
     pub verify: bool,
     pub device: String,
+    /// Load the generator's running average where the run kept one (`--ema`).
+    pub averaged: bool,
     /// Where a domain adapter's target domain comes from.
     pub domains: crate::domains::DomainArgs,
 }
@@ -204,7 +206,12 @@ pub fn eval(args: &EvalArgs) -> Result<EvalReport> {
     let device = gan_core::device::parse_device(&args.device)?;
     let run = RunConfig::read(&args.run_dir)?;
     let model = gan_models::build(&run.model, &run.model_config, &device, run.train.seed)?;
-    gan_core::engine::load_weights(model.as_ref(), &args.run_dir)?;
+    let averaged = args.averaged && run.train.ema.is_some();
+    if averaged {
+        gan_core::engine::load_weights(model.as_ref(), &args.run_dir)?;
+    } else {
+        gan_core::engine::load_step_weights(model.as_ref(), &args.run_dir)?;
+    }
     let step = checkpoint_step(&args.run_dir)?;
     let test = split_of_at_least(args, gan_data::SplitKind::Test, n, &device)?;
     let train = split_of_at_least(args, gan_data::SplitKind::Train, n, &device)?;
@@ -255,6 +262,7 @@ pub fn eval(args: &EvalArgs) -> Result<EvalReport> {
         model: run.model.clone(),
         step,
         judge_path: judge_path.display().to_string(),
+        averaged,
     };
     let (report, codes) = evaluate(
         model.as_ref(),
@@ -349,6 +357,7 @@ fn append_log(run_dir: &Path, r: &EvalReport) -> Result<()> {
     use std::io::Write;
     let mut line = serde_json::json!({
         "step": r.step,
+        "averaged": r.averaged,
         "n": r.n,
         "seed": r.seed,
         "judge_sha256": r.judge_sha256,
@@ -428,10 +437,11 @@ fn histogram(c: &ClassCoverage) -> String {
 
 fn print_report(r: &EvalReport) {
     say!(
-        "eval of {} ({} at step {}): N = {}, seed {}, judge {} (sha256 {}, test accuracy {})",
+        "eval of {} ({} at step {}{}): N = {}, seed {}, judge {} (sha256 {}, test accuracy {})",
         r.run,
         r.model,
         r.step,
+        if r.averaged { ", averaged G" } else { "" },
         r.n,
         r.seed,
         r.judge_path,

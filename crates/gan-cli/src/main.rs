@@ -71,6 +71,10 @@ enum Command {
         /// models that complete images: for screening many runs by their FID.
         #[arg(long)]
         no_completion: bool,
+        /// Score the weights of the last step, not the running average of the generator
+        /// that a run trained with --ema keeps (and that eval otherwise scores).
+        #[arg(long)]
+        no_ema: bool,
         #[command(flatten)]
         domains: domains::DomainArgs,
     },
@@ -202,6 +206,10 @@ struct TrainArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Draw samples from a running average of the generator's weights, with this decay
+    /// per step (0.999 is usual; 0: none) [default: the model's].
+    #[arg(long)]
+    ema: Option<f64>,
     #[command(flatten)]
     domains: domains::DomainArgs,
 }
@@ -295,6 +303,7 @@ fn run(cli: Cli) -> Result<()> {
             device,
             probe_features,
             no_completion,
+            no_ema,
             domains,
         } => eval::eval(&eval::EvalArgs {
             run_dir: checkpoint,
@@ -309,6 +318,7 @@ fn run(cli: Cli) -> Result<()> {
             data_dir,
             verify: !no_verify,
             device,
+            averaged: !no_ema,
         })
         .map(|_| ()),
         Command::TrainJudge {
@@ -398,6 +408,11 @@ fn train_model(entry: &gan_models::Entry, matches: &ArgMatches) -> Result<()> {
         checkpoint_every: args.checkpoint_every,
         max_steps: args.max_steps,
         progress: !args.quiet,
+        ema: match args.ema {
+            Some(0.0) => None,
+            Some(d) => Some(d),
+            None => entry.ema,
+        },
     };
     fresh.validate()?;
     // Every stream the model declares, from the data folders given.

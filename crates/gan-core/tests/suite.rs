@@ -114,6 +114,7 @@ fn reconstructions_are_scored_by_error_digit_kept_and_fid() {
             model: "toy".into(),
             step: 0,
             judge_path: path.display().to_string(),
+            averaged: false,
         };
         let (report, _) =
             evaluate(&model, &judge, &reference, header, 120, 0, Slow::default()).unwrap();
@@ -262,6 +263,7 @@ fn disentanglement_probes_read_what_each_code_holds() {
             model: "spelled".into(),
             step: 0,
             judge_path: path.display().to_string(),
+            averaged: false,
         };
         let (report, _) =
             evaluate(&model, &judge, &reference, header, 2000, 0, Slow::default()).unwrap();
@@ -323,6 +325,7 @@ fn completions_are_scored_beside_the_nearest_training_image() {
         model: "filler".into(),
         step: 0,
         judge_path: path.display().to_string(),
+        averaged: false,
     };
     let model = Filler {
         fill: -1.0,

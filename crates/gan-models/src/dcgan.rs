@@ -308,6 +308,10 @@ impl Model for Dcgan {
         vec![("g", &self.g_vars), ("d", &self.d_vars)]
     }
 
+    fn averaged(&self) -> Vec<&'static str> {
+        vec!["g"]
+    }
+
     fn phases(&self) -> Vec<Phase> {
         vec![
             Phase::new("d", &["d"]),

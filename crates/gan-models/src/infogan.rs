@@ -567,6 +567,10 @@ impl Model for Infogan {
         ]
     }
 
+    fn averaged(&self) -> Vec<&'static str> {
+        vec!["g"]
+    }
+
     fn phases(&self) -> Vec<Phase> {
         vec![
             Phase::new("d", &["d"]),

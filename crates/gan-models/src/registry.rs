@@ -20,6 +20,9 @@ pub trait Registered: Model + Sized + 'static {
     /// Passes over the training set when `--epochs` is not given: what the model needs
     /// to reach its documented result.
     const EPOCHS: usize = 5;
+    /// The decay of the running average of [`Model::averaged`]'s weights that samples
+    /// are drawn from when `--ema` is not given; `None`: no average.
+    const EMA: Option<f64> = None;
     /// Builds every network on `device`, weights drawn from `seed`.
     fn build(cfg: Self::Config, device: &Device, seed: u64) -> Result<Self>;
     /// Learning rates of networks that do not use the run's `--lr`.
@@ -36,6 +39,8 @@ pub struct Entry {
     pub about: &'static str,
     /// [`Registered::EPOCHS`].
     pub epochs: usize,
+    /// [`Registered::EMA`].
+    pub ema: Option<f64>,
     /// Adds the config's arguments to a subcommand.
     pub args: fn(Command) -> Command,
     /// The config the arguments give, as a run records it, and its per-network learning
@@ -83,6 +88,7 @@ pub const fn entry<M: Registered>() -> Entry {
         kind: M::KIND,
         about: M::ABOUT,
         epochs: M::EPOCHS,
+        ema: M::EMA,
         args: args::<M>,
         from_args: from_args::<M>,
         default_config: default_config::<M>,

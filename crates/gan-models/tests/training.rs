@@ -560,3 +560,115 @@ fn a_step_run_inside_another_frozen_section_still_trains_every_weight() {
     assert_ne!(alone, before, "two steps should move the weights");
     assert_eq!(nested, alone);
 }
+
+/// G's weights of `model`, by name.
+fn g_of(model: &dyn Model) -> Vec<(String, Vec<f32>)> {
+    weights(model)
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("g."))
+        .collect()
+}
+
+/// With `--ema`, a checkpoint carries G's running average beside G's weights: after one
+/// step it is the initial weights moved by (1 - d) towards the step's, with the
+/// warm-up's decay d = 2/11; `load_weights` gives it, `load_step_weights` the step's;
+/// D is not averaged; and the figures, drawn from the average, leave G as trained.
+#[test]
+fn the_averaged_generator_is_the_running_blend_of_its_steps() {
+    use gan_core::engine::{ema::decay_at, load_step_weights};
+    let (images, labels) = bars(32);
+    let gan = small_gan(5);
+    let w0 = g_of(&gan);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = TrainConfig {
+        ema: Some(0.5),
+        max_steps: Some(1),
+        ..quiet(1, 16, 5)
+    };
+    Trainer::new(&gan, cfg, dir.path())
+        .unwrap()
+        .fit(&real(&images, &labels))
+        .unwrap();
+    let w1 = g_of(&gan);
+    let d = decay_at(0.5, 1);
+    assert!((d - 2.0 / 11.0).abs() < 1e-12 && decay_at(0.5, 100) == 0.5);
+
+    let (averaged, stepped) = (small_gan(6), small_gan(6));
+    load_weights(&averaged, dir.path()).unwrap();
+    load_step_weights(&stepped, dir.path()).unwrap();
+    assert_eq!(
+        g_of(&stepped),
+        w1,
+        "the step's weights are checkpointed as G"
+    );
+    assert_ne!(w0, w1);
+    for ((name, avg), ((_, a), (_, b))) in g_of(&averaged).iter().zip(w0.iter().zip(&w1)) {
+        for ((got, a), b) in avg.iter().zip(a).zip(b) {
+            let want = a + (b - a) * (1.0 - d as f32);
+            assert!((got - want).abs() < 1e-6, "{name}: {got} != {want}");
+        }
+    }
+    let d_of = |m: &dyn Model| {
+        weights(m)
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("d."))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(d_of(&averaged), d_of(&stepped));
+}
+
+/// An interrupted run with `--ema` resumes its average too, bit for bit.
+#[test]
+fn the_average_resumes_with_the_run() {
+    use gan_core::engine::load_step_weights;
+    let (images, labels) = bars(64);
+    let cfg = TrainConfig {
+        ema: Some(0.9),
+        ..quiet(2, 16, 8)
+    };
+    let a = tempfile::tempdir().unwrap();
+    Trainer::new(&small_gan(8), cfg.clone(), a.path())
+        .unwrap()
+        .fit(&real(&images, &labels))
+        .unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let cut = TrainConfig {
+        max_steps: Some(5),
+        ..cfg.clone()
+    };
+    Trainer::new(&small_gan(8), cut, b.path())
+        .unwrap()
+        .fit(&real(&images, &labels))
+        .unwrap();
+    Trainer::resume(&small_gan(9), cfg, b.path())
+        .unwrap()
+        .fit(&real(&images, &labels))
+        .unwrap();
+    for load in [load_weights, load_step_weights] {
+        let (x, y) = (small_gan(1), small_gan(2));
+        load(&x, a.path()).unwrap();
+        load(&y, b.path()).unwrap();
+        assert_eq!(weights(&x), weights(&y));
+    }
+}
+
+/// `--ema` on a model that names no network to average is refused before training.
+#[test]
+fn an_average_of_nothing_is_refused() {
+    let entry = gan_models::MODELS.iter().find(|e| e.kind == "ae").unwrap();
+    let ae = (entry.build)(&(entry.default_config)(), &Device::Cpu, 0).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = TrainConfig {
+        ema: Some(0.999),
+        ..quiet(1, 16, 0)
+    };
+    let err = Trainer::new(ae.as_ref(), cfg, dir.path()).err().unwrap();
+    assert!(err.to_string().contains("--ema does not apply"), "{err}");
+    for bad in [0.0, 1.0, -0.5, f64::NAN] {
+        let cfg = TrainConfig {
+            ema: Some(bad),
+            ..quiet(1, 16, 0)
+        };
+        assert!(cfg.validate().is_err(), "decay {bad} accepted");
+    }
+}

@@ -5,6 +5,7 @@
 
 pub mod checkpoint;
 pub mod data;
+pub mod ema;
 pub mod grid;
 pub mod lock;
 pub mod model;
@@ -18,6 +19,7 @@ pub use model::{
     Encoder, Every, Figure, Generator, Model, Phase, Source, Step, StepOutput, Stream,
 };
 pub use run::{
-    ensure_finite, latest_checkpoint, load_weights, EpochSummary, RunConfig, TrainConfig,
+    ensure_finite, latest_checkpoint, load_step_weights, load_weights, EpochSummary, RunConfig,
+    TrainConfig,
 };
 pub use trainer::Trainer;

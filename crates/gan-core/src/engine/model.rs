@@ -501,6 +501,13 @@ pub trait Model: Send + Sync {
     fn buffers(&self) -> Vec<(&'static str, &VarMap)> {
         Vec::new()
     }
+    /// Networks whose samples are better drawn from a running average of their weights
+    /// (a GAN's generator): with [`crate::engine::TrainConfig::ema`] set, the trainer
+    /// keeps that average, and figures and [`crate::engine::load_weights`] use it (see
+    /// [`crate::engine::ema`]). None by default.
+    fn averaged(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
     /// The data streams of a step, the epoch-setting one first.
     fn streams(&self) -> Vec<Stream> {
         vec![Stream::real()]

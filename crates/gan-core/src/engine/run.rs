@@ -40,6 +40,12 @@ pub struct TrainConfig {
     pub max_steps: Option<u64>,
     /// Draw a progress bar on the terminal.
     pub progress: bool,
+    /// Keep an exponential moving average of the weights of the networks the model
+    /// names in [`Model::averaged`], with this decay per step, and draw samples from it
+    /// (see [`crate::engine::ema`]). None: no average (and nothing written, so runs from
+    /// before the option still match).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema: Option<f64>,
 }
 
 impl Default for TrainConfig {
@@ -54,6 +60,7 @@ impl Default for TrainConfig {
             checkpoint_every: 0,
             max_steps: None,
             progress: true,
+            ema: None,
         }
     }
 }
@@ -69,6 +76,9 @@ impl TrainConfig {
         }
         if self.epochs == 0 {
             bail!("epochs must be at least 1")
+        }
+        if let Some(d) = self.ema.filter(|d| !(*d > 0.0 && *d < 1.0)) {
+            bail!("the averaging decay (--ema) must lie strictly between 0 and 1, got {d}")
         }
         for lr in std::iter::once(&self.adam.lr).chain(self.network_lr.values()) {
             if !(*lr > 0.0 && lr.is_finite()) {
@@ -271,6 +281,7 @@ pub(crate) fn write_checkpoint(
     run_dir: &Path,
     model: &dyn Model,
     opts: &BTreeMap<String, Adam>,
+    averages: Option<&super::ema::Averages>,
     state: &mut LoopState,
 ) -> Result<()> {
     for (net, vars) in saved(model) {
@@ -306,6 +317,9 @@ pub(crate) fn write_checkpoint(
         let sha = save_tensors(&tmp.join(&file), &opt.state()?, &meta)?;
         state.files.insert(file, sha);
         state.adam_steps.insert(net.clone(), opt.steps());
+    }
+    for (file, sha) in averages.map_or(Ok(Vec::new()), |a| a.save(&tmp, &meta))? {
+        state.files.insert(file, sha);
     }
     atomic_write(
         &tmp.join("state.json"),
@@ -384,8 +398,19 @@ pub(crate) fn load_networks(model: &dyn Model, ckpt: &Path) -> Result<()> {
 }
 
 /// Loads the latest intact weights of the run in `run_dir` into `model`, after checking
-/// that the run was made by a model of the same kind and settings.
+/// that the run was made by a model of the same kind and settings. Where the run kept
+/// averaged weights ([`TrainConfig::ema`]), those are loaded in their networks' place:
+/// they are what samples are drawn from.
 pub fn load_weights(model: &dyn Model, run_dir: &Path) -> Result<()> {
+    let (ckpt, state) = verified_checkpoint(run_dir)?;
+    check_model(model, &state.model, &state.model_config, &ckpt)?;
+    load_networks(model, &ckpt)?;
+    let files: Vec<String> = state.files.keys().cloned().collect();
+    super::ema::load_into(model, &ckpt, &files)
+}
+
+/// [`load_weights`], but the weights of the last step everywhere, averaged or not.
+pub fn load_step_weights(model: &dyn Model, run_dir: &Path) -> Result<()> {
     let (ckpt, state) = verified_checkpoint(run_dir)?;
     check_model(model, &state.model, &state.model_config, &ckpt)?;
     load_networks(model, &ckpt)

@@ -17,6 +17,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::checkpoint::{atomic_write, load_tensors};
 use super::data::{plan, Cursor, Streams};
+use super::ema::Averages;
 use super::lock::RunLock;
 use super::model::{Batch, Model, Phase, Step};
 use super::run::{
@@ -65,6 +66,8 @@ pub struct Trainer<'m> {
     clock: Instant,
     /// Step of the newest checkpoint on disk.
     last_checkpoint: Option<u64>,
+    /// The running averages of [`TrainConfig::ema`], if any.
+    averages: Option<Averages>,
     _lock: RunLock,
 }
 
@@ -96,6 +99,7 @@ impl<'m> Trainer<'m> {
             serde_json::to_string_pretty(&run)?.as_bytes(),
         )?;
         let state = fresh_state(model, &cfg);
+        let averages = cfg.ema.map(|d| Averages::new(model, d)).transpose()?;
         Ok(Self {
             model,
             phases,
@@ -108,6 +112,7 @@ impl<'m> Trainer<'m> {
             state,
             clock: Instant::now(),
             last_checkpoint: None,
+            averages,
             _lock: lock,
         })
     }
@@ -200,8 +205,12 @@ impl<'m> Trainer<'m> {
         }
         let phases = model.phases();
         let mut opts = make_optimizers(model, &phases, &cfg)?;
+        let mut averages = cfg.ema.map(|d| Averages::new(model, d)).transpose()?;
         if let Some((ckpt, _)) = &found {
             load_networks(model, ckpt)?;
+            if let Some(a) = averages.as_mut() {
+                a.load(ckpt, &device_of(model))?;
+            }
             for (name, opt) in opts.iter_mut() {
                 let moments = load_tensors(
                     &ckpt.join(format!("{name}.adam.safetensors")),
@@ -236,6 +245,7 @@ impl<'m> Trainer<'m> {
             state,
             clock: Instant::now(),
             last_checkpoint,
+            averages,
             _lock: lock,
         })
     }
@@ -439,6 +449,9 @@ impl<'m> Trainer<'m> {
             }
             record.extend(out.metrics.iter().map(|(k, v)| (k.to_string(), *v)));
         }
+        if let Some(a) = self.averages.as_mut() {
+            a.update(self.model, number)?;
+        }
         self.state.step = number;
         self.state.batch += 1;
         Ok(record)
@@ -448,13 +461,21 @@ impl<'m> Trainer<'m> {
     /// `samples/<name>.png`; `real` is what [`Model::figures_of_real`] is shown.
     fn draw(&self, epoch: usize, real: &Tensor) -> Result<()> {
         let dir = self.run_dir.join("samples");
-        let mut figures = self
-            .model
-            .figures(&mut rng(self.cfg.seed, RngStream::Figures))?;
-        figures.extend(
-            self.model
-                .figures_of_real(real, &mut rng(self.cfg.seed, RngStream::Figures))?,
-        );
+        let all = || -> Result<Vec<_>> {
+            let mut figures = self
+                .model
+                .figures(&mut rng(self.cfg.seed, RngStream::Figures))?;
+            figures.extend(
+                self.model
+                    .figures_of_real(real, &mut rng(self.cfg.seed, RngStream::Figures))?,
+            );
+            Ok(figures)
+        };
+        // Samples come from the averaged weights, when the run keeps them.
+        let figures = match &self.averages {
+            Some(a) => a.swapped(self.model, all)?,
+            None => all()?,
+        };
         for fig in figures {
             crate::engine::grid::save_grid(
                 &dir.join(format!("{}_epoch{:03}.png", fig.name, epoch + 1)),
@@ -482,7 +503,13 @@ impl<'m> Trainer<'m> {
     /// A checkpoint of where the loop stands (see [`write_checkpoint`]).
     fn checkpoint(&mut self) -> Result<()> {
         self.tick();
-        write_checkpoint(&self.run_dir, self.model, &self.opts, &mut self.state)?;
+        write_checkpoint(
+            &self.run_dir,
+            self.model,
+            &self.opts,
+            self.averages.as_ref(),
+            &mut self.state,
+        )?;
         self.last_checkpoint = Some(self.state.step);
         Ok(())
     }

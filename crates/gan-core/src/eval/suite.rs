@@ -73,6 +73,8 @@ pub struct Header {
     pub step: u64,
     /// Where the judge was loaded from.
     pub judge_path: String,
+    /// Whether the generator's running average was scored (a run trained with `--ema`).
+    pub averaged: bool,
 }
 
 /// A number and how many samples it comes from.
@@ -273,6 +275,9 @@ pub struct EvalReport {
     pub model: String,
     /// Steps of the evaluated checkpoint.
     pub step: u64,
+    /// The generator's running average was scored, not the last step's weights.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub averaged: bool,
     /// Generated and real images compared.
     pub n: usize,
     /// Seed of the generated samples.
@@ -531,6 +536,7 @@ pub fn evaluate(
         run: header.run,
         model: header.model,
         step: header.step,
+        averaged: header.averaged,
         n,
         seed,
         judge_path: header.judge_path,
