@@ -60,8 +60,23 @@ fn vars_of<'a>(model: &'a dyn Model, net: &str) -> Result<&'a VarMap> {
 fn snapshot(vars: &VarMap) -> Result<HashMap<String, Tensor>> {
     var_tensors(vars)
         .into_iter()
-        .map(|(k, t)| Ok((k, t.copy()?)))
+        .map(|(k, t)| Ok((k, t.detach().copy()?)))
         .collect()
+}
+
+/// `avg <- avg + (w - avg)(1 - d)` for every variable `w` of `vars`, by name.
+fn blend(avg: &mut HashMap<String, Tensor>, vars: &VarMap, d: f64) -> Result<()> {
+    let data = vars.data().lock().unwrap();
+    for (name, var) in data.iter() {
+        let a = avg
+            .get_mut(name)
+            .with_context(|| format!("no average of {name}"))?;
+        // Detached: ops on a variable record a graph, and each average would hold the
+        // one before it, and so on back to the first step.
+        let w = var.as_tensor().detach();
+        *a = ((w - &*a)?.affine(1.0 - d, 0.0)? + &*a)?.detach();
+    }
+    Ok(())
 }
 
 impl Averages {
@@ -86,15 +101,7 @@ impl Averages {
     pub fn update(&mut self, model: &dyn Model, step: u64) -> Result<()> {
         let d = decay_at(self.decay, step);
         for (net, avg) in self.nets.iter_mut() {
-            let vars = vars_of(model, net)?;
-            let data = vars.data().lock().unwrap();
-            for (name, var) in data.iter() {
-                let a = avg
-                    .get_mut(name)
-                    .with_context(|| format!("no average of {net}.{name}"))?;
-                // a + (w - a)(1 - d): one rounding of the difference, exact at d = 0.
-                *a = ((var.as_tensor() - &*a)?.affine(1.0 - d, 0.0)? + &*a)?;
-            }
+            blend(avg, vars_of(model, net)?, d).with_context(|| format!("averaging {net}"))?;
         }
         Ok(())
     }
@@ -170,4 +177,35 @@ pub(crate) fn load_into(model: &dyn Model, ckpt: &Path, files: &[String]) -> Res
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::DType;
+
+    #[test]
+    fn a_blend_moves_towards_the_weights_and_keeps_no_graph() {
+        let vars = VarMap::new();
+        let w = vars
+            .get(
+                (2,),
+                "w",
+                candle_nn::Init::Const(1.0),
+                DType::F32,
+                &Device::Cpu,
+            )
+            .unwrap();
+        let mut avg = HashMap::from([(
+            "w".to_string(),
+            Tensor::zeros(2, DType::F32, &Device::Cpu).unwrap(),
+        )]);
+        blend(&mut avg, &vars, 0.75).unwrap();
+        assert_eq!(avg["w"].to_vec1::<f32>().unwrap(), [0.25, 0.25]);
+        assert!(
+            !avg["w"].track_op(),
+            "the average records a graph through the weights"
+        );
+        assert!(w.track_op());
+    }
 }
