@@ -41,6 +41,11 @@ pub struct GanConfig {
     #[arg(long)]
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub g_batch_norm: bool,
+    /// Learning rate of G alone [default: --lr, as D's]. A training setting: the run
+    /// keeps it among its per-network learning rates, not in the model's config.
+    #[arg(long)]
+    #[serde(skip)]
+    pub lr_g: Option<f64>,
 }
 
 impl Default for GanConfig {
@@ -303,5 +308,8 @@ impl Registered for Gan {
     const EPOCHS: usize = 20;
     fn build(cfg: GanConfig, device: &Device, seed: u64) -> Result<Self> {
         Self::new(cfg, device, seed)
+    }
+    fn network_lr(cfg: &GanConfig) -> Vec<(&'static str, f64)> {
+        cfg.lr_g.map(|lr| ("g", lr)).into_iter().collect()
     }
 }
