@@ -368,6 +368,44 @@ fn infogan_eval_mapping_and_digit_sampling() {
         "--quiet",
         "--no-verify",
     ]);
+    // The GAN's defaults: G at 5x D's learning rate, and G's running average, which the
+    // checkpoint carries.
+    let config = read_json(&gan.join("config.json"));
+    assert_eq!(config["train"]["ema"].as_f64(), Some(0.999), "{config}");
+    assert_eq!(
+        config["train"]["network_lr"]["g"].as_f64(),
+        Some(1e-3),
+        "{config}"
+    );
+    let latest = read_json(&gan.join("checkpoints/latest.json"));
+    let ckpt = gan
+        .join("checkpoints")
+        .join(latest["dir"].as_str().unwrap());
+    assert!(ckpt.join("g.ema.safetensors").exists());
+    // --ema 0: no average.
+    let plain = tmp.path().join("gan-plain");
+    ok(&[
+        "gan",
+        "--data-dir",
+        data,
+        "--max-steps",
+        "1",
+        "--out",
+        plain.to_str().unwrap(),
+        "--z-dim",
+        "8",
+        "--hidden",
+        "32",
+        "--batch-size",
+        "16",
+        "--quiet",
+        "--no-verify",
+        "--ema",
+        "0",
+    ]);
+    assert!(read_json(&plain.join("config.json"))["train"]
+        .get("ema")
+        .is_none());
     fails(
         &[
             "sample",

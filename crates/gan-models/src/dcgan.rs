@@ -44,7 +44,7 @@ pub struct DcganConfig {
     /// the MNIST-FID at equal epochs (docs/RESULTS.md). A training setting: the run keeps
     /// it among its per-network learning rates, not in the model's config.
     #[arg(long, default_value_t = 1e-3)]
-    #[serde(skip, default = "default_lr_g")]
+    #[serde(skip, default = "crate::registry::g_lr")]
     pub lr_g: f64,
     /// 3x3 stride-1 convolutions (with batch norm) added at the 7x7 stage of G and of D:
     /// depth for a 28x28 DCGAN, whose two strided layers each way are shallower than
@@ -69,10 +69,6 @@ fn extra_layers(
             ))
         })
         .collect()
-}
-
-fn default_lr_g() -> f64 {
-    1e-3
 }
 
 impl Default for DcganConfig {

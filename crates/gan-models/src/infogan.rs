@@ -93,7 +93,7 @@ pub struct InfoganConfig {
     /// Learning rate of G and Q (D uses --lr). A training setting: the run keeps it
     /// among its per-network learning rates, not in the model's config.
     #[arg(long, default_value_t = 1e-3)]
-    #[serde(skip, default = "default_lr_g")]
+    #[serde(skip, default = "crate::registry::g_lr")]
     pub lr_g: f64,
 }
 
@@ -111,10 +111,6 @@ fn tenth() -> f32 {
 
 fn is_tenth(x: &f32) -> bool {
     *x == 0.1
-}
-
-fn default_lr_g() -> f64 {
-    1e-3
 }
 
 impl Default for InfoganConfig {
