@@ -350,24 +350,30 @@ fn infogan_eval_mapping_and_digit_sampling() {
     assert!(report["conditional_accuracy"].is_null());
 
     // --digit is InfoGAN's: another model's run is refused with a reason.
-    let gan = tmp.path().join("gan");
-    ok(&[
-        "gan",
-        "--data-dir",
-        data,
-        "--max-steps",
-        "1",
-        "--out",
-        gan.to_str().unwrap(),
-        "--z-dim",
-        "8",
-        "--hidden",
-        "32",
-        "--batch-size",
-        "16",
-        "--quiet",
-        "--no-verify",
-    ]);
+    let tiny_gan = |name: &str, extra: &[&str]| {
+        let out = tmp.path().join(name);
+        let mut args = vec![
+            "gan",
+            "--data-dir",
+            data,
+            "--max-steps",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+            "--z-dim",
+            "8",
+            "--hidden",
+            "32",
+            "--batch-size",
+            "16",
+            "--quiet",
+            "--no-verify",
+        ];
+        args.extend_from_slice(extra);
+        ok(&args);
+        out
+    };
+    let gan = tiny_gan("gan", &[]);
     // The GAN's defaults: G at 5x D's learning rate, and G's running average, which the
     // checkpoint carries.
     let config = read_json(&gan.join("config.json"));
@@ -383,26 +389,7 @@ fn infogan_eval_mapping_and_digit_sampling() {
         .join(latest["dir"].as_str().unwrap());
     assert!(ckpt.join("g.ema.safetensors").exists());
     // --ema 0: no average.
-    let plain = tmp.path().join("gan-plain");
-    ok(&[
-        "gan",
-        "--data-dir",
-        data,
-        "--max-steps",
-        "1",
-        "--out",
-        plain.to_str().unwrap(),
-        "--z-dim",
-        "8",
-        "--hidden",
-        "32",
-        "--batch-size",
-        "16",
-        "--quiet",
-        "--no-verify",
-        "--ema",
-        "0",
-    ]);
+    let plain = tiny_gan("gan-plain", &["--ema", "0"]);
     assert!(read_json(&plain.join("config.json"))["train"]
         .get("ema")
         .is_none());
