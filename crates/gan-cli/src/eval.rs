@@ -128,7 +128,7 @@ pub struct EvalArgs {
     pub data_dir: PathBuf,
     pub verify: bool,
     pub device: String,
-    /// Load the generator's running average where the run kept one (`--ema`).
+    /// Load the generator's running average where the run kept one (`--ema-decay`).
     pub averaged: bool,
     /// Where a domain adapter's target domain comes from.
     pub domains: crate::domains::DomainArgs,

@@ -72,7 +72,7 @@ enum Command {
         #[arg(long)]
         no_completion: bool,
         /// Score the weights of the last step, not the running average of the generator
-        /// that a run trained with --ema keeps (and that eval otherwise scores).
+        /// that a run trained with --ema-decay keeps (and that eval otherwise scores).
         #[arg(long)]
         no_ema: bool,
         #[command(flatten)]
@@ -209,7 +209,7 @@ struct TrainArgs {
     /// Draw samples from a running average of the generator's weights, with this decay
     /// per step (0.999 is usual; 0: none) [default: the model's].
     #[arg(long)]
-    ema: Option<f64>,
+    ema_decay: Option<f64>,
     #[command(flatten)]
     domains: domains::DomainArgs,
 }
@@ -408,7 +408,7 @@ fn train_model(entry: &gan_models::Entry, matches: &ArgMatches) -> Result<()> {
         checkpoint_every: args.checkpoint_every,
         max_steps: args.max_steps,
         progress: !args.quiet,
-        ema: match args.ema {
+        ema: match args.ema_decay {
             Some(0.0) => None,
             Some(d) => Some(d),
             None => entry.ema,
@@ -807,4 +807,30 @@ fn refuse_inside_checkpoints(run_dir: &Path, out: &Path) -> Result<()> {
         )
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod command_line {
+    /// No subcommand has two arguments of one name or one `--long`. clap checks that only
+    /// in debug builds: in release ones a model option named like a training setting
+    /// (triplegan's `--ema` beside the engine's average, first spelt `--ema` too)
+    /// silently merged the two.
+    #[test]
+    fn no_two_arguments_share_a_name() {
+        for sub in super::command().get_subcommands() {
+            let mut ids = std::collections::HashSet::new();
+            let mut longs = std::collections::HashSet::new();
+            for arg in sub.get_arguments() {
+                let id = arg.get_id().to_string();
+                assert!(
+                    ids.insert(id.clone()),
+                    "{}: two arguments {id}",
+                    sub.get_name()
+                );
+                if let Some(long) = arg.get_long() {
+                    assert!(longs.insert(long), "{}: two --{long}", sub.get_name());
+                }
+            }
+        }
+    }
 }

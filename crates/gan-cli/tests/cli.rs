@@ -388,8 +388,8 @@ fn infogan_eval_mapping_and_digit_sampling() {
         .join("checkpoints")
         .join(latest["dir"].as_str().unwrap());
     assert!(ckpt.join("g.ema.safetensors").exists());
-    // --ema 0: no average.
-    let plain = tiny_gan("gan-plain", &["--ema", "0"]);
+    // --ema-decay 0: no average.
+    let plain = tiny_gan("gan-plain", &["--ema-decay", "0"]);
     assert!(read_json(&plain.join("config.json"))["train"]
         .get("ema")
         .is_none());

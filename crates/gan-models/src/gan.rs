@@ -42,7 +42,7 @@ pub struct GanConfig {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub g_batch_norm: bool,
     /// Learning rate of G (D uses --lr): 5x D's, as in dcgan and infogan; with the
-    /// averaged G of `--ema` it took the MNIST-FID from 142-205 to about 23
+    /// averaged G of `--ema-decay` it took the MNIST-FID from 142-205 to about 23
     /// (docs/RESULTS.md). A training setting: the run keeps it among its per-network
     /// learning rates, not in the model's config.
     #[arg(long, default_value_t = 1e-3)]

@@ -21,7 +21,7 @@ pub trait Registered: Model + Sized + 'static {
     /// to reach its documented result.
     const EPOCHS: usize = 5;
     /// The decay of the running average of [`Model::averaged`]'s weights that samples
-    /// are drawn from when `--ema` is not given; `None`: no average.
+    /// are drawn from when `--ema-decay` is not given; `None`: no average.
     const EMA: Option<f64> = None;
     /// Builds every network on `device`, weights drawn from `seed`.
     fn build(cfg: Self::Config, device: &Device, seed: u64) -> Result<Self>;

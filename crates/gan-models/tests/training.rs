@@ -569,7 +569,7 @@ fn g_of(model: &dyn Model) -> Vec<(String, Vec<f32>)> {
         .collect()
 }
 
-/// With `--ema`, a checkpoint carries G's running average beside G's weights: after one
+/// With `--ema-decay`, a checkpoint carries G's running average beside G's weights: after one
 /// step it is the initial weights moved by (1 - d) towards the step's, with the
 /// warm-up's decay d = 2/11; `load_weights` gives it, `load_step_weights` the step's;
 /// D is not averaged; and the figures, drawn from the average, leave G as trained.
@@ -617,7 +617,7 @@ fn the_averaged_generator_is_the_running_blend_of_its_steps() {
     assert_eq!(d_of(&averaged), d_of(&stepped));
 }
 
-/// An interrupted run with `--ema` resumes its average too, bit for bit.
+/// An interrupted run with `--ema-decay` resumes its average too, bit for bit.
 #[test]
 fn the_average_resumes_with_the_run() {
     use gan_core::engine::load_step_weights;
@@ -652,7 +652,7 @@ fn the_average_resumes_with_the_run() {
     }
 }
 
-/// `--ema` on a model that names no network to average is refused before training.
+/// `--ema-decay` on a model that names no network to average is refused before training.
 #[test]
 fn an_average_of_nothing_is_refused() {
     let entry = gan_models::MODELS.iter().find(|e| e.kind == "ae").unwrap();
@@ -663,7 +663,10 @@ fn an_average_of_nothing_is_refused() {
         ..quiet(1, 16, 0)
     };
     let err = Trainer::new(ae.as_ref(), cfg, dir.path()).err().unwrap();
-    assert!(err.to_string().contains("--ema does not apply"), "{err}");
+    assert!(
+        err.to_string().contains("--ema-decay does not apply"),
+        "{err}"
+    );
     for bad in [0.0, 1.0, -0.5, f64::NAN] {
         let cfg = TrainConfig {
             ema: Some(bad),

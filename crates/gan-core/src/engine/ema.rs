@@ -81,12 +81,12 @@ fn blend(avg: &mut HashMap<String, Tensor>, vars: &VarMap, d: f64) -> Result<()>
 
 impl Averages {
     /// Averages starting at the networks' current weights, or an error when the model
-    /// averages no network (then there is nothing for `--ema` to do).
+    /// averages no network (then there is nothing for `--ema-decay` to do).
     pub fn new(model: &dyn Model, decay: f64) -> Result<Self> {
         let names = model.averaged();
         if names.is_empty() {
             bail!(
-                "{} names no network whose weights to average: --ema does not apply to it",
+                "{} names no network whose weights to average: --ema-decay does not apply to it",
                 model.kind()
             )
         }
@@ -129,7 +129,7 @@ impl Averages {
             let path = ckpt.join(file_name(net));
             let saved = load_tensors(&path, dev).with_context(|| {
                 format!(
-                    "the run keeps averaged weights (--ema) but {} has none of {net}",
+                    "the run keeps averaged weights (--ema-decay) but {} has none of {net}",
                     ckpt.display()
                 )
             })?;

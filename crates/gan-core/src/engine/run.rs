@@ -78,7 +78,7 @@ impl TrainConfig {
             bail!("epochs must be at least 1")
         }
         if let Some(d) = self.ema.filter(|d| !(*d > 0.0 && *d < 1.0)) {
-            bail!("the averaging decay (--ema) must lie strictly between 0 and 1, got {d}")
+            bail!("the averaging decay (--ema-decay) must lie strictly between 0 and 1, got {d}")
         }
         for lr in std::iter::once(&self.adam.lr).chain(self.network_lr.values()) {
             if !(*lr > 0.0 && lr.is_finite()) {

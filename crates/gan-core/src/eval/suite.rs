@@ -73,7 +73,7 @@ pub struct Header {
     pub step: u64,
     /// Where the judge was loaded from.
     pub judge_path: String,
-    /// Whether the generator's running average was scored (a run trained with `--ema`).
+    /// Whether the generator's running average was scored (a run trained with `--ema-decay`).
     pub averaged: bool,
 }
 
