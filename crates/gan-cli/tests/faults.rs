@@ -380,17 +380,22 @@ fn non_finite_weights_give_no_samples() {
     let ptr: serde_json::Value =
         serde_json::from_str(&read(&run.join("checkpoints/latest.json"))).unwrap();
     let dir = run.join("checkpoints").join(ptr["dir"].as_str().unwrap());
-    let g = dir.join("g.safetensors");
-    let tensors =
-        gan_core::engine::checkpoint::load_tensors(&g, &candle_core::Device::Cpu).unwrap();
-    let nan: std::collections::HashMap<_, _> = tensors
-        .into_iter()
-        .map(|(k, t)| (k, (t * f64::NAN).unwrap()))
-        .collect();
-    let sha = gan_core::engine::checkpoint::save_tensors(&g, &nan, &Default::default()).unwrap();
     let mut state: serde_json::Value =
         serde_json::from_str(&read(&dir.join("state.json"))).unwrap();
-    state["files"]["g.safetensors"] = sha.into();
+    // G's weights and the running average that sampling reads (the GAN keeps one by
+    // default).
+    for file in ["g.safetensors", "g.ema.safetensors"] {
+        let g = dir.join(file);
+        let tensors =
+            gan_core::engine::checkpoint::load_tensors(&g, &candle_core::Device::Cpu).unwrap();
+        let nan: std::collections::HashMap<_, _> = tensors
+            .into_iter()
+            .map(|(k, t)| (k, (t * f64::NAN).unwrap()))
+            .collect();
+        let sha =
+            gan_core::engine::checkpoint::save_tensors(&g, &nan, &Default::default()).unwrap();
+        state["files"][file] = sha.into();
+    }
     std::fs::write(dir.join("state.json"), state.to_string()).unwrap();
     let png = tmp.path().join("n.png");
     fails(
