@@ -163,10 +163,14 @@ impl Averages {
 }
 
 /// Loads the averages a checkpoint holds (listed in its `files`) into the networks.
-pub(crate) fn load_into(model: &dyn Model, ckpt: &Path, files: &[String]) -> Result<()> {
+pub(crate) fn load_into(
+    model: &dyn Model,
+    ckpt: &Path,
+    files: &BTreeMap<String, String>,
+) -> Result<()> {
     let dev = super::run::device_of(model);
     for net in model.averaged() {
-        if !files.contains(&file_name(net)) {
+        if !files.contains_key(&file_name(net)) {
             continue;
         }
         let path = ckpt.join(file_name(net));

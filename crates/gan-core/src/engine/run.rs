@@ -402,18 +402,21 @@ pub(crate) fn load_networks(model: &dyn Model, ckpt: &Path) -> Result<()> {
 /// averaged weights ([`TrainConfig::ema`]), those are loaded in their networks' place:
 /// they are what samples are drawn from.
 pub fn load_weights(model: &dyn Model, run_dir: &Path) -> Result<()> {
-    let (ckpt, state) = verified_checkpoint(run_dir)?;
-    check_model(model, &state.model, &state.model_config, &ckpt)?;
-    load_networks(model, &ckpt)?;
-    let files: Vec<String> = state.files.keys().cloned().collect();
-    super::ema::load_into(model, &ckpt, &files)
+    let (ckpt, state) = load_checked(model, run_dir)?;
+    super::ema::load_into(model, &ckpt, &state.files)
 }
 
 /// [`load_weights`], but the weights of the last step everywhere, averaged or not.
 pub fn load_step_weights(model: &dyn Model, run_dir: &Path) -> Result<()> {
+    load_checked(model, run_dir).map(|_| ())
+}
+
+/// Loads the networks of the latest intact checkpoint, checked to be `model`'s.
+fn load_checked(model: &dyn Model, run_dir: &Path) -> Result<(PathBuf, LoopState)> {
     let (ckpt, state) = verified_checkpoint(run_dir)?;
     check_model(model, &state.model, &state.model_config, &ckpt)?;
-    load_networks(model, &ckpt)
+    load_networks(model, &ckpt)?;
+    Ok((ckpt, state))
 }
 
 /// Drops log lines of steps after the checkpoint being resumed: they will be run again.
