@@ -49,6 +49,16 @@ fn main() -> Result<()> {
         padding: 1,
         output_padding: 0,
     };
+    let s1 = ConvSpec {
+        stride: 1,
+        padding: 0,
+        output_padding: 0,
+    };
+    let same = ConvSpec {
+        stride: 1,
+        padding: 1,
+        output_padding: 0,
+    };
     let bn_ref = |x: &Tensor, g: &Tensor, be: &Tensor| -> Result<Tensor> {
         // The statistics as candle-nn computes them in training mode.
         let c = x.dim(1)?;
@@ -119,6 +129,81 @@ fn main() -> Result<()> {
             }),
         ),
         (
+            "DCGAN G convT 100->64, 1->7",
+            vec![r(&[b, 100, 1, 1])?, r(&[100, 64, 7, 7])?, r(&[64])?],
+            Box::new(move |t| ops::conv_transpose2d(&t[0], &t[1], &t[2], s1)),
+            Box::new(|t| {
+                t[0].conv_transpose2d(&t[1], 0, 0, 1, 1)?
+                    .broadcast_add(&t[2].reshape((1, 64, 1, 1))?)
+            }),
+        ),
+        (
+            "DCGAN conv 3x3 64->64, 7",
+            vec![r(&[b, 64, 7, 7])?, r(&[64, 64, 3, 3])?, r(&[64])?],
+            Box::new(move |t| ops::conv2d(&t[0], &t[1], &t[2], same)),
+            Box::new(|t| {
+                t[0].conv2d(&t[1], 1, 1, 1, 1)?
+                    .broadcast_add(&t[2].reshape((1, 64, 1, 1))?)
+            }),
+        ),
+        (
+            "DCGAN G convT 64->32, 7->14",
+            vec![r(&[b, 64, 7, 7])?, r(&[64, 32, 4, 4])?, r(&[32])?],
+            Box::new(move |t| ops::conv_transpose2d(&t[0], &t[1], &t[2], s2)),
+            Box::new(|t| {
+                t[0].conv_transpose2d(&t[1], 1, 0, 2, 1)?
+                    .broadcast_add(&t[2].reshape((1, 32, 1, 1))?)
+            }),
+        ),
+        (
+            "DCGAN G convT 32->1, 14->28",
+            vec![r(&[b, 32, 14, 14])?, r(&[32, 1, 4, 4])?, r(&[1])?],
+            Box::new(move |t| ops::conv_transpose2d(&t[0], &t[1], &t[2], s2)),
+            Box::new(|t| {
+                t[0].conv_transpose2d(&t[1], 1, 0, 2, 1)?
+                    .broadcast_add(&t[2].reshape((1, 1, 1, 1))?)
+            }),
+        ),
+        (
+            "DCGAN D conv 1->32, 28->14",
+            vec![r(&[b, 1, 28, 28])?, r(&[32, 1, 4, 4])?, r(&[32])?],
+            Box::new(move |t| ops::conv2d(&t[0], &t[1], &t[2], s2)),
+            Box::new(|t| {
+                t[0].conv2d(&t[1], 1, 2, 1, 1)?
+                    .broadcast_add(&t[2].reshape((1, 32, 1, 1))?)
+            }),
+        ),
+        (
+            "DCGAN D conv 32->64, 14->7",
+            vec![r(&[b, 32, 14, 14])?, r(&[64, 32, 4, 4])?, r(&[64])?],
+            Box::new(move |t| ops::conv2d(&t[0], &t[1], &t[2], s2)),
+            Box::new(|t| {
+                t[0].conv2d(&t[1], 1, 2, 1, 1)?
+                    .broadcast_add(&t[2].reshape((1, 64, 1, 1))?)
+            }),
+        ),
+        (
+            "DCGAN D conv 64->1, 7->1",
+            vec![r(&[b, 64, 7, 7])?, r(&[1, 64, 7, 7])?, r(&[1])?],
+            Box::new(move |t| ops::conv2d(&t[0], &t[1], &t[2], s1)),
+            Box::new(|t| {
+                t[0].conv2d(&t[1], 0, 1, 1, 1)?
+                    .broadcast_add(&t[2].reshape((1, 1, 1, 1))?)
+            }),
+        ),
+        (
+            "batch norm [64,64,7,7]",
+            vec![r(&[b, 64, 7, 7])?, r(&[64])?, r(&[64])?],
+            Box::new(|t| Ok(ops::batch_norm_train(&t[0], &t[1], &t[2], 1e-5)?.0)),
+            Box::new(move |t| bn_ref(&t[0], &t[1], &t[2])),
+        ),
+        (
+            "batch norm [64,32,14,14]",
+            vec![r(&[b, 32, 14, 14])?, r(&[32])?, r(&[32])?],
+            Box::new(|t| Ok(ops::batch_norm_train(&t[0], &t[1], &t[2], 1e-5)?.0)),
+            Box::new(move |t| bn_ref(&t[0], &t[1], &t[2])),
+        ),
+        (
             "batch norm [64,128,7,7]",
             vec![r(&[b, 128, 7, 7])?, r(&[128])?, r(&[128])?],
             Box::new(|t| Ok(ops::batch_norm_train(&t[0], &t[1], &t[2], 1e-5)?.0)),
@@ -141,7 +226,9 @@ fn main() -> Result<()> {
         "{:<26} {:>12} {:>12} {:>12} {:>12}",
         "layer (batch 64)", "ours fwd ms", "ours f+b ms", "candle fwd", "candle f+b"
     );
-    for (name, inputs, ours, theirs) in &cases {
+    // `OPS_ONLY=text`: only the layers whose name contains it (for a profiler).
+    let only = std::env::var("OPS_ONLY").unwrap_or_default();
+    for (name, inputs, ours, theirs) in cases.iter().filter(|c| c.0.contains(&only)) {
         let (of, oa) = time(inputs, ours, reps)?;
         let (tf, ta) = time(inputs, theirs, reps.min(5))?;
         println!("{name:<26} {of:>12.2} {oa:>12.2} {tf:>12.2} {ta:>12.2}");

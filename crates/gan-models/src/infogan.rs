@@ -72,6 +72,17 @@ pub struct InfoganConfig {
     /// Weight of the mutual-information term (0: a regular GAN).
     #[arg(long, default_value_t = 1.0)]
     pub lambda: f64,
+    /// Steps at the start with no mutual-information term (lambda 0): G first learns
+    /// the digits as a regular GAN, so the codes are then laid onto modes G already
+    /// draws rather than onto the blobs of the first steps. 0 is not written.
+    #[arg(long, default_value_t = 0)]
+    #[serde(default, skip_serializing_if = "crate::registry::is_default")]
+    pub lambda_delay: usize,
+    /// Steps after --lambda-delay over which lambda grows linearly from 0 to --lambda
+    /// (0: at once). 0 is not written.
+    #[arg(long, default_value_t = 0)]
+    #[serde(default, skip_serializing_if = "crate::registry::is_default")]
+    pub lambda_warmup: usize,
     /// Weight of the continuous codes' NLL inside L_I; larger values make them change
     /// digit identity.
     #[arg(long, default_value_t = 0.1)]
@@ -505,6 +516,22 @@ impl Infogan {
         (start + (end - start) * f) / end
     }
 
+    /// The weight of L_I at training step `t` (from 1): 0 during --lambda-delay, then
+    /// growing linearly to --lambda over --lambda-warmup steps (step delay + i has
+    /// i / warmup of it), --lambda after.
+    pub fn lambda_at(&self, t: u64) -> f64 {
+        let (delay, warmup) = (self.cfg.lambda_delay as u64, self.cfg.lambda_warmup as u64);
+        if t <= delay {
+            return 0.0;
+        }
+        let into = t - delay;
+        if into >= warmup {
+            self.cfg.lambda
+        } else {
+            self.cfg.lambda * into as f64 / warmup as f64
+        }
+    }
+
     /// D's line: ascend log D(x) + log(1 - D(G(z, c))) (plus, with `info_in_d`,
     /// descend lambda * L_I through the trunk it shares with Q).
     fn d_step(&self, batch: &Batch, t: u64, rng: &mut Rng) -> Result<StepOutput> {
@@ -515,9 +542,10 @@ impl Infogan {
         let (fake_logit, q) = self.discriminate(&fake, true)?;
         let mut loss = discriminator_loss(&real, &fake_logit)?;
         let mut out = StepOutput::new(loss.clone());
-        if self.cfg.info_in_d && self.cfg.lambda > 0.0 {
+        let lambda = self.lambda_at(t);
+        if self.cfg.info_in_d && lambda > 0.0 {
             let info = self.info_loss(&q, &sample)?;
-            loss = (loss + (&info.l_info * self.cfg.lambda)?)?;
+            loss = (loss + (&info.l_info * lambda)?)?;
             out = StepOutput::new(loss).with("d_l_info", info.l_info.to_scalar::<f32>()?);
         }
         Ok(out
@@ -532,7 +560,7 @@ impl Infogan {
         let (logit, q) = self.discriminate_for_g(&fake)?;
         let adv = generator_loss(&logit, self.cfg.g_loss)?;
         let info = self.info_loss(&q, &sample)?;
-        let loss = (adv.clone() + (&info.l_info * self.cfg.lambda)?)?;
+        let loss = (adv.clone() + (&info.l_info * self.lambda_at(t))?)?;
         let cat = info.l_cat.to_scalar::<f32>()?;
         let mut out = StepOutput::new(loss)
             .with("g_adv", adv.to_scalar::<f32>()?)

@@ -204,3 +204,38 @@ fn noise_warmup_grows_the_noise_linearly_then_leaves_it() {
     };
     assert!(Infogan::new(bad, &Device::Cpu, 0).is_err());
 }
+
+#[test]
+fn lambda_is_off_during_the_delay_then_grows_to_its_value() {
+    let cfg = InfoganConfig {
+        lambda: 2.0,
+        lambda_delay: 10,
+        lambda_warmup: 4,
+        ..InfoganConfig::default()
+    };
+    let m = Infogan::new(cfg, &Device::Cpu, 0).unwrap();
+    let got: Vec<f64> = (1..=16).map(|t| m.lambda_at(t)).collect();
+    let want = [
+        0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.5, 1.0, 1.5, 2.0, 2.0, 2.0,
+    ];
+    assert_eq!(got, want);
+    // A delay alone switches lambda on at once; neither leaves it at its value from step 1.
+    let delay_only = Infogan::new(
+        InfoganConfig {
+            lambda_delay: 3,
+            ..InfoganConfig::default()
+        },
+        &Device::Cpu,
+        0,
+    )
+    .unwrap();
+    assert_eq!(
+        (1..=5).map(|t| delay_only.lambda_at(t)).collect::<Vec<_>>(),
+        [0.0, 0.0, 0.0, 1.0, 1.0]
+    );
+    let plain = model(0);
+    assert!((1..2000).all(|t| plain.lambda_at(t) == 1.0));
+    // Not written when off, so older runs' configs still match.
+    let v = serde_json::to_value(InfoganConfig::default()).unwrap();
+    assert!(v.get("lambda_delay").is_none() && v.get("lambda_warmup").is_none());
+}

@@ -374,10 +374,73 @@ pub(crate) fn swap01(x: &[f32], a: usize, b: usize, p: usize, bias: Option<&[f32
     out
 }
 
+/// Planes reduced side by side: each plane's own sum still runs element by element in
+/// order (so the result is bit for bit the plain loop's), but `LANES` independent chains
+/// keep the adder busy where one chain waits on each addition's latency.
+const LANES: usize = 4;
+
+/// Elements of `[n, c, p]` below which the reductions stay on the calling thread.
+const PAR_MIN: usize = 1 << 15;
+
+/// For each channel `ci` of `[n, c, p]` (`p > 1`): the sum over `ni` in order of
+/// `plane(ni, ci)`, where `plane` reduces `LANES` planes of consecutive channels at once
+/// (`[ci, ci + LANES)`, fewer at the end). Channels are split over the threads; each
+/// channel's additions keep their order, so the split changes no bit.
+fn per_channel_planes<T: Copy + Send + Default + std::ops::AddAssign>(
+    n: usize,
+    c: usize,
+    planes: impl Fn(usize, usize, &mut [T]) + Sync,
+) -> Vec<T> {
+    let mut out = vec![T::default(); c];
+    let block = |(bi, o): (usize, &mut [T])| {
+        let c0 = bi * LANES;
+        let mut part = [T::default(); LANES];
+        for ni in 0..n {
+            let part = &mut part[..o.len()];
+            planes(ni, c0, part);
+            for (acc, &v) in o.iter_mut().zip(part.iter()) {
+                *acc += v;
+            }
+        }
+    };
+    if n * c >= PAR_MIN / 64 && threads() > 1 {
+        out.par_chunks_mut(LANES).enumerate().for_each(block);
+    } else {
+        out.chunks_mut(LANES).enumerate().for_each(block);
+    }
+    out
+}
+
+/// The `f64` sums of `f(lane, x)` over planes `ci .. ci + out.len()` of image `ni`, each
+/// plane in element order from -0.0 (as `Iterator::sum` does).
+#[inline]
+fn lane_sums(
+    x: &[f32],
+    (ni, ci, c, p): (usize, usize, usize, usize),
+    out: &mut [f64],
+    f: impl Fn(usize, f32) -> f64,
+) {
+    let base = (ni * c + ci) * p;
+    let planes = &x[base..base + out.len() * p];
+    if out.len() == LANES {
+        let mut s = [-0.0f64; LANES];
+        for j in 0..p {
+            for (q, acc) in s.iter_mut().enumerate() {
+                *acc += f(q, planes[q * p + j]);
+            }
+        }
+        out.copy_from_slice(&s);
+    } else {
+        for (q, o) in out.iter_mut().enumerate() {
+            *o = planes[q * p..][..p].iter().map(|&v| f(q, v)).sum::<f64>();
+        }
+    }
+}
+
 /// Sum over `[n, c, p]` for each `c`.
 pub(crate) fn channel_sums(x: &[f32], n: usize, c: usize, p: usize) -> Vec<f32> {
-    let mut out = vec![0f64; c];
     if p == 1 {
+        let mut out = vec![0f64; c];
         for row in x.chunks_exact(c).take(n) {
             for (o, &v) in out.iter_mut().zip(row) {
                 *o += v as f64;
@@ -385,15 +448,12 @@ pub(crate) fn channel_sums(x: &[f32], n: usize, c: usize, p: usize) -> Vec<f32> 
         }
         return out.into_iter().map(|v| v as f32).collect();
     }
-    for ni in 0..n {
-        for (ci, o) in out.iter_mut().enumerate() {
-            *o += x[(ni * c + ci) * p..][..p]
-                .iter()
-                .map(|&v| v as f64)
-                .sum::<f64>();
-        }
-    }
-    out.into_iter().map(|v| v as f32).collect()
+    per_channel_planes(n, c, |ni, ci, o: &mut [f64]| {
+        lane_sums(x, (ni, ci, c, p), o, |_, v| v as f64)
+    })
+    .into_iter()
+    .map(|v| v as f32)
+    .collect()
 }
 
 /// Per-channel mean and biased variance of `[n, c, p]`, in two passes for accuracy.
@@ -421,16 +481,12 @@ pub(crate) fn channel_moments(x: &[f32], n: usize, c: usize, p: usize) -> (Vec<f
         .into_iter()
         .map(|s| s as f64 / count)
         .collect();
-    let mut var = vec![0f64; c];
-    for ni in 0..n {
-        for (ci, v) in var.iter_mut().enumerate() {
-            let m = mean[ci];
-            *v += x[(ni * c + ci) * p..][..p]
-                .iter()
-                .map(|&e| (e as f64 - m) * (e as f64 - m))
-                .sum::<f64>();
-        }
-    }
+    let var = per_channel_planes(n, c, |ni, ci, o: &mut [f64]| {
+        let m = &mean[ci..];
+        lane_sums(x, (ni, ci, c, p), o, |q, e| {
+            (e as f64 - m[q]) * (e as f64 - m[q])
+        })
+    });
     (
         mean.into_iter().map(|v| v as f32).collect(),
         var.into_iter().map(|v| (v / count) as f32).collect(),
@@ -472,8 +528,8 @@ pub(crate) fn channel_grad_sums(
     c: usize,
     p: usize,
 ) -> (Vec<f64>, Vec<f64>) {
-    let (mut sg, mut sgx) = (vec![0f64; c], vec![0f64; c]);
     if p == 1 {
+        let (mut sg, mut sgx) = (vec![0f64; c], vec![0f64; c]);
         for (gr, xr) in g.chunks_exact(c).zip(x.chunks_exact(c)).take(n) {
             for ci in 0..c {
                 sg[ci] += gr[ci] as f64;
@@ -482,21 +538,36 @@ pub(crate) fn channel_grad_sums(
         }
         return (sg, sgx);
     }
-    for ni in 0..n {
-        for ci in 0..c {
-            let off = (ni * c + ci) * p;
-            let (gs, xs) = (&g[off..off + p], &x[off..off + p]);
-            let m = mean[ci];
-            let (mut a, mut b) = (0f32, 0f32);
-            for (&gv, &xv) in gs.iter().zip(xs) {
-                a += gv;
-                b += gv * (xv - m);
+    // Each plane summed in f32 in element order, then added to the channel's f64 total.
+    let both = per_channel_planes(n, c, |ni, ci, o: &mut [Pair]| {
+        let base = (ni * c + ci) * p;
+        let lanes = o.len();
+        let (gs, xs) = (&g[base..base + lanes * p], &x[base..base + lanes * p]);
+        let mut a = [0f32; LANES];
+        let mut b = [0f32; LANES];
+        for j in 0..p {
+            for q in 0..lanes {
+                let (gv, xv) = (gs[q * p + j], xs[q * p + j]);
+                a[q] += gv;
+                b[q] += gv * (xv - mean[ci + q]);
             }
-            sg[ci] += a as f64;
-            sgx[ci] += b as f64;
         }
+        for q in 0..lanes {
+            o[q] = Pair(a[q] as f64, b[q] as f64);
+        }
+    });
+    both.into_iter().map(|Pair(a, b)| (a, b)).unzip()
+}
+
+/// Two sums carried together through [`per_channel_planes`].
+#[derive(Clone, Copy, Default)]
+struct Pair(f64, f64);
+
+impl std::ops::AddAssign for Pair {
+    fn add_assign(&mut self, o: Self) {
+        self.0 += o.0;
+        self.1 += o.1;
     }
-    (sg, sgx)
 }
 
 /// `out = act(x * scale[c] + shift[c])` over `[n, c, p]`, with `act` a leaky ReLU of
@@ -513,7 +584,9 @@ pub(crate) fn channel_affine(
     let (scale, shift) = (&scale[..c], &shift[..c]);
     // The identity is a leaky ReLU of slope 1: one branch-free select for both.
     let a = slope.unwrap_or(1.0);
-    let act = |u: f32| if u > 0.0 { u } else { a * u };
+    // The loops copy the slope into a local first: read through the closure's captured
+    // reference it left the plane loop scalar, with a branch and a reload per element.
+    let act = |u: f32, a: f32| if u > 0.0 { u } else { a * u };
     let mut out = vec![0f32; x.len()];
     if x.is_empty() {
         return out;
@@ -522,9 +595,10 @@ pub(crate) fn channel_affine(
         out.par_chunks_mut(c * 16)
             .zip(x.par_chunks(c * 16))
             .for_each(|(o, xs)| {
+                let a = a;
                 for (orow, xrow) in o.chunks_mut(c).zip(xs.chunks(c)) {
                     for (((ov, &xv), &s), &t) in orow.iter_mut().zip(xrow).zip(scale).zip(shift) {
-                        *ov = act(xv * s + t);
+                        *ov = act(xv * s + t, a);
                     }
                 }
             });
@@ -533,9 +607,9 @@ pub(crate) fn channel_affine(
             .zip(x.par_chunks(p))
             .enumerate()
             .for_each(|(plane, (o, xs))| {
-                let (s, t) = (scale[plane % c], shift[plane % c]);
+                let (s, t, a) = (scale[plane % c], shift[plane % c], a);
                 for (ov, &xv) in o.iter_mut().zip(xs) {
-                    *ov = act(xv * s + t);
+                    *ov = act(xv * s + t, a);
                 }
             });
     }
@@ -637,6 +711,76 @@ mod tests {
                 .map(|((acc, plain), s)| (acc - plain - s).abs())
                 .fold(0f32, f32::max);
             assert!(worst < 1e-4, "{name}: accumulation off by {worst}");
+        }
+    }
+
+    /// The per-channel reductions, planes side by side and channels over the threads,
+    /// are bit for bit the plain loops (each plane in element order, planes in image
+    /// order), for channel counts that leave a partial block of lanes.
+    #[test]
+    fn channel_reductions_are_the_plain_loops_bit_for_bit() {
+        for (n, c, p) in [(3, 7, 5), (64, 35, 49), (2, 1, 196)] {
+            // Full 24-bit mantissas over a few binades: the squared deviations' f64
+            // sums then round, so the order of their additions shows in the last bits.
+            let fill = |seed: u64| -> Vec<f32> {
+                let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                (0..n * c * p)
+                    .map(|_| {
+                        state ^= state << 13;
+                        state ^= state >> 7;
+                        state ^= state << 17;
+                        let frac = (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+                        frac * 2f32.powi((state % 9) as i32 - 4)
+                    })
+                    .collect()
+            };
+            let (x, g) = (fill(1), fill(2));
+            let plane = |v: &[f32], ni: usize, ci: usize| v[(ni * c + ci) * p..][..p].to_vec();
+            let (mut sum, mut var) = (vec![0f64; c], vec![0f64; c]);
+            for ni in 0..n {
+                for ci in 0..c {
+                    sum[ci] += plane(&x, ni, ci).iter().map(|&v| v as f64).sum::<f64>();
+                }
+            }
+            let count = (n * p) as f64;
+            let mean: Vec<f64> = sum.iter().map(|&s| s as f32 as f64 / count).collect();
+            for ni in 0..n {
+                for ci in 0..c {
+                    let m = mean[ci];
+                    var[ci] += plane(&x, ni, ci)
+                        .iter()
+                        .map(|&e| (e as f64 - m) * (e as f64 - m))
+                        .sum::<f64>();
+                }
+            }
+            let mean32: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
+            let (mut sg, mut sgx) = (vec![0f64; c], vec![0f64; c]);
+            for ni in 0..n {
+                for ci in 0..c {
+                    let (mut a, mut b) = (0f32, 0f32);
+                    for (&gv, &xv) in plane(&g, ni, ci).iter().zip(&plane(&x, ni, ci)) {
+                        a += gv;
+                        b += gv * (xv - mean32[ci]);
+                    }
+                    sg[ci] += a as f64;
+                    sgx[ci] += b as f64;
+                }
+            }
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            let bits64 = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            let sums: Vec<f32> = sum.iter().map(|&v| v as f32).collect();
+            assert_eq!(
+                bits(&channel_sums(&x, n, c, p)),
+                bits(&sums),
+                "sums {n}x{c}x{p}"
+            );
+            let (m, v) = channel_moments(&x, n, c, p);
+            let vars: Vec<f32> = var.iter().map(|&v| (v / count) as f32).collect();
+            assert_eq!(bits(&m), bits(&mean32), "means {n}x{c}x{p}");
+            assert_eq!(bits(&v), bits(&vars), "variances {n}x{c}x{p}");
+            let (a, b) = channel_grad_sums(&g, &x, &mean32, n, c, p);
+            assert_eq!(bits64(&a), bits64(&sg), "sum(g) {n}x{c}x{p}");
+            assert_eq!(bits64(&b), bits64(&sgx), "sum(g (x - mean)) {n}x{c}x{p}");
         }
     }
 
