@@ -595,10 +595,10 @@ pub(crate) fn channel_affine(
         out.par_chunks_mut(c * 16)
             .zip(x.par_chunks(c * 16))
             .for_each(|(o, xs)| {
-                let a = a;
+                let slope = a;
                 for (orow, xrow) in o.chunks_mut(c).zip(xs.chunks(c)) {
                     for (((ov, &xv), &s), &t) in orow.iter_mut().zip(xrow).zip(scale).zip(shift) {
-                        *ov = act(xv * s + t, a);
+                        *ov = act(xv * s + t, slope);
                     }
                 }
             });
@@ -718,6 +718,7 @@ mod tests {
     /// are bit for bit the plain loops (each plane in element order, planes in image
     /// order), for channel counts that leave a partial block of lanes.
     #[test]
+    #[allow(clippy::needless_range_loop)] // the reference is the plain indexed loops
     fn channel_reductions_are_the_plain_loops_bit_for_bit() {
         for (n, c, p) in [(3, 7, 5), (64, 35, 49), (2, 1, 196)] {
             // Full 24-bit mantissas over a few binades: the squared deviations' f64
