@@ -244,26 +244,36 @@ impl ConvGeom {
         self.n * self.oh * self.ow
     }
 
-    /// The outputs `lo..hi` (of `outputs`) whose input `o * stride + k - pad` lies
-    /// inside `0..size`: the rest meet padding.
-    #[inline]
-    fn valid(&self, k: usize, size: usize, outputs: usize) -> (usize, usize) {
-        let s = self.stride;
-        // o * s + k >= pad  <=>  o >= ceil((pad - k) / s)
-        let lo = self.pad.saturating_sub(k).div_ceil(s);
-        // o * s + k - pad < size  <=>  o * s < size + pad - k
-        let hi = (size + self.pad)
-            .checked_sub(k)
-            .map_or(0, |lim| lim.div_ceil(s));
-        (lo.min(outputs), hi.min(outputs).max(lo.min(outputs)))
-    }
-
     /// Input row `iy` read by output row `oy` through kernel row `ki`, if inside.
     #[inline]
     fn src(&self, o: usize, k: usize, size: usize) -> Option<usize> {
         (o * self.stride + k)
             .checked_sub(self.pad)
             .filter(|&i| i < size)
+    }
+
+    /// For each kernel tap `(ki, kj)` (row-major) and output pixel `(oy, ox)`: the input
+    /// pixel `iy * w + ix` it reads, or `u32::MAX` where it meets padding. `kh*kw*oh*ow`
+    /// entries, a few thousand for this project's layers: computed once per call, it
+    /// turns im2col and col2im into a gather and a scatter over flat planes, with no
+    /// per-row bounds arithmetic (which dominated on 7x7 and 14x14 images).
+    fn taps(&self) -> Vec<u32> {
+        let mut t = Vec::with_capacity(self.kh * self.kw * self.oh * self.ow);
+        for ki in 0..self.kh {
+            for kj in 0..self.kw {
+                for oy in 0..self.oh {
+                    let iy = self.src(oy, ki, self.h);
+                    for ox in 0..self.ow {
+                        let at = match (iy, self.src(ox, kj, self.w)) {
+                            (Some(iy), Some(ix)) => (iy * self.w + ix) as u32,
+                            _ => u32::MAX,
+                        };
+                        t.push(at);
+                    }
+                }
+            }
+        }
+        t
     }
 }
 
@@ -273,82 +283,61 @@ impl ConvGeom {
 /// Every element is written once (zero where the tap meets padding), so the matrix,
 /// tens of megabytes for a 64-channel layer, gets no zeroing pass first.
 pub(crate) fn im2col(x: &[f32], g: &ConvGeom) -> Vec<f32> {
-    use std::mem::MaybeUninit;
     let (p, cols) = (g.oh * g.ow, g.cols());
     let len = g.k() * cols;
     if cols == 0 || len == 0 {
         return vec![0f32; len];
     }
+    assert!(
+        g.h * g.w < u32::MAX as usize,
+        "image too large for the tap table"
+    );
+    let taps = g.taps();
+    let (kk, hw) = (g.kh * g.kw, g.h * g.w);
     let mut out: Vec<f32> = Vec::with_capacity(len);
-    let zero = MaybeUninit::new(0f32);
     out.spare_capacity_mut()[..len]
         .par_chunks_mut(cols)
         .enumerate()
         .for_each(|(r, row)| {
-            let (ci, ki, kj) = (r / (g.kh * g.kw), (r / g.kw) % g.kh, r % g.kw);
-            let (lo, hi) = g.valid(kj, g.w, g.ow);
-            for ni in 0..g.n {
-                let plane = &x[(ni * g.c + ci) * g.h * g.w..][..g.h * g.w];
-                let dst = &mut row[ni * p..][..p];
-                for oy in 0..g.oh {
-                    let d = &mut dst[oy * g.ow..][..g.ow];
-                    let Some(iy) = g.src(oy, ki, g.h) else {
-                        d.fill(zero);
-                        continue;
-                    };
-                    let src = &plane[iy * g.w..][..g.w];
-                    d[..lo].fill(zero);
-                    d[hi..].fill(zero);
-                    if lo < hi {
-                        // `valid` keeps the last tap inside the row, so the pixels
-                        // cover all of lo..hi and every slot is written.
-                        debug_assert!((hi - 1) * g.stride + kj - g.pad < g.w);
-                        let first = lo * g.stride + kj - g.pad;
-                        let pixels = src[first..].iter().step_by(g.stride);
-                        for (dv, &sv) in d[lo..hi].iter_mut().zip(pixels) {
-                            dv.write(sv);
-                        }
-                    }
+            let (ci, tap) = (r / kk, r % kk);
+            let table = &taps[tap * p..][..p];
+            for (ni, dst) in row.chunks_exact_mut(p).enumerate() {
+                let plane = &x[(ni * g.c + ci) * hw..][..hw];
+                for (d, &i) in dst.iter_mut().zip(table) {
+                    d.write(plane.get(i as usize).copied().unwrap_or(0.0));
                 }
             }
         });
-    // SAFETY: the rows above cover all `len` elements (`k()` rows of `cols`, each row
-    // `n` blocks of `oh` segments of `ow`), and each segment is written in full: either
-    // filled with zeros or zeros outside `lo..hi` and input pixels inside.
+    // SAFETY: each row of `cols = n * p` elements is `n` chunks of `p`, and each chunk is
+    // written in full (the table has `p` entries), so all `len` elements are initialised.
     unsafe { out.set_len(len) };
     out
 }
 
 /// The adjoint of [`im2col`]: sums each column entry back into the input pixel it came
-/// from, giving `[n, c, h, w]`.
+/// from, giving `[n, c, h, w]`. Each pixel receives its terms tap by tap in kernel order,
+/// then by output pixel, as a loop over the geometry would add them.
 pub(crate) fn col2im(cols: &[f32], g: &ConvGeom) -> Vec<f32> {
     let (p, ncols) = (g.oh * g.ow, g.cols());
     let mut out = vec![0f32; g.n * g.c * g.h * g.w];
-    if out.is_empty() {
+    if out.is_empty() || p == 0 {
         return out;
     }
+    assert!(
+        g.h * g.w < u32::MAX as usize,
+        "image too large for the tap table"
+    );
+    let taps = g.taps();
+    let kk = g.kh * g.kw;
     out.par_chunks_mut(g.h * g.w)
         .enumerate()
         .for_each(|(plane_idx, plane)| {
             let (ni, ci) = (plane_idx / g.c, plane_idx % g.c);
-            for ki in 0..g.kh {
-                for kj in 0..g.kw {
-                    let r = (ci * g.kh + ki) * g.kw + kj;
-                    let src = &cols[r * ncols + ni * p..][..p];
-                    for oy in 0..g.oh {
-                        let Some(iy) = g.src(oy, ki, g.h) else {
-                            continue;
-                        };
-                        let s = &src[oy * g.ow..][..g.ow];
-                        let d = &mut plane[iy * g.w..][..g.w];
-                        let (lo, hi) = g.valid(kj, g.w, g.ow);
-                        if lo < hi {
-                            let first = lo * g.stride + kj - g.pad;
-                            let targets = d[first..].iter_mut().step_by(g.stride);
-                            for (dv, &sv) in targets.zip(&s[lo..hi]) {
-                                *dv += sv;
-                            }
-                        }
+            for (tap, table) in taps.chunks_exact(p).enumerate() {
+                let src = &cols[(ci * kk + tap) * ncols + ni * p..][..p];
+                for (&v, &i) in src.iter().zip(table) {
+                    if let Some(d) = plane.get_mut(i as usize) {
+                        *d += v;
                     }
                 }
             }
