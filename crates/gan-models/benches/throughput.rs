@@ -165,7 +165,11 @@ fn measure(kind: &str, args: &Args, device: &Device) -> Result<Figures> {
         g.generate(b, None, &mut r)?.to_dtype(DType::F32)?;
     }
     let t = Instant::now();
-    let reps = args.steps.max(10);
+    // `GEN_REPS=N`: that many generation batches (for a profiler), else max(steps, 10).
+    let reps = std::env::var("GEN_REPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(args.steps.max(10));
     for _ in 0..reps {
         let x = g.generate(b, None, &mut r)?;
         x.sum_all()?.to_scalar::<f32>()?;
