@@ -152,3 +152,45 @@ fn adam_on_collected_gradients_matches_adam_on_candles() {
         assert!(moved.to_scalar::<f32>().unwrap() > 1e-3);
     }
 }
+
+/// Evaluation-mode batch norm inside `frozen` (one fused pass, the generators' path in
+/// `eval` and `sample`) gives the unfrozen path's output bit for bit, with and without
+/// the activation, and the same gradient for its input.
+#[test]
+fn frozen_evaluation_batch_norm_is_the_plain_one() -> Result<()> {
+    let vars = VarMap::new();
+    let vb = VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu);
+    let bn = layers::batch_norm(5, vb)?;
+    {
+        let data = vars.data().lock().unwrap();
+        for (i, name) in ["weight", "bias", "running_mean"].iter().enumerate() {
+            data[*name].set(&rand(&[5], 7 + i as u64))?;
+        }
+        data["running_var"].set(&(rand(&[5], 11).abs()? + 0.1)?)?;
+    }
+    for shape in [&[4, 5, 3, 2][..], &[6, 5][..]] {
+        for slope in [None, Some(0.2), Some(0.0)] {
+            let x = candle_core::Var::from_tensor(&rand(shape, 3))?;
+            let run = |frozen_weights: bool| -> Result<(Vec<u32>, Tensor)> {
+                let f = || match slope {
+                    Some(a) => bn.forward_act(x.as_tensor(), false, a),
+                    None => candle_core::ModuleT::forward_t(&bn, x.as_tensor(), false),
+                };
+                let y = if frozen_weights { frozen(f)? } else { f()? };
+                // A weighted sum, so that the gradient differs from element to element.
+                let w = rand(shape, 5);
+                let grads = (&y * &w)?.sum_all()?.backward()?;
+                let bits = y.flatten_all()?.to_vec1::<f32>()?;
+                Ok((
+                    bits.iter().map(|v| v.to_bits()).collect(),
+                    grads.get(x.as_tensor()).unwrap().clone(),
+                ))
+            };
+            let (plain, plain_grad) = run(false)?;
+            let (fused, fused_grad) = run(true)?;
+            assert_eq!(plain, fused, "output {shape:?} slope {slope:?}");
+            assert_close(&format!("dx {shape:?} {slope:?}"), &fused_grad, &plain_grad);
+        }
+    }
+    Ok(())
+}

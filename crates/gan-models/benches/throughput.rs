@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
+use gan_core::fast::layers::frozen;
 use gan_core::prior::rng;
 use gan_core::{Batch, Model, Step, TrainConfig, Trainer};
 use gan_models::registry::kinds;
@@ -162,7 +163,7 @@ fn measure(kind: &str, args: &Args, device: &Device) -> Result<Figures> {
         });
     };
     for _ in 0..2 {
-        g.generate(b, None, &mut r)?.to_dtype(DType::F32)?;
+        frozen(|| g.generate(b, None, &mut r))?.to_dtype(DType::F32)?;
     }
     let t = Instant::now();
     // `GEN_REPS=N`: that many generation batches (for a profiler), else max(steps, 10).
@@ -171,7 +172,8 @@ fn measure(kind: &str, args: &Args, device: &Device) -> Result<Figures> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(args.steps.max(10));
     for _ in 0..reps {
-        let x = g.generate(b, None, &mut r)?;
+        // As `gan-cli eval` and `sample` call it: no graph, batch norm fused.
+        let x = frozen(|| g.generate(b, None, &mut r))?;
         x.sum_all()?.to_scalar::<f32>()?;
     }
     let gen = t.elapsed().as_secs_f64();

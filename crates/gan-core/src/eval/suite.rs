@@ -640,7 +640,9 @@ fn score_generated(
     let mut parts = Vec::new();
     for start in (0..n).step_by(GEN_BATCH) {
         let b = GEN_BATCH.min(n - start);
-        let images = model.generate(b, class, rng)?;
+        // Frozen: no gradient is wanted, so no graph is recorded and evaluation-mode
+        // batch norm runs as one fused pass.
+        let images = crate::fast::layers::frozen(|| model.generate(b, class, rng))?;
         Judge::check_images(&images).context("the model generated a bad batch")?;
         parts.push(judge.outputs(&images)?);
     }

@@ -208,9 +208,31 @@ impl BatchNorm {
     /// Batch norm then a leaky ReLU of `slope` (0: ReLU), fused into one op when training.
     pub fn forward_act(&self, x: &Tensor, train: bool, slope: f64) -> Result<Tensor> {
         if !train {
+            if let Some(y) = self.frozen_eval(x, Some(slope))? {
+                return Ok(y);
+            }
             return ops::leaky_relu(&self.forward_t(x, false)?, slope);
         }
         self.train_forward(x, Some(slope))
+    }
+
+    /// Evaluation mode inside [`frozen`]: scale and shift are constants, so the
+    /// normalisation and the activation are one pass over `x` (generation's path).
+    /// `None` outside a frozen section, where the weights may want gradients.
+    fn frozen_eval(&self, x: &Tensor, slope: Option<f64>) -> Result<Option<Tensor>> {
+        if !FROZEN.with(|c| c.get()) {
+            return Ok(None);
+        }
+        let (scale, shift) = self.eval_coefficients()?;
+        ops::channel_affine(x, &scale.detach(), &shift.detach(), slope).map(Some)
+    }
+
+    /// `weight / sqrt(running_var + eps)` and `bias - running_mean * scale`.
+    fn eval_coefficients(&self) -> Result<(Tensor, Tensor)> {
+        let (w, b) = (param(&self.weight), param(&self.bias));
+        let scale = (w.as_ref() / (self.running_var.as_tensor() + self.eps)?.sqrt()?)?;
+        let shift = (b.as_ref() - (self.running_mean.as_tensor() * &scale)?)?;
+        Ok((scale, shift))
     }
 
     fn train_forward(&self, x: &Tensor, act: Option<f64>) -> Result<Tensor> {
@@ -235,8 +257,10 @@ impl ModuleT for BatchNorm {
         let mut shape = vec![1; x.rank()];
         shape[1] = c;
         if !train {
-            let scale = (&self.weight / (self.running_var.as_tensor() + self.eps)?.sqrt()?)?;
-            let shift = (&self.bias - (self.running_mean.as_tensor() * &scale)?)?;
+            if let Some(y) = self.frozen_eval(x, None)? {
+                return Ok(y);
+            }
+            let (scale, shift) = self.eval_coefficients()?;
             return x
                 .broadcast_mul(&scale.reshape(shape.as_slice())?)?
                 .broadcast_add(&shift.reshape(shape.as_slice())?);

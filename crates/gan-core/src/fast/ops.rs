@@ -568,6 +568,73 @@ fn batch_norm_impl(
     Ok((y, stats))
 }
 
+// ---------------------------------------------------------------- frozen batch norm
+
+/// `act(x * scale[c] + shift[c])` with constant coefficients: batch norm in evaluation
+/// mode whose weights need no gradient.
+struct ChannelAffineOp {
+    scale: Vec<f32>,
+    shift: Vec<f32>,
+    act: Option<f32>,
+}
+
+impl CustomOp1 for ChannelAffineOp {
+    fn name(&self) -> &'static str {
+        "gan-channel-affine"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (_, c, p) = ncp(l.dims())?;
+        let y = kernels::channel_affine(data(s, l)?, c, p, &self.scale, &self.shift, self.act);
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let (_, c, p) = ncp(x.dims())?;
+        let a = self.act.unwrap_or(1.0);
+        with_data(&[res, grad], |d| {
+            // d/du act(u) read off the output (positive exactly where u was), times scale.
+            let mut dx = d[1].to_vec();
+            kernels::per_channel_mut(&mut dx, c, p, |ci, g| *g *= self.scale[ci]);
+            for (g, &y) in dx.iter_mut().zip(d[0]) {
+                if y <= 0.0 {
+                    *g *= a;
+                }
+            }
+            cpu(dx, x.shape()).map(Some)
+        })
+    }
+}
+
+/// Evaluation-mode batch norm with constant statistics, scale and shift, followed by a
+/// leaky ReLU of `slope` (`None`: none), in one pass: `act(x * scale[c] + shift[c])`
+/// for `x [N, C, ...]`. Gradients reach `x` only.
+pub fn channel_affine(
+    x: &Tensor,
+    scale: &Tensor,
+    shift: &Tensor,
+    slope: Option<f64>,
+) -> Result<Tensor> {
+    let (_, c, _) = ncp(x.dims())?;
+    if on_fast_path(x) {
+        let op = ChannelAffineOp {
+            scale: scale.to_vec1()?,
+            shift: shift.to_vec1()?,
+            act: slope.map(|a| a as f32),
+        };
+        return x.contiguous()?.apply_op1_arc(Arc::new(Box::new(op)));
+    }
+    let mut shape = vec![1; x.rank()];
+    shape[1] = c;
+    let y = x
+        .broadcast_mul(&scale.reshape(shape.as_slice())?)?
+        .broadcast_add(&shift.reshape(shape.as_slice())?)?;
+    match slope {
+        Some(a) => leaky_relu(&y, a),
+        None => Ok(y),
+    }
+}
+
 // ---------------------------------------------------------------- leaky ReLU
 
 struct LeakyReluOp(f32);
