@@ -187,7 +187,8 @@ class Mlp(nn.Sequential):
 
 class Gan:
     """gan.rs, default GanConfig: z 100 ~ N(0, I); G 100-256-512-1024-784 + tanh;
-    D 784-1024-512-256-1; leaky ReLU 0.2; non-saturating G loss."""
+    D 784-1024-512-256-1; leaky ReLU 0.2; non-saturating G loss; G at 1e-3 and its
+    running average (--ema-decay 0.999)."""
 
     z_dim = 100
 
@@ -198,7 +199,8 @@ class Gan:
         init_fan_in_uniform(self.d)
         self.nets = {"g": self.g, "d": self.d}
         self.d_nets, self.g_nets = ["d"], ["g"]
-        self.lr = {"g": 2e-4, "d": 2e-4}
+        self.lr = {"g": 1e-3, "d": 2e-4}
+        self.ema = {"g": 0.999}
 
     def fake(self, n):
         return torch.tanh(self.g(torch.randn(n, self.z_dim, device=DEVICE)))
@@ -311,7 +313,8 @@ class DcganDiscriminator(nn.Module):
 
 class Dcgan:
     """dcgan.rs, default DcganConfig: z 100 ~ N(0, I), g_width = d_width = 32, one extra
-    3x3 layer at the 7x7 stage of each, G's learning rate 1e-3."""
+    3x3 layer at the 7x7 stage of each, G's learning rate 2e-3, a running average of G
+    (--ema-decay 0.999)."""
 
     z_dim = 100
 
@@ -322,7 +325,8 @@ class Dcgan:
         init_normal(self.d)
         self.nets = {"g": self.g, "d": self.d}
         self.d_nets, self.g_nets = ["d"], ["g"]
-        self.lr = {"g": 1e-3, "d": 2e-4}
+        self.lr = {"g": 2e-3, "d": 2e-4}
+        self.ema = {"g": 0.999}
 
     def fake(self, n):
         return self.g(torch.randn(n, self.z_dim, device=DEVICE))
@@ -1117,6 +1121,15 @@ def measure(name, batch, warmup, steps, freeze_d):
             out[s.name] = (x[start : start + bs], labels[start : start + bs])
         return (out,) if streams else out["real"]
 
+    ema = getattr(model, "ema", {})
+    buffers = {
+        k: [b for b in model.nets[k].buffers() if b.is_floating_point()] for k in ema
+    }
+    averages = {
+        k: [p.detach().clone() for p in params[k]] + [b.clone() for b in buffers[k]]
+        for k in ema
+    }
+
     def step(args):
         """gan_core::Trainer::train_step with k = 1: the model's phases in order (the GANs:
         a D step, then a G step)."""
@@ -1138,6 +1151,12 @@ def measure(name, batch, warmup, steps, freeze_d):
             for k in ph.nets:
                 opts[k].step()
             losses.append(loss)
+        # The running averages of the engine's --ema-decay (the GAN's and DCGAN's G):
+        # a <- a + (w - a)(1 - d), with the engine's warm-up of d; BN statistics too.
+        step.count = t = getattr(step, "count", 0) + 1
+        for k, avg in averages.items():
+            d = min(ema[k], (1 + t) / (10 + t))
+            torch._foreach_lerp_(avg, [p.detach() for p in params[k]] + buffers[k], 1 - d)
         # The engine reads every phase's loss back for its log.
         return [loss.item() for loss in losses]
 

@@ -99,6 +99,8 @@ fn measure(kind: &str, args: &Args, device: &Device) -> Result<Figures> {
         batch_size: args.batch,
         checkpoint_every: 0,
         progress: false,
+        // The running average gan-cli keeps by default (the GAN's and DCGAN's G).
+        ema: gan_models::find(kind)?.ema,
         ..Default::default()
     };
     let mut trainer = Trainer::new(model.as_ref(), cfg, dir.path())?;

@@ -31,7 +31,7 @@ pub trait Registered: Model + Sized + 'static {
     }
 }
 
-/// The generator's learning rate of the GAN family (gan, dcgan, infogan's G and Q): 5x
+/// The generator's learning rate of the GAN family (gan, infogan's G and Q): 5x
 /// D's 2e-4, InfoGAN's pair, which took the MNIST-FID of DCGAN and of the MLP GAN far down
 /// at equal epochs (docs/RESULTS.md).
 pub(crate) fn g_lr() -> f64 {
