@@ -368,8 +368,8 @@ pub(crate) fn swap01(x: &[f32], a: usize, b: usize, p: usize, bias: Option<&[f32
 /// keep the adder busy where one chain waits on each addition's latency.
 const LANES: usize = 4;
 
-/// Elements of `[n, c, p]` below which the reductions stay on the calling thread.
-const PAR_MIN: usize = 1 << 15;
+/// Planes (`n * c`) from which the reductions split the channels over the threads.
+const PAR_MIN_PLANES: usize = 512;
 
 /// For each channel `ci` of `[n, c, p]` (`p > 1`): the sum over `ni` in order of
 /// `plane(ni, ci)`, where `plane` reduces `LANES` planes of consecutive channels at once
@@ -392,7 +392,7 @@ fn per_channel_planes<T: Copy + Send + Default + std::ops::AddAssign>(
             }
         }
     };
-    if n * c >= PAR_MIN / 64 && threads() > 1 {
+    if n * c >= PAR_MIN_PLANES && threads() > 1 {
         out.par_chunks_mut(LANES).enumerate().for_each(block);
     } else {
         out.chunks_mut(LANES).enumerate().for_each(block);
