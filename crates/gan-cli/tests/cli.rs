@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 
 mod common;
-use common::{cli, fails, ok, tiny_mnist};
+use common::{cli, fails, ok, small_args, tiny_mnist};
 
 #[test]
 fn train_resume_sample_end_to_end() {
@@ -352,23 +352,7 @@ fn infogan_eval_mapping_and_digit_sampling() {
     // --digit is InfoGAN's: another model's run is refused with a reason.
     let tiny_gan = |name: &str, extra: &[&str]| {
         let out = tmp.path().join(name);
-        let mut args = vec![
-            "gan",
-            "--data-dir",
-            data,
-            "--max-steps",
-            "1",
-            "--out",
-            out.to_str().unwrap(),
-            "--z-dim",
-            "8",
-            "--hidden",
-            "32",
-            "--batch-size",
-            "16",
-            "--quiet",
-            "--no-verify",
-        ];
+        let mut args = small_args("gan", data, out.to_str().unwrap(), &["--max-steps", "1"]);
         args.extend_from_slice(extra);
         ok(&args);
         out
@@ -444,23 +428,12 @@ fn eval_suite_and_report() {
     let mut runs = vec![];
     for kind in ["gan", "cgan"] {
         let run = tmp.path().join(kind);
-        ok(&[
+        ok(&small_args(
             kind,
-            "--data-dir",
             data,
-            "--epochs",
-            "1",
-            "--out",
             run.to_str().unwrap(),
-            "--z-dim",
-            "8",
-            "--hidden",
-            "32",
-            "--batch-size",
-            "16",
-            "--quiet",
-            "--no-verify",
-        ]);
+            &["--epochs", "1"],
+        ));
         // The engine drew the curves at the end of the epoch.
         assert!(run.join("curves/losses.png").exists());
         assert!(run.join("curves/accuracy.png").exists());

@@ -7,28 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 mod common;
-use common::{cli, fails, ok, tiny_mnist};
-
-/// A small GAN on the tiny MNIST: 64 images, batches of 16, 4 steps an epoch.
-fn gan_args<'a>(data: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut a = vec![
-        "gan",
-        "--data-dir",
-        data,
-        "--no-verify",
-        "--quiet",
-        "--z-dim",
-        "8",
-        "--hidden",
-        "32",
-        "--batch-size",
-        "16",
-        "--out",
-        out,
-    ];
-    a.extend_from_slice(extra);
-    a
-}
+use common::{cli, fails, ok, small_args, tiny_mnist};
 
 fn resume_args<'a>(data: &'a str, run: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut a = vec![
@@ -70,7 +49,8 @@ fn final_files(run: &Path) -> serde_json::Value {
 fn divergence_is_an_error_naming_the_step() {
     let (tmp, data) = setup();
     let run = tmp.path().join("nan");
-    let out = cli(&gan_args(
+    let out = cli(&small_args(
+        "gan",
         &data,
         run.to_str().unwrap(),
         &["--lr", "1e30", "--epochs", "3"],
@@ -92,7 +72,7 @@ fn resume_refuses_changed_settings_and_says_what_may_change() {
     let (tmp, data) = setup();
     let run = tmp.path().join("r");
     let r = run.to_str().unwrap();
-    ok(&gan_args(&data, r, &["--epochs", "1"]));
+    ok(&small_args("gan", &data, r, &["--epochs", "1"]));
     for (flag, value) in [
         ("--lr", "0.5"),
         ("--batch-size", "8"),
@@ -121,7 +101,12 @@ fn an_edited_config_does_not_resume_from_a_foreign_data_position() {
     let (tmp, data) = setup();
     let run = tmp.path().join("e");
     let r = run.to_str().unwrap();
-    ok(&gan_args(&data, r, &["--epochs", "2", "--max-steps", "6"]));
+    ok(&small_args(
+        "gan",
+        &data,
+        r,
+        &["--epochs", "2", "--max-steps", "6"],
+    ));
     let cfg = read(&run.join("config.json")).replace("\"batch_size\": 16", "\"batch_size\": 8");
     std::fs::write(run.join("config.json"), cfg).unwrap();
     fails(&resume_args(&data, r, &[]), "was it edited?");
@@ -131,18 +116,19 @@ fn an_edited_config_does_not_resume_from_a_foreign_data_position() {
 fn bad_settings_leave_no_stub_folder() {
     let (tmp, data) = setup();
     let run = tmp.path().join("big");
-    let mut big = gan_args(&data, run.to_str().unwrap(), &[]);
+    let mut big = small_args("gan", &data, run.to_str().unwrap(), &[]);
     let at = big.iter().position(|a| *a == "16").unwrap();
     big[at] = "1000";
     fails(&big, "batches of 1000");
     assert!(!run.exists(), "a refused run must not leave a folder");
     fails(
-        &gan_args(&data, run.to_str().unwrap(), &["--hidden", "0"]),
+        &small_args("gan", &data, run.to_str().unwrap(), &["--hidden", "0"]),
         "every width > 0",
     );
     assert!(!run.exists());
     // And a fine run can use the name afterwards.
-    ok(&gan_args(
+    ok(&small_args(
+        "gan",
         &data,
         run.to_str().unwrap(),
         &["--max-steps", "2"],
@@ -154,7 +140,7 @@ fn sample_never_writes_into_a_checkpoint() {
     let (tmp, data) = setup();
     let run = tmp.path().join("s");
     let r = run.to_str().unwrap();
-    ok(&gan_args(&data, r, &["--max-steps", "4"]));
+    ok(&small_args("gan", &data, r, &["--max-steps", "4"]));
     let ptr: serde_json::Value =
         serde_json::from_str(&read(&run.join("checkpoints/latest.json"))).unwrap();
     let target = run
@@ -184,7 +170,8 @@ fn corrupt_weights_fall_back_to_the_previous_checkpoint() {
     let (tmp, data) = setup();
     let run = tmp.path().join("c");
     let r = run.to_str().unwrap();
-    ok(&gan_args(
+    ok(&small_args(
+        "gan",
         &data,
         r,
         &["--max-steps", "6", "--checkpoint-every", "2"],
@@ -216,9 +203,15 @@ fn corrupt_weights_fall_back_to_the_previous_checkpoint() {
 fn one_line_per_epoch_after_an_interruption() {
     let (tmp, data) = setup();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-    ok(&gan_args(&data, a.to_str().unwrap(), &["--epochs", "2"]));
+    ok(&small_args(
+        "gan",
+        &data,
+        a.to_str().unwrap(),
+        &["--epochs", "2"],
+    ));
     // Stopped in the middle of epoch 2 (4 steps an epoch), then resumed.
-    ok(&gan_args(
+    ok(&small_args(
+        "gan",
         &data,
         b.to_str().unwrap(),
         &["--epochs", "2", "--max-steps", "6"],
@@ -247,7 +240,7 @@ fn two_writers_on_one_folder_the_second_is_refused() {
     let run = tmp.path().join("w");
     let r = run.to_str().unwrap();
     let mut first = Command::new(env!("CARGO_BIN_EXE_gan-cli"))
-        .args(gan_args(&data, r, &["--epochs", "100000"]))
+        .args(small_args("gan", &data, r, &["--epochs", "100000"]))
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -260,7 +253,7 @@ fn two_writers_on_one_folder_the_second_is_refused() {
     }
     for _ in 0..3 {
         fails(
-            &gan_args(&data, r, &[]),
+            &small_args("gan", &data, r, &[]),
             "in use by another training process",
         );
         fails(
@@ -287,7 +280,12 @@ fn sigkill_at_random_moments_always_resumes_bit_for_bit() {
     let (tmp, data) = setup();
     let extra = ["--epochs", "100", "--checkpoint-every", "7"];
     let straight = tmp.path().join("straight");
-    ok(&gan_args(&data, straight.to_str().unwrap(), &extra));
+    ok(&small_args(
+        "gan",
+        &data,
+        straight.to_str().unwrap(),
+        &extra,
+    ));
 
     let run = tmp.path().join("killed");
     let r = run.to_str().unwrap();
@@ -297,7 +295,7 @@ fn sigkill_at_random_moments_always_resumes_bit_for_bit() {
         let args = if run.join("config.json").exists() {
             resume_args(&data, r, &[])
         } else {
-            gan_args(&data, r, &extra)
+            small_args("gan", &data, r, &extra)
         };
         let mut child = Command::new(env!("CARGO_BIN_EXE_gan-cli"))
             .args(&args)
@@ -345,7 +343,7 @@ fn sigkill_at_random_moments_always_resumes_bit_for_bit() {
         if run.join("config.json").exists() {
             ok(&resume_args(&data, r, &[]));
         } else {
-            ok(&gan_args(&data, r, &extra));
+            ok(&small_args("gan", &data, r, &extra));
         }
     }
     assert_eq!(
@@ -374,7 +372,7 @@ fn non_finite_weights_give_no_samples() {
     let (tmp, data) = setup();
     let run = tmp.path().join("n");
     let r = run.to_str().unwrap();
-    ok(&gan_args(&data, r, &["--max-steps", "4"]));
+    ok(&small_args("gan", &data, r, &["--max-steps", "4"]));
     // NaN weights with a matching hash, as a run that diverged without the guard (or a
     // hand-edited file) would leave.
     let ptr: serde_json::Value =

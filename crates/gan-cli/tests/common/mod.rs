@@ -58,3 +58,30 @@ pub fn fails(args: &[&str], needle: &str) {
         "gan-cli {args:?} panicked:\n{err}"
     );
 }
+
+/// A small run of `kind` (gan, cgan) on the tiny MNIST: z 8, hidden width 32, batches of
+/// 16 (4 steps an epoch), quiet, the data not verified; `extra` appended.
+pub fn small_args<'a>(
+    kind: &'a str,
+    data: &'a str,
+    out: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut a = vec![
+        kind,
+        "--data-dir",
+        data,
+        "--no-verify",
+        "--quiet",
+        "--z-dim",
+        "8",
+        "--hidden",
+        "32",
+        "--batch-size",
+        "16",
+        "--out",
+        out,
+    ];
+    a.extend_from_slice(extra);
+    a
+}
