@@ -34,6 +34,8 @@ pub enum RngStream {
     EvalByClass = 7,
     /// Benchmarks and tests that want noise of their own.
     Scratch = 9,
+    /// Evaluation: the starting weights of the probes fitted on features.
+    Probe = 10,
 }
 
 /// A generator seeded from `seed`, on `stream`.

@@ -14,8 +14,10 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
 use crate::fast::layers::linear;
+use crate::init::{reinit, WeightInit};
 use crate::loss::cross_entropy;
 use crate::optim::{Adam, AdamConfig};
+use crate::prior::{rng, RngStream};
 
 /// Queries per block of the distance matrix: bounds memory (a block is
 /// `QUERY_BLOCK x M` floats), not results.
@@ -64,7 +66,8 @@ pub fn nearest_neighbour_accuracy(
 
 /// Accuracy on `test` of a softmax regression fitted on `train` (features standardised
 /// with the training mean and spread; Adam at 0.01, `epochs` passes of mini-batches of
-/// 256, in an order drawn from `seed`).
+/// 256; the starting weights and the order drawn from `seed`, so that one evaluation of
+/// a checkpoint gives one number).
 pub fn linear_probe_accuracy(
     train: &Tensor,
     train_labels: &[u8],
@@ -93,6 +96,12 @@ pub fn linear_probe_accuracy(
         x.dim(1)?,
         classes,
         VarBuilder::from_varmap(&vars, DType::F32, &dev),
+    )?;
+    // candle draws a new layer's weights from an unseeded generator.
+    reinit(
+        &vars,
+        WeightInit::FanInUniform,
+        &mut rng(seed, RngStream::Probe),
     )?;
     let mut adam = Adam::new(
         &vars,
@@ -158,6 +167,26 @@ mod tests {
         let scrambled: Vec<u8> = (0..sy.len()).map(|i| ((i / 3) % 3) as u8).collect();
         let nn = nearest_neighbour_accuracy(&train, &shuffled, &test, &scrambled).unwrap();
         assert!(nn < 0.6, "{nn}");
+    }
+
+    /// The probe starts from weights drawn from `seed`, so one evaluation of a checkpoint
+    /// gives one number: on overlapping classes, where the start shows in the result.
+    #[test]
+    fn the_probe_is_the_same_for_the_same_seed() {
+        let noisy = |n: usize, salt: usize| -> (Tensor, Vec<u8>) {
+            let v: Vec<f32> = (0..n * 8)
+                .map(|i| ((i * 2654435761 + salt) % 1000) as f32 / 500.0 - 1.0)
+                .collect();
+            let labels = (0..n).map(|i| ((i * 40503 + salt) % 2) as u8).collect();
+            (Tensor::from_vec(v, (n, 8), &Device::Cpu).unwrap(), labels)
+        };
+        let (train, ty) = noisy(600, 1);
+        let (test, sy) = noisy(600, 2);
+        let acc = |seed| linear_probe_accuracy(&train, &ty, &test, &sy, 2, seed).unwrap();
+        let first = acc(3);
+        for _ in 0..4 {
+            assert_eq!(acc(3), first);
+        }
     }
 
     #[test]
