@@ -23,7 +23,7 @@
 //!      apart.
 
 use anyhow::Result;
-use candle_core::{DType, Device, Module, Tensor, Var};
+use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use gan_core::engine::no_such_phase;
 use gan_core::fast::layers::frozen;
@@ -92,39 +92,12 @@ pub struct DisentangleConfig {
     #[arg(long, default_value_t = 0.0)]
     #[serde(default, skip_serializing_if = "crate::registry::is_default")]
     pub moment_weight: f64,
-    /// Weight of the domains' linear gap on the content codes (`Disentangle::linear_gap`:
-    /// the squared distance of their means in the codes' own spread, what the best linear
-    /// probe reads), asked away directly. 0: none, and not written.
-    #[arg(long, default_value_t = 0.0)]
-    #[serde(default, skip_serializing_if = "crate::registry::is_default")]
-    pub linear_weight: f64,
-    /// Erase the domains' mean difference from the content code: its last layer projects
-    /// out the direction between the running means of MNIST's and the target's codes,
-    /// so that the two domains' codes have the same mean and no linear probe does better
-    /// than chance (Ravfogel et al.'s nullspace projection, Belrose et al.'s LEACE, for
-    /// one binary concept). Off: not written, so older runs' checkpoints still match.
-    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
-    #[serde(default, skip_serializing_if = "crate::registry::is_default")]
-    pub erase_mean: bool,
-    /// How far the eraser's running means move to each batch's means: the encoder keeps
-    /// changing, so slow means point the wrong way (0.01 left 0.63 of the gap at the end).
-    #[arg(long, default_value_t = 0.1)]
-    #[serde(default = "erase_momentum", skip_serializing_if = "is_erase_momentum")]
-    pub erase_momentum: f64,
     /// Weight of the speaker-code constraint on the domain codes (0: none).
     #[arg(long, default_value_t = 0.01)]
     pub style_weight: f64,
     /// The distance the two domains' mean domain codes should keep.
     #[arg(long, default_value_t = 1.0)]
     pub style_margin: f64,
-}
-
-fn erase_momentum() -> f64 {
-    0.1
-}
-
-fn is_erase_momentum(x: &f64) -> bool {
-    *x == erase_momentum()
 }
 
 fn one() -> f64 {
@@ -147,7 +120,6 @@ pub struct Disentangle {
     cfg: DisentangleConfig,
     vars: [VarMap; 4],
     content: ConvEncoder,
-    eraser: Option<MeanEraser>,
     style: ConvEncoder,
     decoder: Generator,
     adversary: Mlp,
@@ -175,10 +147,9 @@ impl Disentangle {
                 && cfg.style_margin >= 0.0
                 && cfg.pair_weight >= 0.0
                 && cfg.target_own_weight >= 0.0
-                && cfg.moment_weight >= 0.0
-                && cfg.linear_weight >= 0.0,
+                && cfg.moment_weight >= 0.0,
             "disentangle needs --adversary-weight, --style-weight, --style-margin, \
-             --pair-weight, --target-own-weight, --moment-weight and --linear-weight >= 0"
+             --pair-weight, --target-own-weight and --moment-weight >= 0"
         );
         anyhow::ensure!(
             cfg.paired || cfg.pair_weight == 0.0,
@@ -196,14 +167,6 @@ impl Disentangle {
         let vb = |i: usize| VarBuilder::from_varmap(&vars[i], DType::F32, device);
         let (ch, w) = (cfg.target.channels(), cfg.width);
         let content = ConvEncoder::with_channels(ch, w, cfg.content_dim, vb(0))?;
-        let eraser = match cfg.erase_mean {
-            true => Some(MeanEraser::new(
-                cfg.content_dim,
-                cfg.erase_momentum,
-                vb(0).pp("erase"),
-            )?),
-            false => None,
-        };
         let style = ConvEncoder::with_channels(ch, w, cfg.style_dim, vb(1))?;
         let decoder = Generator::with_channels(cfg.content_dim + cfg.style_dim, w, ch, vb(2))?;
         let widths: Vec<usize> = [cfg.content_dim]
@@ -221,21 +184,10 @@ impl Disentangle {
             cfg,
             vars,
             content,
-            eraser,
             style,
             decoder,
             adversary,
         })
-    }
-
-    /// Content codes of `x`; in training the first `m` rows are MNIST's, the rest the
-    /// target's (the eraser's running means learn from them).
-    fn content_t(&self, x: &Tensor, train: Option<usize>) -> candle_core::Result<Tensor> {
-        let c = self.content.forward_t(x, train.is_some())?;
-        match &self.eraser {
-            Some(e) => e.forward(&c, train),
-            None => Ok(c),
-        }
     }
 
     fn render_t(&self, c: &Tensor, s: &Tensor, train: bool) -> candle_core::Result<Tensor> {
@@ -282,43 +234,6 @@ impl Disentangle {
         Ok((means + covs)?)
     }
 
-    /// How well a linear probe can tell the domains of codes `s` and `t` apart: the
-    /// squared Mahalanobis distance of their means, (m_s - m_t)' P (m_s - m_t), where P
-    /// inverts the pooled within-domain covariance of the batch (with a ridge of 1e-3 of
-    /// its mean variance, held fixed: no gradient). For Gaussian domains with a shared
-    /// covariance the best linear probe is right Phi(sqrt(gap) / 2) of the time. Unlike
-    /// [`Self::moment_gap`], a small shift along a direction in which the codes hardly
-    /// vary counts as much as a large shift along a direction in which they vary a lot:
-    /// a probe reads both the same.
-    pub fn linear_gap(s: &Tensor, t: &Tensor) -> Result<Tensor> {
-        let (n, d) = s.dims2()?;
-        let nt = t.dim(0)?;
-        anyhow::ensure!(n + nt > 2, "the linear gap needs more than two codes");
-        let (ms, mt) = (s.mean_keepdim(0)?, t.mean_keepdim(0)?);
-        // Copied out to invert it: the covariance carries no gradient.
-        let within = |x: &Tensor, m: &Tensor| -> candle_core::Result<Tensor> {
-            let c = x.broadcast_sub(m)?;
-            c.t()?.matmul(&c)
-        };
-        let scatter = (within(s, &ms)? + within(t, &mt)?)?
-            .to_dtype(DType::F64)?
-            .to_vec2::<f64>()?;
-        let mut cov = nalgebra::DMatrix::from_fn(d, d, |i, j| scatter[i][j] / (n + nt - 2) as f64);
-        let ridge = 1e-3 * cov.trace() / d as f64 + 1e-12;
-        for i in 0..d {
-            cov[(i, i)] += ridge;
-        }
-        let inverse = cov
-            .cholesky()
-            .ok_or_else(|| anyhow::anyhow!("the codes' covariance is not positive definite"))?
-            .inverse();
-        let p = Tensor::from_iter(inverse.transpose().iter().copied(), s.device())?
-            .reshape((d, d))?
-            .to_dtype(s.dtype())?;
-        let gap = (ms - mt)?;
-        Ok(gap.matmul(&p)?.matmul(&gap.t()?)?.squeeze(1)?.squeeze(0)?)
-    }
-
     /// The notes' speaker-code constraint on the domain codes `s` (source) and `t`
     /// (target): the mean squared distance of each code to its domain's mean, plus the
     /// squared shortfall of the two means' distance from `margin`.
@@ -329,54 +244,6 @@ impl Disentangle {
         let apart = ((ms - mt)?.sqr()?.sum_all()? + 1e-8)?.sqrt()?;
         let short = apart.affine(-1.0, margin)?.relu()?.sqr()?;
         Ok((spread + short)?)
-    }
-}
-
-/// The content code's last layer with `--erase-mean`: `c - (c.u) u`, u the unit vector
-/// between the running means of MNIST's and the target's codes. Whatever the two
-/// domains' mean codes, their difference lies along u, so after the projection they
-/// share one mean; u itself is a constant to the gradient, like batch norm's statistics.
-pub struct MeanEraser {
-    source: Var,
-    target: Var,
-    momentum: f64,
-}
-
-impl MeanEraser {
-    /// Running means of `dim` numbers each, from zero; they move `momentum` of the way
-    /// to each batch's means.
-    pub fn new(dim: usize, momentum: f64, vb: VarBuilder) -> candle_core::Result<Self> {
-        let stat = |name: &str| -> candle_core::Result<Var> {
-            Var::from_tensor(&vb.get_with_hints(dim, name, candle_nn::Init::Const(0.0))?)
-        };
-        Ok(Self {
-            source: stat("source_mean")?,
-            target: stat("target_mean")?,
-            momentum,
-        })
-    }
-
-    /// Erases the mean difference from `c`; `source_rows: Some(m)` in training, where
-    /// the first m rows are MNIST's and the rest the target's and update the means first.
-    pub fn forward(&self, c: &Tensor, source_rows: Option<usize>) -> candle_core::Result<Tensor> {
-        if let Some(m) = source_rows {
-            let n = c.dim(0)?;
-            let k = self.momentum;
-            for (var, part) in [
-                (&self.source, c.narrow(0, 0, m)?),
-                (&self.target, c.narrow(0, m, n - m)?),
-            ] {
-                let mean = part.detach().mean(0)?;
-                var.set(&((var.as_tensor() * (1.0 - k))? + (mean * k)?)?)?;
-            }
-        }
-        let gap = (self.source.as_tensor() - self.target.as_tensor())?.detach();
-        let norm = gap.sqr()?.sum_all()?.sqrt()?.to_scalar::<f32>()?;
-        if norm <= f32::EPSILON {
-            return Ok(c.clone());
-        }
-        let u = (gap / norm as f64)?.unsqueeze(1)?;
-        c - c.matmul(&u)?.matmul(&u.t()?)?
     }
 }
 
@@ -425,7 +292,7 @@ impl Model for Disentangle {
         let both = Tensor::cat(&[xs, xt], 0)?;
         match phase {
             "adversary" => {
-                let c = self.content_t(&both, Some(m))?.detach();
+                let c = self.content.forward_t(&both, true)?.detach();
                 let logits = self.adversary_logits(&c)?;
                 let (ls, lt) = (logits.narrow(0, 0, m)?, logits.narrow(0, m, m)?);
                 let loss = (bce_with_logits_const(&ls, 0.0)? + bce_with_logits_const(&lt, 1.0)?)?;
@@ -433,7 +300,7 @@ impl Model for Disentangle {
                 Ok(StepOutput::new(loss).with("adversary_acc", acc))
             }
             "codes" => {
-                let c = self.content_t(&both, Some(m))?;
+                let c = self.content.forward_t(&both, true)?;
                 let s = self.style.forward_t(&both, true)?;
                 let own = self.render_t(&c, &s, true)?;
                 let recon = if self.cfg.target_own_weight == 1.0 {
@@ -481,11 +348,6 @@ impl Model for Disentangle {
                     metrics.push(("moments", gap.to_scalar::<f32>()?));
                     loss = (loss + (gap * self.cfg.moment_weight)?)?;
                 }
-                if self.cfg.linear_weight > 0.0 {
-                    let gap = Self::linear_gap(&c.narrow(0, 0, m)?, &c.narrow(0, m, m)?)?;
-                    metrics.push(("linear", gap.to_scalar::<f32>()?));
-                    loss = (loss + (gap * self.cfg.linear_weight)?)?;
-                }
                 if self.cfg.style_weight > 0.0 {
                     let (ss, st) = (s.narrow(0, 0, m)?, s.narrow(0, m, m)?);
                     let sc = Self::style_constraint(&ss, &st, self.cfg.style_margin)?;
@@ -528,7 +390,7 @@ impl Disentangler for Disentangle {
     }
 
     fn content(&self, images: &Tensor) -> Result<Tensor> {
-        Ok(self.content_t(images, None)?)
+        Ok(self.content.forward_t(images, false)?)
     }
 
     fn style(&self, images: &Tensor) -> Result<Tensor> {
@@ -540,7 +402,7 @@ impl Disentangler for Disentangle {
     }
 
     fn target_probability(&self, images: &Tensor) -> Result<Vec<f32>> {
-        let logits = self.adversary_logits(&self.content_t(images, None)?)?;
+        let logits = self.adversary_logits(&self.content.forward_t(images, false)?)?;
         Ok(candle_nn::ops::sigmoid(&logits)?.to_vec1::<f32>()?)
     }
 }
