@@ -200,7 +200,7 @@ class Gan:
         self.nets = {"g": self.g, "d": self.d}
         self.d_nets, self.g_nets = ["d"], ["g"]
         self.lr = {"g": 1e-3, "d": 2e-4}
-        self.ema = {"g": 0.999}
+        self.engine_ema = {"g": 0.999}
 
     def fake(self, n):
         return torch.tanh(self.g(torch.randn(n, self.z_dim, device=DEVICE)))
@@ -326,7 +326,7 @@ class Dcgan:
         self.nets = {"g": self.g, "d": self.d}
         self.d_nets, self.g_nets = ["d"], ["g"]
         self.lr = {"g": 2e-3, "d": 2e-4}
-        self.ema = {"g": 0.999}
+        self.engine_ema = {"g": 0.999}
 
     def fake(self, n):
         return self.g(torch.randn(n, self.z_dim, device=DEVICE))
@@ -1121,7 +1121,7 @@ def measure(name, batch, warmup, steps, freeze_d):
             out[s.name] = (x[start : start + bs], labels[start : start + bs])
         return (out,) if streams else out["real"]
 
-    ema = getattr(model, "ema", {})
+    ema = getattr(model, "engine_ema", {})
     buffers = {
         k: [b for b in model.nets[k].buffers() if b.is_floating_point()] for k in ema
     }
