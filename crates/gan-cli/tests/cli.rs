@@ -845,23 +845,12 @@ fn encoder_models_are_scored_on_their_reconstructions() {
     assert!(String::from_utf8_lossy(&out.stderr).contains(".png"));
     // A model without an encoder says so.
     let gan = tmp.path().join("gan");
-    ok(&[
+    ok(&small_args(
         "gan",
-        "--data-dir",
         data,
-        "--no-verify",
-        "--quiet",
-        "--z-dim",
-        "8",
-        "--hidden",
-        "16",
-        "--batch-size",
-        "16",
-        "--max-steps",
-        "1",
-        "--out",
         gan.to_str().unwrap(),
-    ]);
+        &["--max-steps", "1"],
+    ));
     let png = tmp.path().join("g.png");
     fails(
         &[
