@@ -194,3 +194,40 @@ fn frozen_evaluation_batch_norm_is_the_plain_one() -> Result<()> {
     }
     Ok(())
 }
+
+/// A linear layer inside `inference` (its weight transposed once for the section, the
+/// generators' path in `eval` and `sample`) gives the plain layer's output bit for bit and
+/// the same input gradient; the copy lives for one section only.
+#[test]
+fn inference_linear_is_the_plain_one_and_sees_new_weights_in_a_new_section() -> Result<()> {
+    let vars = VarMap::new();
+    let vb = VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu);
+    let fc = layers::linear(70, 130, vb)?;
+    let x = candle_core::Var::from_tensor(&rand(&[9, 70], 3))?;
+    let run = |f: &dyn Fn() -> Result<Tensor>| -> Result<(Vec<u32>, Tensor)> {
+        let y = f()?;
+        let grads = (&y * &rand(&[9, 130], 5))?.sum_all()?.backward()?;
+        let bits = y.flatten_all()?.to_vec1::<f32>()?;
+        Ok((
+            bits.iter().map(|v| v.to_bits()).collect(),
+            grads.get(x.as_tensor()).unwrap().clone(),
+        ))
+    };
+    let (plain, plain_grad) = run(&|| fc.forward(x.as_tensor()))?;
+    let (prepared, prepared_grad) = run(&|| layers::inference(|| fc.forward(x.as_tensor())))?;
+    assert_eq!(plain, prepared, "output");
+    assert_close("dx", &prepared_grad, &plain_grad);
+    // Within one section the layer reads its copy; the next section copies again.
+    let weight = vars.data().lock().unwrap()["weight"].clone();
+    let (before, changed_inside) = layers::inference(|| -> Result<_> {
+        let before = fc.forward(x.as_tensor())?;
+        weight.set(&(weight.as_tensor() * 2.0)?)?;
+        Ok((before, fc.forward(x.as_tensor())?))
+    })?;
+    assert_close("inside the section", &changed_inside, &before);
+    let after = layers::inference(|| fc.forward(x.as_tensor()))?;
+    assert_close("a new section", &after, &fc.forward(x.as_tensor())?);
+    let moved = (&after - &before)?.abs()?.max_all()?.to_scalar::<f32>()?;
+    assert!(moved > 1e-3, "the new section did not see the new weights");
+    Ok(())
+}

@@ -96,6 +96,23 @@ fn linear_matches_candle() {
 }
 
 #[test]
+fn linear_with_the_weight_transposed_ahead_matches_candle() {
+    for (i, &(n, fin, fout)) in [(1, 3, 4), (5, 7, 3), (64, 74, 130)].iter().enumerate() {
+        let inputs = [
+            rand(&[n, fin], i as u64),
+            rand(&[fin, fout], 10 + i as u64),
+            rand(&[fout], 20 + i as u64),
+        ];
+        check(
+            &format!("linear_in_out {n}x{fin}->{fout}"),
+            &inputs,
+            |t| ops::linear_in_out(&t[0], &t[1], &t[2]),
+            |t| t[0].matmul(&t[1])?.broadcast_add(&t[2]),
+        );
+    }
+}
+
+#[test]
 fn conv2d_matches_candle() {
     let cases = [
         // (input dims, out channels, kernel, stride, padding)
@@ -304,4 +321,46 @@ fn bad_shapes_are_errors() {
     let wt = rand(&[3, 2, 3, 3], 5);
     assert!(ops::conv_transpose2d(&x, &wt, &b, spec).is_err());
     assert!(ops::batch_norm_train(&rand(&[4], 1), &b, &b, 1e-5).is_err());
+}
+
+#[test]
+fn tanh_is_within_a_few_ulp_of_candles_with_its_gradient() {
+    // Every 1e-4 over [-10, 10] (both saturated ends, zero, the small values) for the
+    // error bound; the gradient on random inputs.
+    let xs: Vec<f32> = (-100_000..=100_000).map(|i| i as f32 * 1e-4).collect();
+    let x = Tensor::new(xs.as_slice(), &Device::Cpu).unwrap();
+    let ours = ops::tanh(&x).unwrap().to_vec1::<f32>().unwrap();
+    let theirs = x.tanh().unwrap().to_vec1::<f32>().unwrap();
+    let worst = xs
+        .iter()
+        .zip(ours.iter().zip(&theirs))
+        .map(|(x, (a, b))| {
+            (
+                (a - b).abs() / b.abs().max(f32::MIN_POSITIVE) / f32::EPSILON,
+                *x,
+            )
+        })
+        .fold((0f32, 0f32), |m, e| if e.0 > m.0 { e } else { m });
+    assert!(worst.0 <= 4.0, "{} ulp at x = {}", worst.0, worst.1);
+    check(
+        "tanh",
+        &[rand(&[7, 13], 4)],
+        |t| ops::tanh(&t[0]),
+        |t| t[0].tanh(),
+    );
+}
+
+#[test]
+fn transposed_is_candles_transpose() {
+    for (i, &(r, c)) in [(1, 1), (3, 70), (33, 65), (100, 31)].iter().enumerate() {
+        let w = rand(&[r, c], 30 + i as u64);
+        let ours = ops::transposed(&w).unwrap();
+        let theirs = w.t().unwrap().contiguous().unwrap();
+        assert_eq!(ours.dims(), &[c, r]);
+        assert_eq!(
+            ours.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            theirs.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            "{r} x {c}"
+        );
+    }
 }

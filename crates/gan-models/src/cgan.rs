@@ -120,10 +120,8 @@ impl Cgan {
     /// Generated images `[n, 784]` for one-hot labels `y` `[n, 10]`.
     fn fake(&self, y: &Tensor, rng: &mut Rng, train: bool) -> Result<Tensor> {
         let z = self.noise.sample(y.dim(0)?, rng, &self.device)?.z;
-        Ok(self
-            .g
-            .forward_t(&Tensor::cat(&[&z, y], 1)?, train)?
-            .tanh()?)
+        let h = self.g.forward_t(&Tensor::cat(&[&z, y], 1)?, train)?;
+        Ok(gan_core::fast::nn::tanh(&h)?)
     }
 
     /// D's logits while training: with the config's dropout, masks from `rng`.

@@ -164,7 +164,7 @@ impl Generator {
             x = bn.forward_act(&conv.forward(&x)?, train, 0.0)?;
         }
         let x = self.bn1.forward_act(&self.up1.forward(&x)?, train, 0.0)?;
-        self.up2.forward(&x)?.tanh()
+        gan_core::fast::nn::tanh(&self.up2.forward(&x)?)
     }
 }
 

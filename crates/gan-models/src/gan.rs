@@ -212,7 +212,7 @@ impl Gan {
 
     fn fake(&self, n: usize, rng: &mut Rng, train: bool) -> Result<Tensor> {
         let z = self.prior.sample(n, rng, &self.device)?.z;
-        Ok(self.g.forward_t(&z, train)?.tanh()?)
+        Ok(gan_core::fast::nn::tanh(&self.g.forward_t(&z, train)?)?)
     }
 
     /// D's logits while training: with the config's dropout, masks from `rng`.

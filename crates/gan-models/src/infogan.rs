@@ -180,7 +180,7 @@ impl Generator {
         let x = self.bn2.forward_act(&self.fc2.forward(&x)?, train, 0.0)?;
         let x = x.reshape((b, 128, 7, 7))?;
         let x = self.bn3.forward_act(&self.up1.forward(&x)?, train, 0.0)?;
-        self.up2.forward(&x)?.tanh()
+        gan_core::fast::nn::tanh(&self.up2.forward(&x)?)
     }
 }
 

@@ -224,7 +224,7 @@ impl Gen {
             h = gan_core::loss::softplus(&a)?;
         }
         // 2 sigmoid(a) - 1: the authors' sigmoid image on the data's [-1, 1] scale.
-        (self.out.forward(&Tensor::cat(&[&h, y], 1)?)? * 0.5)?.tanh()
+        gan_core::fast::nn::tanh(&(self.out.forward(&Tensor::cat(&[&h, y], 1)?)? * 0.5)?)
     }
 }
 

@@ -637,16 +637,19 @@ fn score_generated(
     class: Option<u32>,
     rng: &mut crate::prior::Rng,
 ) -> Result<JudgeOutputs> {
-    let mut parts = Vec::new();
-    for start in (0..n).step_by(GEN_BATCH) {
-        let b = GEN_BATCH.min(n - start);
-        // Frozen: no gradient is wanted, so no graph is recorded and evaluation-mode
-        // batch norm runs as one fused pass.
-        let images = crate::fast::layers::frozen(|| model.generate(b, class, rng))?;
-        Judge::check_images(&images).context("the model generated a bad batch")?;
-        parts.push(judge.outputs(&images)?);
-    }
-    merge(parts)
+    // One inference section for all batches: no gradient is wanted, so no graph is
+    // recorded, evaluation-mode batch norm runs as one fused pass, and the layers prepare
+    // their weights once rather than for every batch.
+    crate::fast::layers::inference(|| {
+        let mut parts = Vec::new();
+        for start in (0..n).step_by(GEN_BATCH) {
+            let b = GEN_BATCH.min(n - start);
+            let images = model.generate(b, class, rng)?;
+            Judge::check_images(&images).context("the model generated a bad batch")?;
+            parts.push(judge.outputs(&images)?);
+        }
+        merge(parts)
+    })
 }
 
 fn first(images: &Tensor, n: usize) -> Result<Tensor> {

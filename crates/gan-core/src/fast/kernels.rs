@@ -363,6 +363,35 @@ pub(crate) fn swap01(x: &[f32], a: usize, b: usize, p: usize, bias: Option<&[f32
     out
 }
 
+/// The transpose of a row-major `rows x cols` matrix, row-major: bands of `T` output rows
+/// over the threads, each filled in `T x T` tiles that stay in cache.
+pub(crate) fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    const T: usize = 32;
+    assert_eq!(
+        x.len(),
+        rows * cols,
+        "transpose: {rows} x {cols} is not the data's size"
+    );
+    let mut out = vec![0f32; rows * cols];
+    if out.is_empty() {
+        return out;
+    }
+    out.par_chunks_mut(T * rows)
+        .enumerate()
+        .for_each(|(band, dst)| {
+            let c0 = band * T;
+            for r0 in (0..rows).step_by(T) {
+                let r1 = (r0 + T).min(rows);
+                for (c, row) in dst.chunks_mut(rows).enumerate() {
+                    for (d, r) in row[r0..r1].iter_mut().zip(r0..r1) {
+                        *d = x[r * cols + c0 + c];
+                    }
+                }
+            }
+        });
+    out
+}
+
 /// Planes reduced side by side: each plane's own sum still runs element by element in
 /// order (so the result is bit for bit the plain loop's), but `LANES` independent chains
 /// keep the adder busy where one chain waits on each addition's latency.

@@ -14,6 +14,17 @@ pub fn relu(x: &Tensor) -> Result<Tensor> {
     crate::fast::ops::relu(x)
 }
 
+/// `tanh`, the generators' output layer: inside [`crate::fast::layers::inference`] the
+/// vectorised approximation of [`crate::fast::ops::tanh`] (3 units in the last place at
+/// most), elsewhere candle's own, so that training keeps the arithmetic of earlier runs.
+pub fn tanh(x: &Tensor) -> Result<Tensor> {
+    if crate::fast::layers::in_inference() {
+        crate::fast::ops::tanh(x)
+    } else {
+        x.tanh()
+    }
+}
+
 /// Swish (`x sigmoid(x)`) through the fused kernel of [`crate::fast::ops::swish`].
 pub fn swish(x: &Tensor) -> Result<Tensor> {
     crate::fast::ops::swish(x)
