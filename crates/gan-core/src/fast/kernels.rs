@@ -48,8 +48,13 @@ fn parallelism(m: usize, n: usize, k: usize, threads: usize) -> gemm::Parallelis
 /// work and wait on each other: the 64 x 6272 x 1024 products of the fully connected
 /// layers ran 1.0-1.3x faster on two threads than on one; as two independent
 /// single-threaded halves they run 1.6-1.9x (the project's 2-core VM; see
-/// `cargo bench -p gan-core --bench gemm`).
-const SPLIT_ROWS: usize = 96;
+/// `cargo bench -p gan-core --bench gemm`). The split still wins at 128 and 256 rows (batch
+/// 256, and the 128 output channels of InfoGAN's second convolution): on the AVX-512 VM,
+/// 2 threads, the convolution's weight gradient 128 x 1024 x 12544 took 25.8 ms with
+/// gemm's threads and 14.7 ms split, the fully connected 256 x 1024 x 6272 forward 19.5
+/// and 15.2 ms; from about a thousand rows gemm's own threading is faster (6272 x 1024 x
+/// 256: 11.5 against 17.0 ms).
+const SPLIT_ROWS: usize = 512;
 
 /// Columns each thread should get at least when a product is split by columns.
 const SPLIT_MIN_COLS: usize = 64;
