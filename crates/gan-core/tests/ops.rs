@@ -154,6 +154,12 @@ fn conv_transpose2d_matches_candle() {
         ([2, 3, 5, 6], 2, 3, 2, 0, 1),
         ([1, 2, 3, 3], 1, 3, 1, 1, 0),
         ([3, 1, 2, 5], 4, 2, 3, 0, 2),
+        // 1x1 inputs: the projection of a generator's z (its own path), and the same
+        // with padding or output padding (the general path).
+        ([3, 5, 1, 1], 4, 7, 1, 0, 0),
+        ([2, 6, 1, 1], 3, 4, 2, 0, 0),
+        ([2, 3, 1, 1], 2, 5, 1, 1, 0),
+        ([2, 3, 1, 1], 2, 3, 2, 0, 1),
     ];
     for (i, (x, o, k, stride, padding, output_padding)) in cases.into_iter().enumerate() {
         let spec = ConvSpec {

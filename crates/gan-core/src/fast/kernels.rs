@@ -244,6 +244,13 @@ impl ConvGeom {
         self.c * self.kh * self.kw
     }
 
+    /// Whether this is the geometry of a transposed convolution of a 1x1 input without
+    /// padding (a generator's projection of z to its first k x k planes): a linear
+    /// layer onto the planes, whose column matrix is the output itself.
+    pub fn projects(&self) -> bool {
+        self.oh == 1 && self.ow == 1 && self.pad == 0 && self.h == self.kh && self.w == self.kw
+    }
+
     /// Columns of the column matrix: `n * oh * ow`.
     pub fn cols(&self) -> usize {
         self.n * self.oh * self.ow

@@ -357,6 +357,36 @@ fn conv_t_geom(x: &[usize], w: &[usize], spec: ConvSpec) -> Result<ConvGeom> {
 
 struct ConvTranspose2dOp(ConvSpec);
 
+impl ConvTranspose2dOp {
+    /// The gradients of a projection (a 1x1 input, [`ConvGeom::projects`]): the
+    /// products of the general case on the same operands, without the column matrix.
+    fn projection_bwd(
+        g: &ConvGeom,
+        (x, w, b): (&Tensor, &Tensor, &Tensor),
+        (xd, wd, gr): (&[f32], &[f32], &[f32]),
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (cin, kk) = (x.dim(1)?, g.h * g.w);
+        let db = wanted(b, || cpu(kernels::channel_sums(gr, g.n, g.c, kk), g.c))?;
+        let dx = wanted(x, || {
+            let dx = kernels::product(Mat::rows(gr, g.k()), Mat::t(wd, g.k()), g.n, cin, g.k());
+            cpu(dx, x.shape())
+        })?;
+        let dw = if w.track_op() {
+            let (a, c) = (Mat::t(xd, cin), Mat::rows(gr, g.k()));
+            if grads::collect(w, |dst, acc| {
+                kernels::matmul(dst, acc, a, c, cin, g.k(), g.n)
+            }) {
+                None
+            } else {
+                Some(cpu(kernels::product(a, c, cin, g.k(), g.n), w.shape())?)
+            }
+        } else {
+            None
+        };
+        Ok((dx, dw, db))
+    }
+}
+
 impl CustomOp3 for ConvTranspose2dOp {
     fn name(&self) -> &'static str {
         "gan-conv-transpose2d"
@@ -375,6 +405,12 @@ impl CustomOp3 for ConvTranspose2dOp {
         let g = conv_t_geom(l1.dims(), l2.dims(), self.0)?;
         let cin = l1.dims()[1];
         let np = g.cols();
+        if g.projects() {
+            // y [n, o * kk] = x [n, c] W [c, o * kk], W in its stored layout.
+            let mut y = kernels::product(Mat::rows(x, cin), Mat::rows(w, g.k()), g.n, g.k(), cin);
+            kernels::per_channel_mut(&mut y, g.c, g.h * g.w, |c, v| *v += b[c]);
+            return Ok((CpuStorage::F32(y), (g.n, g.c, g.h, g.w).into()));
+        }
         let xt = kernels::swap01(x, g.n, cin, g.oh * g.ow, None);
         let cols = kernels::product(Mat::t(w, g.k()), Mat::rows(&xt, np), g.k(), np, cin);
         let mut y = kernels::col2im(&cols, &g);
@@ -394,6 +430,9 @@ impl CustomOp3 for ConvTranspose2dOp {
         let (cin, np, p) = (x.dim(1)?, g.cols(), g.oh * g.ow);
         with_data(&[x, w, grad], |d| {
             let (xd, wd, gr) = (d[0], d[1], d[2]);
+            if g.projects() {
+                return Self::projection_bwd(&g, (x, w, b), (xd, wd, gr));
+            }
             let gcols = kernels::im2col(gr, &g);
             let db = wanted(b, || {
                 cpu(kernels::channel_sums(gr, g.n, g.c, g.h * g.w), g.c)
