@@ -78,37 +78,31 @@ fn numeric_gradients(inputs: &[Tensor], f: &impl Fn(&[Tensor]) -> Result<Tensor>
         .collect()
 }
 
+/// `linear` on the layer's `[out, in]` weight, and `linear_in_out` on the weight
+/// transposed ahead (`[in, out]`, the copy `inference` keeps).
 #[test]
 fn linear_matches_candle() {
     for (i, &(n, fin, fout)) in [(1, 3, 4), (5, 7, 3), (64, 74, 130)].iter().enumerate() {
-        let inputs = [
-            rand(&[n, fin], i as u64),
-            rand(&[fout, fin], 10 + i as u64),
-            rand(&[fout], 20 + i as u64),
-        ];
-        check(
-            &format!("linear {n}x{fin}->{fout}"),
-            &inputs,
-            |t| ops::linear(&t[0], &t[1], &t[2]),
-            |t| t[0].matmul(&t[1].t()?)?.broadcast_add(&t[2]),
-        );
-    }
-}
-
-#[test]
-fn linear_with_the_weight_transposed_ahead_matches_candle() {
-    for (i, &(n, fin, fout)) in [(1, 3, 4), (5, 7, 3), (64, 74, 130)].iter().enumerate() {
-        let inputs = [
-            rand(&[n, fin], i as u64),
-            rand(&[fin, fout], 10 + i as u64),
-            rand(&[fout], 20 + i as u64),
-        ];
-        check(
-            &format!("linear_in_out {n}x{fin}->{fout}"),
-            &inputs,
-            |t| ops::linear_in_out(&t[0], &t[1], &t[2]),
-            |t| t[0].matmul(&t[1])?.broadcast_add(&t[2]),
-        );
+        for ahead in [false, true] {
+            let w = if ahead { [fin, fout] } else { [fout, fin] };
+            let inputs = [
+                rand(&[n, fin], i as u64),
+                rand(&w, 10 + i as u64),
+                rand(&[fout], 20 + i as u64),
+            ];
+            check(
+                &format!("linear {n}x{fin}->{fout}, transposed ahead: {ahead}"),
+                &inputs,
+                |t| match ahead {
+                    false => ops::linear(&t[0], &t[1], &t[2]),
+                    true => ops::linear_in_out(&t[0], &t[1], &t[2]),
+                },
+                |t| {
+                    let w = if ahead { t[1].clone() } else { t[1].t()? };
+                    t[0].matmul(&w)?.broadcast_add(&t[2])
+                },
+            );
+        }
     }
 }
 
