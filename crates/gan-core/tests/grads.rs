@@ -231,3 +231,32 @@ fn inference_linear_is_the_plain_one_and_sees_new_weights_in_a_new_section() -> 
     assert!(moved > 1e-3, "the new section did not see the new weights");
     Ok(())
 }
+
+/// The generators' output tanh is candle's own (training's bits) outside an inference
+/// section, including inside a plain `frozen` one, and the vectorised approximation inside.
+#[test]
+fn output_tanh_is_exact_outside_inference_and_approximated_inside() -> Result<()> {
+    let x = rand(&[40, 50], 8);
+    let bits = |t: &Tensor| -> Result<Vec<u32>> {
+        Ok(t.flatten_all()?
+            .to_vec1::<f32>()?
+            .iter()
+            .map(|v| v.to_bits())
+            .collect())
+    };
+    let exact = bits(&x.tanh()?)?;
+    let approx = bits(&gan_core::fast::ops::tanh(&x)?)?;
+    assert!(
+        exact != approx,
+        "the approximation should differ somewhere here"
+    );
+    let nn_tanh = || gan_core::fast::nn::tanh(&x);
+    assert!(bits(&nn_tanh()?)? == exact, "outside: not candle's tanh");
+    assert!(
+        bits(&frozen(nn_tanh)?)? == exact,
+        "frozen: not candle's tanh"
+    );
+    let inside = bits(&layers::inference(nn_tanh)?)?;
+    assert!(inside == approx, "inference: not the approximation");
+    Ok(())
+}

@@ -1,5 +1,6 @@
 //! Plain CPU loops over `f32` slices behind the custom ops of [`crate::fast::ops`]: matrix
-//! products through the `gemm` crate (strided operands, so no transpose is ever copied),
+//! products through the `gemm` crate (strided operands, so a training step copies no
+//! transpose; only [`transpose`] does, for weights prepared once for many products),
 //! im2col/col2im for convolutions, and batch-norm statistics.
 //!
 //! Everything here is row-major and contiguous unless a stride says otherwise.

@@ -45,9 +45,10 @@ pub(crate) fn with_frozen<R>(value: bool, f: impl FnOnce() -> R) -> R {
 /// layer may prepare its weights once for the whole section: a linear layer keeps a
 /// row-major copy of `W^T`, which the matrix product reads as it is instead of repacking
 /// the strided weight for every batch (the MLP generator's products at batch 64 ran
-/// 1.5-1.8x faster on one thread so; docs/BENCHMARKS.md). For generating or scoring many batches with
-/// trained weights (`gan-cli eval`, `sample`); the copies are dropped on return. An
-/// optimizer step inside the section would not be seen by the layers that prepared.
+/// 1.5-1.8x faster on one thread so; docs/BENCHMARKS.md), and [`crate::fast::nn::tanh`]
+/// is the vectorised approximation. For generating or scoring many batches with trained
+/// weights (`gan-cli eval`, `sample`); the copies are dropped on return. An optimizer
+/// step inside the section would not be seen by the layers that prepared.
 pub fn inference<R>(f: impl FnOnce() -> R) -> R {
     if PREPARED.with(|p| p.borrow().is_some()) {
         return frozen(f);
