@@ -23,14 +23,15 @@
 //!      apart.
 
 use anyhow::Result;
-use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{VarBuilder, VarMap};
+use candle_core::{DType, Device, Module, Tensor, Var};
+use candle_nn::{Init, VarBuilder, VarMap};
 use gan_core::engine::no_such_phase;
 use gan_core::fast::layers::frozen;
 use gan_core::init::{reinit, WeightInit};
 use gan_core::loss::{bce_with_logits_const, binary_accuracy};
 use gan_core::prior::{rng, Rng, RngStream};
 use gan_core::{Disentangler, Every, Figure, Model, Phase, Source, Step, StepOutput, Stream};
+use nalgebra::DMatrix;
 use serde::{Deserialize, Serialize};
 
 use crate::dann::Target;
@@ -92,6 +93,20 @@ pub struct DisentangleConfig {
     #[arg(long, default_value_t = 0.0)]
     #[serde(default, skip_serializing_if = "crate::registry::is_default")]
     pub moment_weight: f64,
+    /// Weight of the Fisher term: the squared Mahalanobis distance of the two domains'
+    /// mean content codes in their within-domain covariance (what the best linear probe
+    /// reads), estimated without bias from each batch, the covariance a running average
+    /// (`Fisher`). 0: none, and not written.
+    #[arg(long, default_value_t = 0.0)]
+    #[serde(default, skip_serializing_if = "crate::registry::is_default")]
+    pub fisher_weight: f64,
+    /// The Fisher term's running covariance: each batch's share of it.
+    #[arg(long, default_value_t = 0.02)]
+    #[serde(
+        default = "fisher_momentum",
+        skip_serializing_if = "is_fisher_momentum"
+    )]
+    pub fisher_momentum: f64,
     /// Weight of the speaker-code constraint on the domain codes (0: none).
     #[arg(long, default_value_t = 0.01)]
     pub style_weight: f64,
@@ -102,6 +117,14 @@ pub struct DisentangleConfig {
 
 fn one() -> f64 {
     1.0
+}
+
+fn fisher_momentum() -> f64 {
+    0.02
+}
+
+fn is_fisher_momentum(x: &f64) -> bool {
+    *x == fisher_momentum()
 }
 
 fn is_one(x: &f64) -> bool {
@@ -123,10 +146,82 @@ pub struct Disentangle {
     style: ConvEncoder,
     decoder: Generator,
     adversary: Mlp,
+    fisher: Option<Fisher>,
 }
 
 /// The networks' names, in the order of `vars`.
 const NETS: [&str; 4] = ["content", "style", "decoder", "adversary"];
+
+/// The within-domain covariance of the content codes, a running average over recent
+/// batches kept among the content encoder's variables (`fisher.running_cov`: saved and
+/// resumed with it, never trained): the metric in which the Fisher term measures how far
+/// apart the two domains' codes lie. One batch's 64 codes a domain in 32 dimensions give
+/// a covariance too noisy to invert (the `--linear-weight` try of docs/DOMAINS.md).
+struct Fisher {
+    cov: Var,
+    momentum: f64,
+}
+
+impl Fisher {
+    fn new(dim: usize, momentum: f64, vb: VarBuilder) -> candle_core::Result<Self> {
+        // Zeros: the average's start-up bias is a scale, which the ridge is relative to.
+        let cov = vb.get_with_hints((dim, dim), "running_cov", Init::Const(0.0))?;
+        Ok(Self {
+            cov: Var::from_tensor(&cov)?,
+            momentum,
+        })
+    }
+
+    /// Folds the within-domain covariance of this batch's codes `s` (MNIST) and `t`
+    /// (target) into the average and returns its inverse, with a ridge of a thousandth
+    /// of the mean variance.
+    fn metric(&self, s: &Tensor, t: &Tensor) -> Result<Tensor> {
+        let centred = |x: &Tensor| x.broadcast_sub(&x.mean(0)?);
+        let (cs, ct) = (centred(s)?, centred(t)?);
+        let cov = ((cs.t()?.matmul(&cs)? + ct.t()?.matmul(&ct)?)? / (2 * s.dim(0)?) as f64)?;
+        let k = self.momentum;
+        let avg = ((self.cov.as_tensor() * (1.0 - k))? + (cov * k)?)?.detach();
+        self.cov.set(&avg)?;
+        let n = avg.dim(0)?;
+        let host: Vec<f64> = avg
+            .flatten_all()?
+            .to_vec1::<f32>()?
+            .into_iter()
+            .map(f64::from)
+            .collect();
+        let mut sigma = DMatrix::from_row_slice(n, n, &host);
+        let ridge = 1e-3 * sigma.trace() / n as f64 + 1e-12;
+        for i in 0..n {
+            sigma[(i, i)] += ridge;
+        }
+        let inverse = sigma
+            .cholesky()
+            .ok_or_else(|| anyhow::anyhow!("the content codes' covariance is not finite"))?
+            .inverse();
+        let values: Vec<f32> = inverse.iter().map(|&x| x as f32).collect();
+        // Symmetric, so nalgebra's column order is the row order.
+        Ok(Tensor::from_vec(values, (n, n), s.device())?)
+    }
+
+    /// An unbiased estimate of the squared Mahalanobis distance (in `metric`) of the
+    /// two domains' mean codes from this batch: with d_i = t_i - s_i, the mean of
+    /// d_i' M d_j over pairs i != j. The plain |mean(d)|^2 adds the means' sampling
+    /// noise, 2 x 32 / 64 = 1 here, several times the gap a probe reads, and its
+    /// gradient would shrink the codes to lower it; running averages of the means lag
+    /// the encoder, which moves its gap around faster than they follow.
+    pub fn distance(s: &Tensor, t: &Tensor, metric: &Tensor) -> Result<Tensor> {
+        let m = s.dim(0)?;
+        anyhow::ensure!(
+            m >= 2 && t.dim(0)? == m,
+            "the Fisher term needs two equal halves of 2+ codes"
+        );
+        let d = (t - s)?;
+        let total = d.sum_keepdim(0)?;
+        let all = total.matmul(metric)?.mul(&total)?.sum_all()?;
+        let own = d.matmul(metric)?.mul(&d)?.sum_all()?;
+        Ok(((all - own)? / (m * (m - 1)) as f64)?)
+    }
+}
 
 impl Disentangle {
     /// Builds the four networks on `device`, weights drawn N(0, 0.02) from `seed`
@@ -147,9 +242,15 @@ impl Disentangle {
                 && cfg.style_margin >= 0.0
                 && cfg.pair_weight >= 0.0
                 && cfg.target_own_weight >= 0.0
-                && cfg.moment_weight >= 0.0,
+                && cfg.moment_weight >= 0.0
+                && cfg.fisher_weight >= 0.0,
             "disentangle needs --adversary-weight, --style-weight, --style-margin, \
-             --pair-weight, --target-own-weight and --moment-weight >= 0"
+             --pair-weight, --target-own-weight, --moment-weight and --fisher-weight >= 0"
+        );
+        anyhow::ensure!(
+            cfg.fisher_momentum > 0.0 && cfg.fisher_momentum <= 1.0,
+            "disentangle needs --fisher-momentum in (0, 1], got {}",
+            cfg.fisher_momentum
         );
         anyhow::ensure!(
             cfg.paired || cfg.pair_weight == 0.0,
@@ -167,6 +268,14 @@ impl Disentangle {
         let vb = |i: usize| VarBuilder::from_varmap(&vars[i], DType::F32, device);
         let (ch, w) = (cfg.target.channels(), cfg.width);
         let content = ConvEncoder::with_channels(ch, w, cfg.content_dim, vb(0))?;
+        let fisher = match cfg.fisher_weight > 0.0 {
+            true => Some(Fisher::new(
+                cfg.content_dim,
+                cfg.fisher_momentum,
+                vb(0).pp("fisher"),
+            )?),
+            false => None,
+        };
         let style = ConvEncoder::with_channels(ch, w, cfg.style_dim, vb(1))?;
         let decoder = Generator::with_channels(cfg.content_dim + cfg.style_dim, w, ch, vb(2))?;
         let widths: Vec<usize> = [cfg.content_dim]
@@ -187,6 +296,7 @@ impl Disentangle {
             style,
             decoder,
             adversary,
+            fisher,
         })
     }
 
@@ -347,6 +457,13 @@ impl Model for Disentangle {
                     let gap = Self::moment_gap(&c.narrow(0, 0, m)?, &c.narrow(0, m, m)?)?;
                     metrics.push(("moments", gap.to_scalar::<f32>()?));
                     loss = (loss + (gap * self.cfg.moment_weight)?)?;
+                }
+                if let Some(fisher) = &self.fisher {
+                    let (cs, ct) = (c.narrow(0, 0, m)?, c.narrow(0, m, m)?);
+                    let metric = fisher.metric(&cs.detach(), &ct.detach())?;
+                    let distance = Fisher::distance(&cs, &ct, &metric)?;
+                    metrics.push(("fisher", distance.to_scalar::<f32>()?));
+                    loss = (loss + (distance * self.cfg.fisher_weight)?)?;
                 }
                 if self.cfg.style_weight > 0.0 {
                     let (ss, st) = (s.narrow(0, 0, m)?, s.narrow(0, m, m)?);
