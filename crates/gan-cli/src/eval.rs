@@ -11,7 +11,7 @@ use gan_core::eval::judge::{Judge, JudgeConfig, JudgeTraining, CLASSES, DEFAULT_
 use gan_core::eval::metrics::CodeEval;
 use gan_core::eval::suite::{evaluate, DomainTests, EvalReport, Header, Reference, Slow};
 use gan_core::eval::{ClassCoverage, ConditionalAccuracy};
-use gan_core::RunConfig;
+use gan_core::{Domain, RunConfig};
 use serde::Serialize;
 
 use crate::say;
@@ -655,7 +655,11 @@ fn draw_swap(
     const EACH: usize = 4;
     let pick = Tensor::cat(&[source.narrow(0, 0, EACH)?, target.narrow(0, 0, EACH)?], 0)?;
     let k = 2 * EACH;
-    let grid = model.swap(&pick, &pick)?;
+    let domains: Vec<Domain> = [Domain::Source, Domain::Target]
+        .into_iter()
+        .flat_map(|d| std::iter::repeat_n(d, EACH))
+        .collect();
+    let grid = model.swap(&pick, &domains, &pick)?;
     let blank = pick.narrow(0, 0, 1)?.ones_like()?.neg()?;
     let mut cells = vec![blank];
     cells.extend(

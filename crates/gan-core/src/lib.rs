@@ -118,9 +118,9 @@ pub mod optim;
 pub mod prior;
 
 pub use engine::{
-    Batch, Classifier, Completer, Dataset, Disentangler, DomainAdapter, Encoder, Every, Figure,
-    Generator, Model, Phase, RunConfig, Source, Step, StepOutput, Stream, Streams, TrainConfig,
-    Trainer,
+    Batch, Classifier, Completer, Dataset, Disentangler, Domain, DomainAdapter, Encoder, Every,
+    Figure, Generator, Model, Phase, RunConfig, Source, Step, StepOutput, Stream, Streams,
+    TrainConfig, Trainer,
 };
 pub use optim::{Adam, AdamConfig};
 pub use prior::{Latent, LatentSpec, Rng, RngStream};

@@ -184,7 +184,7 @@ impl gan_core::Disentangler for Spelled {
     fn channels(&self) -> usize {
         1
     }
-    fn content(&self, images: &Tensor) -> Result<Tensor> {
+    fn content(&self, images: &Tensor, _domain: gan_core::Domain) -> Result<Tensor> {
         let x = images.flatten_from(1)?;
         Ok(x.narrow(1, 0, if self.leak { 11 } else { 10 })?)
     }
@@ -196,7 +196,7 @@ impl gan_core::Disentangler for Spelled {
         let x = Tensor::cat(&[&digit, style], 1)?;
         Ok(x.reshape((x.dim(0)?, 1, 1, 12))?)
     }
-    fn target_probability(&self, images: &Tensor) -> Result<Vec<f32>> {
+    fn target_probability(&self, images: &Tensor, _domain: gan_core::Domain) -> Result<Vec<f32>> {
         Ok(vec![0.5; images.dim(0)?])
     }
 }

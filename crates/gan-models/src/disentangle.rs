@@ -30,8 +30,9 @@ use gan_core::fast::layers::frozen;
 use gan_core::init::{reinit, WeightInit};
 use gan_core::loss::{bce_with_logits_const, binary_accuracy};
 use gan_core::prior::{rng, Rng, RngStream};
-use gan_core::{Disentangler, Every, Figure, Model, Phase, Source, Step, StepOutput, Stream};
-use nalgebra::DMatrix;
+use gan_core::{
+    Disentangler, Domain, Every, Figure, Model, Phase, Source, Step, StepOutput, Stream, Streams,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::dann::Target;
@@ -60,8 +61,8 @@ pub struct DisentangleConfig {
     pub adversary_hidden: Vec<usize>,
     /// Weight of the content code's confusion loss against the adversary (the
     /// reconstruction errors are sums over an image's pixels, hundreds each: screened
-    /// at 1, 10, 100 and 1000 in docs/DOMAINS.md).
-    #[arg(long, default_value_t = 100.0)]
+    /// at 1, 10, 100 and 1000 in docs/DOMAINS.md; 1000 since `--domain-norm`).
+    #[arg(long, default_value_t = 1000.0)]
     pub adversary_weight: f64,
     /// Draw the target in MNIST's order, so that each target image is its MNIST digit in
     /// the other domain, and train on the swapped reconstructions (MNIST-M-style only).
@@ -93,20 +94,15 @@ pub struct DisentangleConfig {
     #[arg(long, default_value_t = 0.0)]
     #[serde(default, skip_serializing_if = "crate::registry::is_default")]
     pub moment_weight: f64,
-    /// Weight of the Fisher term: the squared Mahalanobis distance of the two domains'
-    /// mean content codes in their within-domain covariance (what the best linear probe
-    /// reads), estimated without bias from each batch, the covariance a running average
-    /// (`Fisher`). 0: none, and not written.
-    #[arg(long, default_value_t = 0.0)]
+    /// Normalise each domain's content codes by that domain's own statistics (Chang et
+    /// al.'s domain-specific batch norm, without scale and shift): batch statistics in
+    /// training, in evaluation those of the training images' codes settled at each
+    /// checkpoint, so that the two domains' codes share their means and spreads, which
+    /// is what a linear probe reads. Off: the content encoder does not know the domain
+    /// (so runs before the flag, whose configs lack it, load as off).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     #[serde(default, skip_serializing_if = "crate::registry::is_default")]
-    pub fisher_weight: f64,
-    /// The Fisher term's running covariance: each batch's share of it.
-    #[arg(long, default_value_t = 0.02)]
-    #[serde(
-        default = "fisher_momentum",
-        skip_serializing_if = "is_fisher_momentum"
-    )]
-    pub fisher_momentum: f64,
+    pub domain_norm: bool,
     /// Weight of the speaker-code constraint on the domain codes (0: none).
     #[arg(long, default_value_t = 0.01)]
     pub style_weight: f64,
@@ -117,14 +113,6 @@ pub struct DisentangleConfig {
 
 fn one() -> f64 {
     1.0
-}
-
-fn fisher_momentum() -> f64 {
-    0.02
-}
-
-fn is_fisher_momentum(x: &f64) -> bool {
-    *x == fisher_momentum()
 }
 
 fn is_one(x: &f64) -> bool {
@@ -146,82 +134,69 @@ pub struct Disentangle {
     style: ConvEncoder,
     decoder: Generator,
     adversary: Mlp,
-    fisher: Option<Fisher>,
+    domain_norm: Option<DomainNorm>,
+}
+
+/// Each domain's content codes standardised by that domain's statistics: one batch's in
+/// training (with their gradient), in evaluation those of the first
+/// `CALIBRATION_IMAGES` training images of the domain, settled by `Model::calibrate`
+/// for the weights of each checkpoint (`domain_norm.*`, saved with the content encoder).
+/// Running averages could not stand in: training is blind to each domain's mean, so the
+/// encoder's raw means wander from step to step, and averages of the last ten or hundred
+/// batches left the domains' means 0.1-0.2 standard deviations apart on each of the 32
+/// numbers, enough for a linear probe to read 59-61% of domains (docs/DOMAINS.md).
+struct DomainNorm {
+    /// Means and variances of MNIST's codes, then of the target's.
+    stats: [(Var, Var); 2],
+}
+
+/// Training images of each domain whose codes settle `DomainNorm`'s statistics.
+const CALIBRATION_IMAGES: usize = 10_000;
+
+impl DomainNorm {
+    const EPS: f64 = 1e-5;
+
+    fn new(dim: usize, vb: VarBuilder) -> candle_core::Result<Self> {
+        // Named as batch norm's statistics are, which `reinit` passes by.
+        let stat = |name: &str, init: f64| -> candle_core::Result<Var> {
+            Var::from_tensor(&vb.get_with_hints(dim, name, Init::Const(init))?)
+        };
+        Ok(Self {
+            stats: [
+                (stat("running_mean_s", 0.0)?, stat("running_var_s", 1.0)?),
+                (stat("running_mean_t", 0.0)?, stat("running_var_t", 1.0)?),
+            ],
+        })
+    }
+
+    fn of(&self, domain: Domain) -> &(Var, Var) {
+        &self.stats[(domain == Domain::Target) as usize]
+    }
+
+    fn forward_t(&self, c: &Tensor, domain: Domain, train: bool) -> candle_core::Result<Tensor> {
+        if !train {
+            let (mean, var) = self.of(domain);
+            let scale = (var.as_tensor() + Self::EPS)?.sqrt()?;
+            return c.broadcast_sub(mean.as_tensor())?.broadcast_div(&scale);
+        }
+        let centred = c.broadcast_sub(&c.mean_keepdim(0)?)?;
+        let var = centred.sqr()?.mean_keepdim(0)?;
+        centred.broadcast_div(&(var + Self::EPS)?.sqrt()?)
+    }
+
+    /// Sets `domain`'s statistics to the mean and unbiased variance of its codes `c`.
+    fn settle(&self, c: &Tensor, domain: Domain) -> candle_core::Result<()> {
+        let n = c.dim(0)?;
+        let mean = c.mean(0)?;
+        let var = (c.broadcast_sub(&mean)?.sqr()?.sum(0)? / n.max(2).saturating_sub(1) as f64)?;
+        let (m, v) = self.of(domain);
+        m.set(&mean)?;
+        v.set(&var)
+    }
 }
 
 /// The networks' names, in the order of `vars`.
 const NETS: [&str; 4] = ["content", "style", "decoder", "adversary"];
-
-/// The within-domain covariance of the content codes, a running average over recent
-/// batches kept among the content encoder's variables (`fisher.running_cov`: saved and
-/// resumed with it, never trained): the metric in which the Fisher term measures how far
-/// apart the two domains' codes lie. One batch's 64 codes a domain in 32 dimensions give
-/// a covariance too noisy to invert (the `--linear-weight` try of docs/DOMAINS.md).
-struct Fisher {
-    cov: Var,
-    momentum: f64,
-}
-
-impl Fisher {
-    fn new(dim: usize, momentum: f64, vb: VarBuilder) -> candle_core::Result<Self> {
-        // Zeros: the average's start-up bias is a scale, which the ridge is relative to.
-        let cov = vb.get_with_hints((dim, dim), "running_cov", Init::Const(0.0))?;
-        Ok(Self {
-            cov: Var::from_tensor(&cov)?,
-            momentum,
-        })
-    }
-
-    /// Folds the within-domain covariance of this batch's codes `s` (MNIST) and `t`
-    /// (target) into the average and returns its inverse, with a ridge of a thousandth
-    /// of the mean variance.
-    fn metric(&self, s: &Tensor, t: &Tensor) -> Result<Tensor> {
-        let centred = |x: &Tensor| x.broadcast_sub(&x.mean(0)?);
-        let (cs, ct) = (centred(s)?, centred(t)?);
-        let cov = ((cs.t()?.matmul(&cs)? + ct.t()?.matmul(&ct)?)? / (2 * s.dim(0)?) as f64)?;
-        let k = self.momentum;
-        let avg = ((self.cov.as_tensor() * (1.0 - k))? + (cov * k)?)?.detach();
-        self.cov.set(&avg)?;
-        let n = avg.dim(0)?;
-        let host: Vec<f64> = avg
-            .flatten_all()?
-            .to_vec1::<f32>()?
-            .into_iter()
-            .map(f64::from)
-            .collect();
-        let mut sigma = DMatrix::from_row_slice(n, n, &host);
-        let ridge = 1e-3 * sigma.trace() / n as f64 + 1e-12;
-        for i in 0..n {
-            sigma[(i, i)] += ridge;
-        }
-        let inverse = sigma
-            .cholesky()
-            .ok_or_else(|| anyhow::anyhow!("the content codes' covariance is not finite"))?
-            .inverse();
-        let values: Vec<f32> = inverse.iter().map(|&x| x as f32).collect();
-        // Symmetric, so nalgebra's column order is the row order.
-        Ok(Tensor::from_vec(values, (n, n), s.device())?)
-    }
-
-    /// An unbiased estimate of the squared Mahalanobis distance (in `metric`) of the
-    /// two domains' mean codes from this batch: with d_i = t_i - s_i, the mean of
-    /// d_i' M d_j over pairs i != j. The plain |mean(d)|^2 adds the means' sampling
-    /// noise, 2 x 32 / 64 = 1 here, several times the gap a probe reads, and its
-    /// gradient would shrink the codes to lower it; running averages of the means lag
-    /// the encoder, which moves its gap around faster than they follow.
-    pub fn distance(s: &Tensor, t: &Tensor, metric: &Tensor) -> Result<Tensor> {
-        let m = s.dim(0)?;
-        anyhow::ensure!(
-            m >= 2 && t.dim(0)? == m,
-            "the Fisher term needs two equal halves of 2+ codes"
-        );
-        let d = (t - s)?;
-        let total = d.sum_keepdim(0)?;
-        let all = total.matmul(metric)?.mul(&total)?.sum_all()?;
-        let own = d.matmul(metric)?.mul(&d)?.sum_all()?;
-        Ok(((all - own)? / (m * (m - 1)) as f64)?)
-    }
-}
 
 impl Disentangle {
     /// Builds the four networks on `device`, weights drawn N(0, 0.02) from `seed`
@@ -242,15 +217,9 @@ impl Disentangle {
                 && cfg.style_margin >= 0.0
                 && cfg.pair_weight >= 0.0
                 && cfg.target_own_weight >= 0.0
-                && cfg.moment_weight >= 0.0
-                && cfg.fisher_weight >= 0.0,
+                && cfg.moment_weight >= 0.0,
             "disentangle needs --adversary-weight, --style-weight, --style-margin, \
-             --pair-weight, --target-own-weight, --moment-weight and --fisher-weight >= 0"
-        );
-        anyhow::ensure!(
-            cfg.fisher_momentum > 0.0 && cfg.fisher_momentum <= 1.0,
-            "disentangle needs --fisher-momentum in (0, 1], got {}",
-            cfg.fisher_momentum
+             --pair-weight, --target-own-weight and --moment-weight >= 0"
         );
         anyhow::ensure!(
             cfg.paired || cfg.pair_weight == 0.0,
@@ -268,12 +237,8 @@ impl Disentangle {
         let vb = |i: usize| VarBuilder::from_varmap(&vars[i], DType::F32, device);
         let (ch, w) = (cfg.target.channels(), cfg.width);
         let content = ConvEncoder::with_channels(ch, w, cfg.content_dim, vb(0))?;
-        let fisher = match cfg.fisher_weight > 0.0 {
-            true => Some(Fisher::new(
-                cfg.content_dim,
-                cfg.fisher_momentum,
-                vb(0).pp("fisher"),
-            )?),
+        let domain_norm = match cfg.domain_norm {
+            true => Some(DomainNorm::new(cfg.content_dim, vb(0).pp("domain_norm"))?),
             false => None,
         };
         let style = ConvEncoder::with_channels(ch, w, cfg.style_dim, vb(1))?;
@@ -296,8 +261,32 @@ impl Disentangle {
             style,
             decoder,
             adversary,
-            fisher,
+            domain_norm,
         })
+    }
+
+    /// Content codes of images all from `domain`.
+    fn content_t(&self, x: &Tensor, domain: Domain, train: bool) -> candle_core::Result<Tensor> {
+        let c = self.content.forward_t(x, train)?;
+        match &self.domain_norm {
+            Some(norm) => norm.forward_t(&c, domain, train),
+            None => Ok(c),
+        }
+    }
+
+    /// Content codes of a training batch: `m` MNIST images, then as many of the target.
+    fn content_both(&self, both: &Tensor, m: usize) -> candle_core::Result<Tensor> {
+        let c = self.content.forward_t(both, true)?;
+        match &self.domain_norm {
+            Some(norm) => Tensor::cat(
+                &[
+                    norm.forward_t(&c.narrow(0, 0, m)?, Domain::Source, true)?,
+                    norm.forward_t(&c.narrow(0, m, c.dim(0)? - m)?, Domain::Target, true)?,
+                ],
+                0,
+            ),
+            None => Ok(c),
+        }
     }
 
     fn render_t(&self, c: &Tensor, s: &Tensor, train: bool) -> candle_core::Result<Tensor> {
@@ -402,7 +391,7 @@ impl Model for Disentangle {
         let both = Tensor::cat(&[xs, xt], 0)?;
         match phase {
             "adversary" => {
-                let c = self.content.forward_t(&both, true)?.detach();
+                let c = self.content_both(&both, m)?.detach();
                 let logits = self.adversary_logits(&c)?;
                 let (ls, lt) = (logits.narrow(0, 0, m)?, logits.narrow(0, m, m)?);
                 let loss = (bce_with_logits_const(&ls, 0.0)? + bce_with_logits_const(&lt, 1.0)?)?;
@@ -410,7 +399,7 @@ impl Model for Disentangle {
                 Ok(StepOutput::new(loss).with("adversary_acc", acc))
             }
             "codes" => {
-                let c = self.content.forward_t(&both, true)?;
+                let c = self.content_both(&both, m)?;
                 let s = self.style.forward_t(&both, true)?;
                 let own = self.render_t(&c, &s, true)?;
                 let recon = if self.cfg.target_own_weight == 1.0 {
@@ -458,13 +447,6 @@ impl Model for Disentangle {
                     metrics.push(("moments", gap.to_scalar::<f32>()?));
                     loss = (loss + (gap * self.cfg.moment_weight)?)?;
                 }
-                if let Some(fisher) = &self.fisher {
-                    let (cs, ct) = (c.narrow(0, 0, m)?, c.narrow(0, m, m)?);
-                    let metric = fisher.metric(&cs.detach(), &ct.detach())?;
-                    let distance = Fisher::distance(&cs, &ct, &metric)?;
-                    metrics.push(("fisher", distance.to_scalar::<f32>()?));
-                    loss = (loss + (distance * self.cfg.fisher_weight)?)?;
-                }
                 if self.cfg.style_weight > 0.0 {
                     let (ss, st) = (s.narrow(0, 0, m)?, s.narrow(0, m, m)?);
                     let sc = Self::style_constraint(&ss, &st, self.cfg.style_margin)?;
@@ -479,6 +461,27 @@ impl Model for Disentangle {
         }
     }
 
+    /// With `--domain-norm`: each domain's code statistics, from the codes the encoder
+    /// gives the first training images of its stream in evaluation mode.
+    fn calibrate(&self, data: &Streams) -> Result<()> {
+        let Some(norm) = &self.domain_norm else {
+            return Ok(());
+        };
+        for (stream, domain) in [("source", Domain::Source), ("target", Domain::Target)] {
+            let images = &data.get(stream)?.images;
+            let n = images.dim(0)?.min(CALIBRATION_IMAGES);
+            let blocks = (0..n)
+                .step_by(500)
+                .map(|i| {
+                    let x = images.narrow(0, i, 500.min(n - i))?;
+                    frozen(|| self.content.forward_t(&x, false))
+                })
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            norm.settle(&Tensor::cat(&blocks, 0)?, domain)?;
+        }
+        Ok(())
+    }
+
     fn figures(&self, _rng: &mut Rng) -> Result<Vec<Figure>> {
         Ok(Vec::new())
     }
@@ -487,7 +490,11 @@ impl Model for Disentangle {
     fn figures_of_real(&self, real: &Tensor, _rng: &mut Rng) -> Result<Vec<Figure>> {
         Ok(vec![Figure {
             name: "reconstructions".into(),
-            images: gan_core::engine::grid::interleave_rows(real, &self.reconstruct(real)?, 8)?,
+            images: gan_core::engine::grid::interleave_rows(
+                real,
+                &self.reconstruct(real, Domain::Source)?,
+                8,
+            )?,
             cols: 8,
         }])
     }
@@ -506,8 +513,8 @@ impl Disentangler for Disentangle {
         self.cfg.target.channels()
     }
 
-    fn content(&self, images: &Tensor) -> Result<Tensor> {
-        Ok(self.content.forward_t(images, false)?)
+    fn content(&self, images: &Tensor, domain: Domain) -> Result<Tensor> {
+        Ok(self.content_t(images, domain, false)?)
     }
 
     fn style(&self, images: &Tensor) -> Result<Tensor> {
@@ -518,8 +525,8 @@ impl Disentangler for Disentangle {
         Ok(self.render_t(content, style, false)?)
     }
 
-    fn target_probability(&self, images: &Tensor) -> Result<Vec<f32>> {
-        let logits = self.adversary_logits(&self.content.forward_t(images, false)?)?;
+    fn target_probability(&self, images: &Tensor, domain: Domain) -> Result<Vec<f32>> {
+        let logits = self.adversary_logits(&self.content_t(images, domain, false)?)?;
         Ok(candle_nn::ops::sigmoid(&logits)?.to_vec1::<f32>()?)
     }
 }
@@ -531,5 +538,67 @@ impl Registered for Disentangle {
         "Feature disentanglement: content and domain encoders, a decoder, an adversary on the content";
     fn build(cfg: DisentangleConfig, device: &Device, seed: u64) -> Result<Self> {
         Self::new(cfg, device, seed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn column_stats(x: &Tensor) -> (Vec<f32>, Vec<f32>) {
+        let mean = x.mean(0).unwrap();
+        let var = x
+            .broadcast_sub(&mean)
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .mean(0)
+            .unwrap();
+        (mean.to_vec1().unwrap(), var.to_vec1().unwrap())
+    }
+
+    #[test]
+    fn domain_norm_standardises_each_domain_by_its_own_statistics() {
+        let vars = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu);
+        let norm = DomainNorm::new(2, vb).unwrap();
+        // MNIST's codes around (1, -2), the target's around (5, 3) and wider.
+        let s = Tensor::new(
+            &[[0f32, -2.0], [2.0, -1.0], [1.0, -3.0], [1.0, -2.0]],
+            &Device::Cpu,
+        )
+        .unwrap();
+        let t = ((&s * 3.0).unwrap() + 4.0)
+            .unwrap()
+            .broadcast_add(&Tensor::new(&[0f32, 8.0], &Device::Cpu).unwrap());
+        let t = t.unwrap();
+        for (x, d) in [(&s, Domain::Source), (&t, Domain::Target)] {
+            let (mean, var) = column_stats(&norm.forward_t(x, d, true).unwrap());
+            for (m, v) in mean.iter().zip(&var) {
+                assert!(m.abs() < 1e-5 && (v - 1.0).abs() < 1e-4, "{mean:?} {var:?}");
+            }
+        }
+        // Evaluation: each domain's settled mean and unbiased variance.
+        let probe = Tensor::new(&[[1f32, 1.0]], &Device::Cpu).unwrap();
+        for (x, d) in [(&s, Domain::Source), (&t, Domain::Target)] {
+            norm.settle(x, d).unwrap();
+        }
+        for (x, d) in [(&s, Domain::Source), (&t, Domain::Target)] {
+            let (mean, var) = column_stats(x);
+            let got = norm
+                .forward_t(&probe, d, false)
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap();
+            for j in 0..2 {
+                let (rm, rv) = (mean[j], var[j] * 4.0 / 3.0);
+                let want = (1.0 - rm) / (rv + DomainNorm::EPS as f32).sqrt();
+                assert!(
+                    (got[0][j] - want).abs() < 1e-4,
+                    "{d:?} {j}: {} vs {want}",
+                    got[0][j]
+                );
+            }
+        }
     }
 }

@@ -168,3 +168,62 @@ fn each_line_of_the_objective_is_switched_by_its_flag() {
     let err = Disentangle::new(unpaired, &Device::Cpu, 0).err().unwrap();
     assert!(format!("{err:#}").contains("needs pairs"), "{err:#}");
 }
+
+#[test]
+fn domain_norm_is_settled_on_the_training_images_before_each_checkpoint() {
+    use gan_core::{Dataset, Disentangler, Domain, Streams, TrainConfig, Trainer};
+    let cfg = DisentangleConfig {
+        domain_norm: true,
+        ..DisentangleConfig::default()
+    };
+    let images = |offset: f64| {
+        let x = Tensor::rand(-1f32, 1.0, (8, 3, 28, 28), &Device::Cpu).unwrap();
+        Dataset::new(((x * 0.5).unwrap() + offset).unwrap(), None).unwrap()
+    };
+    let (source, target) = (images(-0.3), images(0.3));
+    let streams = Streams(BTreeMap::from([
+        ("source".to_string(), source.clone()),
+        ("target".to_string(), target.clone()),
+    ]));
+    let dir = tempfile::tempdir().unwrap();
+    let model = Disentangle::new(cfg.clone(), &Device::Cpu, 0).unwrap();
+    let train = TrainConfig {
+        batch_size: 4,
+        max_steps: Some(1),
+        progress: false,
+        ..TrainConfig::default()
+    };
+    Trainer::new(&model, train, dir.path())
+        .unwrap()
+        .fit(&streams)
+        .unwrap();
+    // A fresh model from the checkpoint: each domain's codes of those images have mean 0
+    // and unbiased variance 1 in every number (a little under 1: the untrained codes'
+    // variance is not far above the normalisation's epsilon).
+    let loaded = Disentangle::new(cfg, &Device::Cpu, 1).unwrap();
+    gan_core::engine::load_step_weights(&loaded, dir.path()).unwrap();
+    for (data, domain) in [(&source, Domain::Source), (&target, Domain::Target)] {
+        let c = loaded.content(&data.images, domain).unwrap();
+        let mean = c.mean(0).unwrap();
+        let var = (c
+            .broadcast_sub(&mean)
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .sum(0)
+            .unwrap()
+            / 7.0)
+            .unwrap();
+        for (m, v) in mean
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .zip(var.to_vec1::<f32>().unwrap())
+        {
+            assert!(
+                m.abs() < 1e-3 * v.sqrt() && v > 0.5 && v < 1.001,
+                "{domain:?}: mean {m}, var {v}"
+            );
+        }
+    }
+}

@@ -15,7 +15,7 @@ pub mod trainer;
 
 pub use data::{Batches, Cursor, Dataset, Streams};
 pub use model::{
-    no_such_phase, Batch, Classifier, Completer, Conditioning, Disentangler, DomainAdapter,
+    no_such_phase, Batch, Classifier, Completer, Conditioning, Disentangler, Domain, DomainAdapter,
     Encoder, Every, Figure, Generator, Model, Phase, Source, Step, StepOutput, Stream,
 };
 pub use run::{

@@ -398,6 +398,15 @@ pub trait DomainAdapter {
     fn target_probability(&self, images: &Tensor) -> Result<Vec<f32>>;
 }
 
+/// Which of a [`Disentangler`]'s two domains images come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Domain {
+    /// MNIST.
+    Source,
+    /// The second domain, [`Disentangler::target`].
+    Target,
+}
+
 /// A model that splits an image into what it shows and how it looks: a content code (the
 /// digit) and a domain code (the style of its domain), and renders any content in any
 /// style. Its adversary tries to tell the domain from the content code.
@@ -406,24 +415,35 @@ pub trait Disentangler {
     fn target(&self) -> &'static str;
     /// Channels it reads (MNIST repeated to match a colour target).
     fn channels(&self) -> usize;
-    /// Content codes `[N, C]` of images `[N, C, H, W]` in [-1, 1].
-    fn content(&self, images: &Tensor) -> Result<Tensor>;
+    /// Content codes `[N, C]` of images `[N, C, H, W]` in [-1, 1], all from `domain`: a
+    /// content encoder may normalise its codes by its domain's statistics, as domains are
+    /// known in the notes' setting (each utterance's speaker).
+    fn content(&self, images: &Tensor, domain: Domain) -> Result<Tensor>;
     /// Domain codes `[N, S]`.
     fn style(&self, images: &Tensor) -> Result<Tensor>;
     /// Images rendered from content codes `[N, C]` and domain codes `[N, S]`.
     fn render(&self, content: &Tensor, style: &Tensor) -> Result<Tensor>;
     /// The adversary's probability that each image's content code comes from the target
-    /// domain.
-    fn target_probability(&self, images: &Tensor) -> Result<Vec<f32>>;
-    /// The images rebuilt from their own two codes.
-    fn reconstruct(&self, images: &Tensor) -> Result<Tensor> {
-        self.render(&self.content(images)?, &self.style(images)?)
+    /// domain (the images all from `domain`, as for [`Disentangler::content`]).
+    fn target_probability(&self, images: &Tensor, domain: Domain) -> Result<Vec<f32>>;
+    /// The images, all from `domain`, rebuilt from their own two codes.
+    fn reconstruct(&self, images: &Tensor, domain: Domain) -> Result<Tensor> {
+        self.render(&self.content(images, domain)?, &self.style(images)?)
     }
-    /// The swap grid: cell (i, j) renders the content of `contents` i in the style of
-    /// `styles` j, `[R * K, C, H, W]` row by row.
-    fn swap(&self, contents: &Tensor, styles: &Tensor) -> Result<Tensor> {
-        let (c, s) = (self.content(contents)?, self.style(styles)?);
-        let (r, k) = (c.dim(0)?, s.dim(0)?);
+    /// The swap grid: cell (i, j) renders the content of `contents` i (from `domains` i)
+    /// in the style of `styles` j, `[R * K, C, H, W]` row by row.
+    fn swap(&self, contents: &Tensor, domains: &[Domain], styles: &Tensor) -> Result<Tensor> {
+        let r = contents.dim(0)?;
+        anyhow::ensure!(
+            domains.len() == r,
+            "swap: {r} content images but {} domains",
+            domains.len()
+        );
+        let rows = (0..r)
+            .map(|i| self.content(&contents.narrow(0, i, 1)?, domains[i]))
+            .collect::<Result<Vec<_>>>()?;
+        let (c, s) = (Tensor::cat(&rows, 0)?, self.style(styles)?);
+        let k = s.dim(0)?;
         let idx_c: Vec<u32> = (0..r * k).map(|i| (i / k) as u32).collect();
         let idx_s: Vec<u32> = (0..r * k).map(|i| (i % k) as u32).collect();
         let dev = c.device();
@@ -530,6 +550,14 @@ pub trait Model: Send + Sync {
     }
     /// The loss of phase `phase` (one of [`Model::phases`]' names) on this step.
     fn run_phase(&self, phase: &str, step: &mut Step) -> Result<StepOutput>;
+    /// Settles what evaluation reads and training does not, from the training data
+    /// `data` with the weights as they are: called before each checkpoint and each
+    /// epoch's figures. Running averages of such statistics lag weights that keep
+    /// moving; exact ones for the saved weights do not, and since training never reads
+    /// them, resuming stays exact. Nothing by default.
+    fn calibrate(&self, _data: &super::Streams) -> Result<()> {
+        Ok(())
+    }
     /// The pictures of the model at this point; `rng` is the same every call, so that the
     /// grids of successive epochs show the same noise.
     fn figures(&self, rng: &mut Rng) -> Result<Vec<Figure>>;

@@ -337,6 +337,7 @@ impl<'m> Trainer<'m> {
                     {
                         log.write_all(lines.as_bytes())?;
                         lines.clear();
+                        self.model.calibrate(data)?;
                         self.checkpoint()?;
                     }
                 }
@@ -344,6 +345,7 @@ impl<'m> Trainer<'m> {
             })?;
             log.write_all(lines.as_bytes())?;
             let finished_epoch = self.state.batch == order.len();
+            self.model.calibrate(data)?;
             self.draw(epoch, &figure_images)?;
             // The epoch's line before the checkpoint that closes it: a run killed between
             // the two redoes the epoch's end from the checkpoint before, line included.

@@ -27,7 +27,8 @@ use super::{
     ConditionalAccuracy, FeatureStats,
 };
 use crate::engine::{
-    Classifier, Completer, Conditioning, Disentangler, DomainAdapter, Encoder, Generator, Model,
+    Classifier, Completer, Conditioning, Disentangler, Domain, DomainAdapter, Encoder, Generator,
+    Model,
 };
 use crate::prior::{rng, RngStream};
 
@@ -857,11 +858,14 @@ fn disentangle_scores(
     let source = tests.source_images.narrow(0, 0, each)?;
     let target = tests.target_images.narrow(0, 0, each)?;
     let (ys, yt) = (&tests.source_labels[..each], &tests.target_labels[..each]);
-    let codes = |f: &dyn Fn(&Tensor) -> Result<Tensor>| -> Result<(Tensor, Tensor)> {
-        Ok((in_blocks(&source, f)?, in_blocks(&target, f)?))
-    };
-    let (cs, ct) = codes(&|x| model.content(x))?;
-    let (ss, st) = codes(&|x| model.style(x))?;
+    let (cs, ct) = (
+        in_blocks(&source, &|x| model.content(x, Domain::Source))?,
+        in_blocks(&target, &|x| model.content(x, Domain::Target))?,
+    );
+    let (ss, st) = (
+        in_blocks(&source, &|x| model.style(x))?,
+        in_blocks(&target, &|x| model.style(x))?,
+    );
     // Rows [from, from + len) of the source, then of the target.
     let rows = |a: &Tensor, b: &Tensor, from: usize, len: usize| -> Result<Tensor> {
         Ok(Tensor::cat(
@@ -900,19 +904,20 @@ fn disentangle_scores(
         )
     };
     let mut right = 0usize;
-    for (images, is_target) in [(&source, false), (&target, true)] {
+    for (images, domain) in [(&source, Domain::Source), (&target, Domain::Target)] {
         for start in (0..each).step_by(GEN_BATCH) {
             let b = GEN_BATCH.min(each - start);
-            let p = model.target_probability(&images.narrow(0, start, b)?)?;
+            let p = model.target_probability(&images.narrow(0, start, b)?, domain)?;
+            let is_target = domain == Domain::Target;
             right += p.iter().filter(|&&p| (p >= 0.5) == is_target).count();
         }
     }
-    let mse = |images: &Tensor| -> Result<f64> {
+    let mse = |images: &Tensor, domain: Domain| -> Result<f64> {
         let mut sq = 0f64;
         for start in (0..each).step_by(GEN_BATCH) {
             let b = GEN_BATCH.min(each - start);
             let x = images.narrow(0, start, b)?;
-            sq += (model.reconstruct(&x)? - &x)?
+            sq += (model.reconstruct(&x, domain)? - &x)?
                 .sqr()?
                 .sum_all()?
                 .to_dtype(candle_core::DType::F64)?
@@ -939,8 +944,8 @@ fn disentangle_scores(
             &rows(&ss, &st, half, rest)?,
             &digits(half, rest),
         )?,
-        mse_source: mse(&source)?,
-        mse_target: mse(&target)?,
+        mse_source: mse(&source, Domain::Source)?,
+        mse_target: mse(&target, Domain::Target)?,
         dims: [cs.dim(1)?, ss.dim(1)?],
         n: each,
     })
