@@ -4,6 +4,9 @@
 //! adversary that tries to tell the domain from the content code while the content
 //! encoder learns to make it fail.
 //!
+//! With `--domain-norm` (the default) Ec standardises each domain's codes by that
+//! domain's statistics, so that no linear reader finds the domain in their means.
+//!
 //! Every step (M MNIST digits x_s and M target images x_t; with `--paired`, x_t[i] is
 //! x_s[i] in the target domain, an MNIST-M-style image being an MNIST digit on a photo):
 //! 1. `adversary`: A descends BCE(A(Ec(x_s)), 0) + BCE(A(Ec(x_t)), 1) on the codes
