@@ -398,6 +398,7 @@ fn append_log(run_dir: &Path, r: &EvalReport) -> Result<()> {
         let x = &d.result;
         line["adversary_accuracy"] = x.adversary_accuracy.into();
         line["domain_probe_on_content"] = x.domain_probe_on_content.into();
+        line["domain_mlp_probe_on_content"] = x.domain_mlp_probe_on_content.into();
         line["digit_probe_on_content_target"] = x.digit_probe_on_content_target.into();
         line["domain_probe_on_style"] = x.domain_probe_on_style.into();
         line["digit_probe_on_style"] = x.digit_probe_on_style.into();
@@ -551,12 +552,13 @@ fn print_report(r: &EvalReport) {
     if let Some(d) = &r.disentanglement {
         let x = &d.result;
         say!(
-            "  content code ({}-d) on {} test images of MNIST and of {}: domain told by the adversary {}, by a fresh probe {} (50% hides it); digit probe {} on MNIST, {} on {}; fitted on MNIST alone, {} on {}",
+            "  content code ({}-d) on {} test images of MNIST and of {}: domain told by the adversary {}, by a fresh linear probe {}, by a fresh MLP probe {} (50% hides it); digit probe {} on MNIST, {} on {}; fitted on MNIST alone, {} on {}",
             x.dims[0],
             x.n,
             x.target,
             pct(x.adversary_accuracy),
             pct(x.domain_probe_on_content),
+            pct(x.domain_mlp_probe_on_content),
             pct(x.digit_probe_on_content_source),
             pct(x.digit_probe_on_content_target),
             x.target,

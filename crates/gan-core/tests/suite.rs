@@ -275,6 +275,10 @@ fn disentanglement_probes_read_what_each_code_holds() {
     // The content holds the digit and nothing of the domain; the domain code the reverse.
     assert_eq!(clean.adversary_accuracy, 0.5);
     assert_eq!(clean.domain_probe_on_content, 0.5, "{clean:?}");
+    assert!(
+        (clean.domain_mlp_probe_on_content - 0.5).abs() < 0.02,
+        "{clean:?}"
+    );
     assert_eq!(clean.digit_probe_on_content_source, 1.0, "{clean:?}");
     assert_eq!(clean.digit_probe_on_content_target, 1.0, "{clean:?}");
     assert_eq!(clean.digit_probe_on_content_transfer, 1.0, "{clean:?}");
@@ -284,6 +288,7 @@ fn disentanglement_probes_read_what_each_code_holds() {
     // A content code that carries the domain is caught by the fresh probe.
     let leaky = score(true);
     assert_eq!(leaky.domain_probe_on_content, 1.0, "{leaky:?}");
+    assert!(leaky.domain_mlp_probe_on_content > 0.99, "{leaky:?}");
 }
 
 /// A "completer" that fills the free pixels with `fill`, and checks that it was shown

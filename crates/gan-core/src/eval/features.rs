@@ -76,6 +76,52 @@ pub fn linear_probe_accuracy(
     epochs: usize,
     seed: u64,
 ) -> Result<f64> {
+    probe_accuracy(
+        train,
+        train_labels,
+        test,
+        test_labels,
+        &[],
+        1e-2,
+        epochs,
+        seed,
+    )
+}
+
+/// [`linear_probe_accuracy`] with ReLU layers of widths `hidden` before the softmax and
+/// Adam at 0.001: a nonlinear reader, for what a linear one cannot see.
+pub fn mlp_probe_accuracy(
+    train: &Tensor,
+    train_labels: &[u8],
+    test: &Tensor,
+    test_labels: &[u8],
+    hidden: &[usize],
+    epochs: usize,
+    seed: u64,
+) -> Result<f64> {
+    probe_accuracy(
+        train,
+        train_labels,
+        test,
+        test_labels,
+        hidden,
+        1e-3,
+        epochs,
+        seed,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn probe_accuracy(
+    train: &Tensor,
+    train_labels: &[u8],
+    test: &Tensor,
+    test_labels: &[u8],
+    hidden: &[usize],
+    lr: f64,
+    epochs: usize,
+    seed: u64,
+) -> Result<f64> {
     check(train, train_labels, "training")?;
     check(test, test_labels, "test")?;
     let classes = train_labels.iter().copied().max().unwrap_or(0) as usize + 1;
@@ -92,11 +138,27 @@ pub fn linear_probe_accuracy(
     let x = standard(&train)?;
     let y = Tensor::from_iter(train_labels.iter().map(|&l| l as u32), &dev)?;
     let vars = VarMap::new();
-    let probe = linear(
-        x.dim(1)?,
-        classes,
-        VarBuilder::from_varmap(&vars, DType::F32, &dev),
-    )?;
+    let vb = VarBuilder::from_varmap(&vars, DType::F32, &dev);
+    let widths: Vec<usize> = [x.dim(1)?]
+        .into_iter()
+        .chain(hidden.iter().copied())
+        .chain([classes])
+        .collect();
+    let layers = widths
+        .windows(2)
+        .enumerate()
+        .map(|(i, w)| linear(w[0], w[1], vb.pp(i)))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    let forward = |x: &Tensor| -> candle_core::Result<Tensor> {
+        let mut h = x.clone();
+        for (i, layer) in layers.iter().enumerate() {
+            h = candle_core::Module::forward(layer, &h)?;
+            if i + 1 < layers.len() {
+                h = h.relu()?;
+            }
+        }
+        Ok(h)
+    };
     // candle draws a new layer's weights from an unseeded generator.
     reinit(
         &vars,
@@ -106,7 +168,7 @@ pub fn linear_probe_accuracy(
     let mut adam = Adam::new(
         &vars,
         AdamConfig {
-            lr: 1e-2,
+            lr,
             beta1: 0.9,
             ..AdamConfig::default()
         },
@@ -117,12 +179,12 @@ pub fn linear_probe_accuracy(
         order.shuffle(&mut rng);
         for idx in order.chunks(256) {
             let idx = Tensor::new(idx, &dev)?;
-            let logits = candle_core::Module::forward(&probe, &x.index_select(&idx, 0)?)?;
+            let logits = forward(&x.index_select(&idx, 0)?)?;
             let loss = cross_entropy(&logits, &y.index_select(&idx, 0)?)?;
             adam.step(&loss.backward()?)?;
         }
     }
-    let logits = candle_core::Module::forward(&probe, &standard(test)?)?;
+    let logits = forward(&standard(test)?)?;
     let predicted = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
     let right = predicted
         .iter()
@@ -199,5 +261,28 @@ mod tests {
         let acc = nearest_neighbour_accuracy(&reference, &[0, 1, 2], &query, &[0, 0, 0]).unwrap();
         assert!((acc - 1.0 / 3.0).abs() < 1e-9);
         assert!(nearest_neighbour_accuracy(&reference, &[0, 1], &query, &[0, 0, 0]).is_err());
+    }
+
+    /// Two classes with the same mean, one on a circle of radius 1 and one of radius 3:
+    /// no line splits them, two ReLU layers do.
+    #[test]
+    fn the_mlp_probe_reads_what_no_line_does() {
+        let rings = |n: usize, phase: f32| -> (Tensor, Vec<u8>) {
+            let mut v = Vec::new();
+            let labels: Vec<u8> = (0..n).map(|i| (i % 2) as u8).collect();
+            for (i, &y) in labels.iter().enumerate() {
+                let a = i as f32 * 2.399 + phase;
+                let r = 1.0 + 2.0 * y as f32;
+                v.extend([r * a.cos(), r * a.sin()]);
+            }
+            (Tensor::from_vec(v, (n, 2), &Device::Cpu).unwrap(), labels)
+        };
+        let (train, ty) = rings(1000, 0.0);
+        let (test, sy) = rings(400, 0.5);
+        let linear = linear_probe_accuracy(&train, &ty, &test, &sy, 20, 0).unwrap();
+        let mlp = mlp_probe_accuracy(&train, &ty, &test, &sy, &[32, 32], 100, 0).unwrap();
+        // A line can at best cut off a cap of the outer circle (about 63%).
+        assert!(linear < 0.7, "linear {linear}");
+        assert!(mlp > 0.95, "mlp {mlp}");
     }
 }

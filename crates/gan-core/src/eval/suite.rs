@@ -179,6 +179,11 @@ pub struct DisentangleScores {
     /// A digit probe fitted on MNIST's content codes only, scored on the target's: does
     /// the digit sit where it sits in MNIST?
     pub digit_probe_on_content_transfer: f64,
+    /// A fresh nonlinear probe of the domain on the content codes (ReLU layers of 256
+    /// and 256, as the disentangler's adversary): what any reader, not only the one
+    /// trained against, finds (50% is the aim). 0 in reports from before it.
+    #[serde(default)]
+    pub domain_mlp_probe_on_content: f64,
     /// A probe of the domain on the domain codes (high is the aim).
     pub domain_probe_on_style: f64,
     /// A digit probe on the domain codes, both domains (10%, chance, is the aim).
@@ -248,6 +253,8 @@ pub const GIVEN_ROWS: usize = 14;
 
 /// Passes of the linear probe over the training features.
 const PROBE_EPOCHS: usize = 10;
+/// Passes of the nonlinear probe over its codes.
+const MLP_PROBE_EPOCHS: usize = 20;
 
 /// The scores of a model's samples against the test set.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -894,6 +901,15 @@ fn disentangle_scores(
             &domain_labels(rest),
         )
     };
+    let domain_mlp_probe_on_content = super::features::mlp_probe_accuracy(
+        &rows(&cs, &ct, 0, fit)?,
+        &domain_labels(fit),
+        &rows(&cs, &ct, half, rest)?,
+        &domain_labels(rest),
+        &[256, 256],
+        MLP_PROBE_EPOCHS,
+        seed,
+    )?;
     let content_fit = rows(&cs, &ct, 0, fit)?;
     let digit_on_content = |q: &Tensor, qy: &[u8]| -> Result<f64> {
         probe(
@@ -929,6 +945,7 @@ fn disentangle_scores(
         target: model.target().to_string(),
         adversary_accuracy: right as f64 / (2 * each) as f64,
         domain_probe_on_content: domain_probe(&cs, &ct)?,
+        domain_mlp_probe_on_content,
         digit_probe_on_content_source: digit_on_content(&cs, ys)?,
         digit_probe_on_content_target: digit_on_content(&ct, yt)?,
         digit_probe_on_content_transfer: probe(
