@@ -62,13 +62,6 @@ pub struct DisentangleConfig {
     /// Hidden widths of the adversary on the content code, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "256,256")]
     pub adversary_hidden: Vec<usize>,
-    /// Adversaries on the content code, each drawn from its own initial weights and
-    /// trained on the same codes; the content code is asked to leave each of them at
-    /// chance (their confusion losses averaged), so that hiding the domain from one
-    /// adversary's blind spot is not enough. 1 is not written.
-    #[arg(long, default_value_t = 1)]
-    #[serde(default = "one_usize", skip_serializing_if = "is_one_usize")]
-    pub adversaries: usize,
     /// Weight of the content code's confusion loss against the adversary (the
     /// reconstruction errors are sums over an image's pixels, hundreds each: screened
     /// at 1, 10, 100 and 1000 in docs/DOMAINS.md; 1000 since `--domain-norm`).
@@ -113,14 +106,6 @@ pub struct DisentangleConfig {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     #[serde(default, skip_serializing_if = "crate::registry::is_default")]
     pub domain_norm: bool,
-    /// With `--domain-norm`: whiten each domain's codes rather than standardise each
-    /// number, by this many Newton-Schulz iterations towards the inverse square root of
-    /// the domain's covariance (Huang et al.'s IterNorm), so that the two domains' codes
-    /// share their covariances too, which is what a quadratic reader would find. 0: each
-    /// number standardised alone, and not written.
-    #[arg(long, default_value_t = 0)]
-    #[serde(default, skip_serializing_if = "crate::registry::is_default")]
-    pub whiten_iterations: usize,
     /// Weight of the speaker-code constraint on the domain codes (0: none).
     #[arg(long, default_value_t = 0.01)]
     pub style_weight: f64,
@@ -137,14 +122,6 @@ fn is_one(x: &f64) -> bool {
     *x == 1.0
 }
 
-fn one_usize() -> usize {
-    1
-}
-
-fn is_one_usize(x: &usize) -> bool {
-    *x == 1
-}
-
 impl Default for DisentangleConfig {
     fn default() -> Self {
         crate::registry::defaults()
@@ -159,7 +136,7 @@ pub struct Disentangle {
     content: ConvEncoder,
     style: ConvEncoder,
     decoder: Generator,
-    adversaries: Vec<Mlp>,
+    adversary: Mlp,
     domain_norm: Option<DomainNorm>,
 }
 
@@ -174,9 +151,6 @@ pub struct Disentangle {
 struct DomainNorm {
     /// Means and variances of MNIST's codes, then of the target's.
     stats: [(Var, Var); 2],
-    /// With whitening: MNIST's and the target's whitening matrices, and the iterations
-    /// that approximate them.
-    whiten: Option<([Var; 2], usize)>,
 }
 
 /// Training images of each domain whose codes settle `DomainNorm`'s statistics.
@@ -185,47 +159,17 @@ const CALIBRATION_IMAGES: usize = 10_000;
 impl DomainNorm {
     const EPS: f64 = 1e-5;
 
-    /// `whiten_iterations` 0: each number standardised alone.
-    fn new(dim: usize, whiten_iterations: usize, vb: VarBuilder) -> candle_core::Result<Self> {
+    fn new(dim: usize, vb: VarBuilder) -> candle_core::Result<Self> {
         // Named as batch norm's statistics are, which `reinit` passes by.
         let stat = |name: &str, init: f64| -> candle_core::Result<Var> {
             Var::from_tensor(&vb.get_with_hints(dim, name, Init::Const(init))?)
-        };
-        let eye = |name: &str| -> candle_core::Result<Var> {
-            let init = Tensor::eye(dim, DType::F32, vb.device())?;
-            Var::from_tensor(&vb.get_with_hints((dim, dim), name, Init::Const(0.0))?)
-                .and_then(|v| v.set(&init).map(|_| v))
-        };
-        let whiten = match whiten_iterations {
-            0 => None,
-            t => Some(([eye("running_whiten_s")?, eye("running_whiten_t")?], t)),
         };
         Ok(Self {
             stats: [
                 (stat("running_mean_s", 0.0)?, stat("running_var_s", 1.0)?),
                 (stat("running_mean_t", 0.0)?, stat("running_var_t", 1.0)?),
             ],
-            whiten,
         })
-    }
-
-    /// Newton-Schulz's approximation of `cov`'s inverse square root after `iterations`
-    /// steps, on the covariance scaled by its trace (so the iteration converges): the
-    /// directions of large variance are whitened first, the smallest last. The coupled
-    /// form (Higham 1997: Y -> A^(1/2), Z -> A^(-1/2)), as IterNorm's single product
-    /// P(3 - P^2 A)/2 drifts off and blows up once converged. Only products, so the
-    /// gradient flows back to the codes as IterNorm's does.
-    fn inverse_sqrt(cov: &Tensor, iterations: usize) -> candle_core::Result<Tensor> {
-        let eye = Tensor::eye(cov.dim(0)?, cov.dtype(), cov.device())?;
-        let cov = (cov + (&eye * Self::EPS)?)?;
-        let trace = (&cov * &eye)?.sum_all()?;
-        let (mut y, mut z) = (cov.broadcast_div(&trace)?, eye.clone());
-        for _ in 0..iterations {
-            let half = ((&eye * 3.0)? - z.matmul(&y)?)?.affine(0.5, 0.0)?;
-            y = y.matmul(&half)?;
-            z = half.matmul(&z)?;
-        }
-        z.broadcast_div(&trace.sqrt()?)
     }
 
     fn of(&self, domain: Domain) -> &(Var, Var) {
@@ -233,17 +177,6 @@ impl DomainNorm {
     }
 
     fn forward_t(&self, c: &Tensor, domain: Domain, train: bool) -> candle_core::Result<Tensor> {
-        if let Some((matrices, iterations)) = &self.whiten {
-            if !train {
-                let w = &matrices[(domain == Domain::Target) as usize];
-                return c
-                    .broadcast_sub(self.of(domain).0.as_tensor())?
-                    .matmul(w.as_tensor());
-            }
-            let centred = c.broadcast_sub(&c.mean_keepdim(0)?)?;
-            let cov = (centred.t()?.matmul(&centred)? / c.dim(0)? as f64)?;
-            return centred.matmul(&Self::inverse_sqrt(&cov, *iterations)?);
-        }
         if !train {
             let (mean, var) = self.of(domain);
             let scale = (var.as_tensor() + Self::EPS)?.sqrt()?;
@@ -254,23 +187,14 @@ impl DomainNorm {
         centred.broadcast_div(&(var + Self::EPS)?.sqrt()?)
     }
 
-    /// Sets `domain`'s statistics to the mean and unbiased variance of its codes `c`
-    /// (and, whitening, its whitening matrix to that of their unbiased covariance).
+    /// Sets `domain`'s statistics to the mean and unbiased variance of its codes `c`.
     fn settle(&self, c: &Tensor, domain: Domain) -> candle_core::Result<()> {
         let n = c.dim(0)?;
         let mean = c.mean(0)?;
-        let centred = c.broadcast_sub(&mean)?;
-        let dof = n.max(2).saturating_sub(1) as f64;
-        let var = (centred.sqr()?.sum(0)? / dof)?;
+        let var = (c.broadcast_sub(&mean)?.sqr()?.sum(0)? / n.max(2).saturating_sub(1) as f64)?;
         let (m, v) = self.of(domain);
         m.set(&mean)?;
-        v.set(&var)?;
-        if let Some((matrices, iterations)) = &self.whiten {
-            let cov = (centred.t()?.matmul(&centred)? / dof)?;
-            matrices[(domain == Domain::Target) as usize]
-                .set(&Self::inverse_sqrt(&cov, *iterations)?)?;
-        }
-        Ok(())
+        v.set(&var)
     }
 }
 
@@ -286,10 +210,8 @@ impl Disentangle {
             "disentangle needs --content-dim, --style-dim and --width > 0"
         );
         anyhow::ensure!(
-            !cfg.adversary_hidden.contains(&0) && cfg.adversaries > 0,
-            "disentangle needs --adversaries and every --adversary-hidden width > 0, \
-             got {} and {:?}",
-            cfg.adversaries,
+            !cfg.adversary_hidden.contains(&0),
+            "disentangle needs every --adversary-hidden width > 0, got {:?}",
             cfg.adversary_hidden
         );
         anyhow::ensure!(
@@ -301,10 +223,6 @@ impl Disentangle {
                 && cfg.moment_weight >= 0.0,
             "disentangle needs --adversary-weight, --style-weight, --style-margin, \
              --pair-weight, --target-own-weight and --moment-weight >= 0"
-        );
-        anyhow::ensure!(
-            cfg.domain_norm || cfg.whiten_iterations == 0,
-            "--whiten-iterations needs --domain-norm true"
         );
         anyhow::ensure!(
             cfg.paired || cfg.pair_weight == 0.0,
@@ -323,11 +241,7 @@ impl Disentangle {
         let (ch, w) = (cfg.target.channels(), cfg.width);
         let content = ConvEncoder::with_channels(ch, w, cfg.content_dim, vb(0))?;
         let domain_norm = match cfg.domain_norm {
-            true => Some(DomainNorm::new(
-                cfg.content_dim,
-                cfg.whiten_iterations,
-                vb(0).pp("domain_norm"),
-            )?),
+            true => Some(DomainNorm::new(cfg.content_dim, vb(0).pp("domain_norm"))?),
             false => None,
         };
         let style = ConvEncoder::with_channels(ch, w, cfg.style_dim, vb(1))?;
@@ -337,12 +251,7 @@ impl Disentangle {
             .chain(cfg.adversary_hidden.iter().copied())
             .chain([1])
             .collect();
-        let adversaries = match cfg.adversaries {
-            1 => vec![Mlp::new(&widths, vb(3))?],
-            n => (0..n)
-                .map(|i| Mlp::new(&widths, vb(3).pp(i.to_string())))
-                .collect::<Result<_>>()?,
-        };
+        let adversary = Mlp::new(&widths, vb(3))?;
         let mut r = rng(seed, RngStream::Init);
         for v in &vars[..3] {
             reinit(v, WeightInit::Normal { std: 0.02 }, &mut r)?;
@@ -354,7 +263,7 @@ impl Disentangle {
             content,
             style,
             decoder,
-            adversaries,
+            adversary,
             domain_norm,
         })
     }
@@ -387,14 +296,9 @@ impl Disentangle {
         self.decoder.forward_t(&Tensor::cat(&[c, s], 1)?, train)
     }
 
-    /// Each adversary's logits on content codes: one row an adversary, a column a code.
+    /// A's logits on content codes, one per row.
     fn adversary_logits(&self, c: &Tensor) -> candle_core::Result<Tensor> {
-        let each = self
-            .adversaries
-            .iter()
-            .map(|a| a.forward(c)?.squeeze(1))
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        Tensor::stack(&each, 0)
+        self.adversary.forward(c)?.squeeze(1)
     }
 
     /// How far apart the content codes of pairs are (`s` row i is the pair of `t` row i):
@@ -492,7 +396,7 @@ impl Model for Disentangle {
             "adversary" => {
                 let c = self.content_both(&both, m)?.detach();
                 let logits = self.adversary_logits(&c)?;
-                let (ls, lt) = (logits.narrow(1, 0, m)?, logits.narrow(1, m, m)?);
+                let (ls, lt) = (logits.narrow(0, 0, m)?, logits.narrow(0, m, m)?);
                 let loss = (bce_with_logits_const(&ls, 0.0)? + bce_with_logits_const(&lt, 1.0)?)?;
                 let acc = (binary_accuracy(&ls, false)? + binary_accuracy(&lt, true)?) / 2.0;
                 Ok(StepOutput::new(loss).with("adversary_acc", acc))
@@ -626,9 +530,7 @@ impl Disentangler for Disentangle {
 
     fn target_probability(&self, images: &Tensor, domain: Domain) -> Result<Vec<f32>> {
         let logits = self.adversary_logits(&self.content_t(images, domain, false)?)?;
-        Ok(candle_nn::ops::sigmoid(&logits)?
-            .mean(0)?
-            .to_vec1::<f32>()?)
+        Ok(candle_nn::ops::sigmoid(&logits)?.to_vec1::<f32>()?)
     }
 }
 
@@ -662,7 +564,7 @@ mod tests {
     fn domain_norm_standardises_each_domain_by_its_own_statistics() {
         let vars = VarMap::new();
         let vb = VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu);
-        let norm = DomainNorm::new(2, 0, vb).unwrap();
+        let norm = DomainNorm::new(2, vb).unwrap();
         // MNIST's codes around (1, -2), the target's around (5, 3) and wider.
         let s = Tensor::new(
             &[[0f32, -2.0], [2.0, -1.0], [1.0, -3.0], [1.0, -2.0]],
@@ -700,61 +602,6 @@ mod tests {
                     got[0][j]
                 );
             }
-        }
-    }
-
-    fn covariance(x: &Tensor) -> Vec<Vec<f32>> {
-        let c = x.broadcast_sub(&x.mean_keepdim(0).unwrap()).unwrap();
-        let n = x.dim(0).unwrap() as f64;
-        (c.t().unwrap().matmul(&c).unwrap() / n)
-            .unwrap()
-            .to_vec2()
-            .unwrap()
-    }
-
-    fn assert_identity(m: &[Vec<f32>], tol: f32) {
-        for (i, row) in m.iter().enumerate() {
-            for (j, v) in row.iter().enumerate() {
-                let want = (i == j) as u8 as f32;
-                assert!((v - want).abs() < tol, "{m:?}");
-            }
-        }
-    }
-
-    #[test]
-    fn whitening_gives_each_domain_the_identity_covariance() {
-        let dev = &Device::Cpu;
-        // Hand value: [[5, 4], [4, 5]] has eigenvalues 9 and 1 on (1, 1) and (1, -1), so its
-        // inverse square root is [[2/3, -1/3], [-1/3, 2/3]].
-        let cov = Tensor::new(&[[5f32, 4.0], [4.0, 5.0]], dev).unwrap();
-        let w = DomainNorm::inverse_sqrt(&cov, 30)
-            .unwrap()
-            .to_vec2::<f32>()
-            .unwrap();
-        let want = [[2.0 / 3.0, -1.0 / 3.0], [-1.0 / 3.0, 2.0 / 3.0]];
-        for i in 0..2 {
-            for j in 0..2 {
-                assert!((w[i][j] - want[i][j]).abs() < 1e-4, "{w:?}");
-            }
-        }
-        // Two domains of correlated codes, each with its own covariance.
-        let z = Tensor::randn(0f32, 1.0, (256, 3), dev).unwrap();
-        let mix_s = Tensor::new(&[[1f32, 0.8, 0.0], [0.0, 0.6, 0.0], [0.0, 0.0, 2.0]], dev);
-        let mix_t = Tensor::new(&[[3f32, 0.0, 1.0], [1.0, 1.0, 0.0], [0.0, 0.0, 0.5]], dev);
-        let s = z.matmul(&mix_s.unwrap()).unwrap();
-        let t = (z.matmul(&mix_t.unwrap()).unwrap() + 7.0).unwrap();
-        let vars = VarMap::new();
-        let norm = DomainNorm::new(3, 30, VarBuilder::from_varmap(&vars, DType::F32, dev)).unwrap();
-        for (x, d) in [(&s, Domain::Source), (&t, Domain::Target)] {
-            assert_identity(&covariance(&norm.forward_t(x, d, true).unwrap()), 1e-3);
-            norm.settle(x, d).unwrap();
-        }
-        // Evaluation: the settled matrices whiten each domain's codes (up to n - 1 over n).
-        for (x, d) in [(&s, Domain::Source), (&t, Domain::Target)] {
-            let cov = covariance(
-                &(norm.forward_t(x, d, false).unwrap() * (256.0f64 / 255.0).sqrt()).unwrap(),
-            );
-            assert_identity(&cov, 1e-3);
         }
     }
 }
