@@ -253,8 +253,13 @@ fn batch_norm_reports_batch_statistics() {
 
 #[test]
 fn leaky_relu_matches_candle() {
-    for slope in [0.0, 0.1, 0.2] {
-        let inputs = [rand(&[3, 4, 5], 7)];
+    // The second shape spans three of the kernels' chunks of 16,384, the last one short.
+    for (slope, shape) in [
+        (0.0, &[3, 4, 5][..]),
+        (0.1, &[3, 4, 5]),
+        (0.2, &[3, 7, 40, 41]),
+    ] {
+        let inputs = [rand(shape, 7)];
         check(
             &format!("leaky relu {slope}"),
             &inputs,

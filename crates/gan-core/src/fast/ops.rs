@@ -742,21 +742,14 @@ impl CustomOp1 for LeakyReluOp {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let a = self.0;
-        let y = data(s, l)?
-            .iter()
-            .map(|&v| if v > 0.0 { v } else { a * v })
-            .collect();
+        let y = kernels::map(data(s, l)?, move |v| if v > 0.0 { v } else { a * v });
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         let a = self.0;
         with_data(&[x, grad], |d| {
-            let dx = d[0]
-                .iter()
-                .zip(d[1])
-                .map(|(&x, &g)| if x > 0.0 { g } else { a * g })
-                .collect();
+            let dx = kernels::map2(d[0], d[1], move |x, g| if x > 0.0 { g } else { a * g });
             cpu(dx, x.shape()).map(Some)
         })
     }
