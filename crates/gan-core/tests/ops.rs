@@ -369,3 +369,30 @@ fn transposed_is_candles_transpose() {
         );
     }
 }
+
+#[test]
+fn tanh_exact_is_candles_bit_for_bit_with_its_gradient() {
+    // Three of the kernels' chunks, the last one short, with zeros and saturated values.
+    let scale = Tensor::new(&[0f32, 6.0, 12.0], &Device::Cpu).unwrap();
+    let x = rand(&[5, 83, 3], 11)
+        .broadcast_mul(&scale)
+        .unwrap()
+        .repeat((1, 1, 33))
+        .unwrap();
+    let run = |f: &dyn Fn(&Tensor) -> Result<Tensor>| {
+        let v = Var::from_tensor(&x).unwrap();
+        let y = f(v.as_tensor()).unwrap();
+        let r = rand(y.dims(), 5);
+        let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let dx = g.get(v.as_tensor()).unwrap().flatten_all().unwrap();
+        (
+            y.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            dx.to_vec1::<f32>().unwrap(),
+        )
+    };
+    let (y1, g1) = run(&|t| ops::tanh_exact(t));
+    let (y2, g2) = run(&|t| t.tanh());
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&y1), bits(&y2), "values");
+    assert_eq!(bits(&g1), bits(&g2), "gradients");
+}

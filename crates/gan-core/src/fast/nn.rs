@@ -16,12 +16,13 @@ pub fn relu(x: &Tensor) -> Result<Tensor> {
 
 /// `tanh`, the generators' output layer: inside [`crate::fast::layers::inference`] the
 /// vectorised approximation of [`crate::fast::ops::tanh`] (3 units in the last place at
-/// most), elsewhere candle's own, so that training keeps the arithmetic of earlier runs.
+/// most), elsewhere candle's own arithmetic (over the threads), so that training keeps
+/// the bits of earlier runs.
 pub fn tanh(x: &Tensor) -> Result<Tensor> {
     if crate::fast::layers::in_inference() {
         crate::fast::ops::tanh(x)
     } else {
-        x.tanh()
+        crate::fast::ops::tanh_exact(x)
     }
 }
 

@@ -806,7 +806,12 @@ fn tanh_rational(x: f32) -> f32 {
     p / q
 }
 
-struct TanhOp;
+/// `tanh` with its gradient over the threads: `exact`, libm's `tanhf` per element as
+/// candle computes it, so that training keeps candle's bits; otherwise the vectorising
+/// rational approximation.
+struct TanhOp {
+    exact: bool,
+}
 
 impl CustomOp1 for TanhOp {
     fn name(&self) -> &'static str {
@@ -814,17 +819,19 @@ impl CustomOp1 for TanhOp {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let y = data(s, l)?.iter().map(|&v| tanh_rational(v)).collect();
+        let x = data(s, l)?;
+        let y = match self.exact {
+            true => kernels::map(x, f32::tanh),
+            false => kernels::map(x, tanh_rational),
+        };
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
     fn bwd(&self, _x: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        // candle's own gradient is `0 - g (y^2 - 1)`: the same number, up to the sign of
+        // a zero, which candle's adding of the result into its zeros settles the same way.
         with_data(&[res, grad], |d| {
-            let dx = d[0]
-                .iter()
-                .zip(d[1])
-                .map(|(&y, &g)| g * (1.0 - y * y))
-                .collect();
+            let dx = kernels::map2(d[0], d[1], |y, g| g * (1.0 - y * y));
             cpu(dx, res.shape()).map(Some)
         })
     }
@@ -834,7 +841,20 @@ impl CustomOp1 for TanhOp {
 /// place from candle's `tanh`, which calls libm per element), candle's elsewhere.
 pub fn tanh(x: &Tensor) -> Result<Tensor> {
     if on_fast_path(x) {
-        x.contiguous()?.apply_op1_arc(Arc::new(Box::new(TanhOp)))
+        x.contiguous()?
+            .apply_op1_arc(Arc::new(Box::new(TanhOp { exact: false })))
+    } else {
+        x.tanh()
+    }
+}
+
+/// `tanh(x)` with candle's values and gradients bit for bit, but over the threads on the
+/// CPU (candle's element-wise ops run on the calling thread alone here: see
+/// [`crate::fast::alloc::one_thread_pool`]).
+pub fn tanh_exact(x: &Tensor) -> Result<Tensor> {
+    if on_fast_path(x) {
+        x.contiguous()?
+            .apply_op1_arc(Arc::new(Box::new(TanhOp { exact: true })))
     } else {
         x.tanh()
     }
