@@ -545,11 +545,7 @@ impl CustomOp3 for BatchNormOp {
         let grad = match self.act {
             None => grad.clone(),
             Some(a) => with_data(&[res, grad], |d| {
-                let g = d[0]
-                    .iter()
-                    .zip(d[1])
-                    .map(|(&y, &g)| if y > 0.0 { g } else { a * g })
-                    .collect();
+                let g = kernels::map2(d[0], d[1], move |y, g| if y > 0.0 { g } else { a * g });
                 cpu(g, res.shape())
             })?,
         };
@@ -874,20 +870,16 @@ impl CustomOp1 for SwishOp {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let y = data(s, l)?.iter().map(|&v| v * sigmoid(v)).collect();
+        let y = kernels::map(data(s, l)?, |v| v * sigmoid(v));
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         with_data(&[x, grad], |d| {
-            let dx = d[0]
-                .iter()
-                .zip(d[1])
-                .map(|(&x, &g)| {
-                    let s = sigmoid(x);
-                    g * s * (1.0 + x * (1.0 - s))
-                })
-                .collect();
+            let dx = kernels::map2(d[0], d[1], |x, g| {
+                let s = sigmoid(x);
+                g * s * (1.0 + x * (1.0 - s))
+            });
             cpu(dx, x.shape()).map(Some)
         })
     }
