@@ -396,3 +396,56 @@ fn tanh_exact_is_candles_bit_for_bit_with_its_gradient() {
     assert_eq!(bits(&y1), bits(&y2), "values");
     assert_eq!(bits(&g1), bits(&g2), "gradients");
 }
+
+#[test]
+fn max_pool_passes_the_gradient_to_each_windows_first_maximum() {
+    for (shape, k) in [
+        ([2usize, 3, 7, 9], 2usize),
+        ([1, 2, 24, 24], 2),
+        ([2, 1, 8, 7], 3),
+    ] {
+        let mut x = rand(&shape, 21)
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        // A tie in the first window: its gradient must go to the first of the two.
+        x[1] = 5.0;
+        x[shape[3]] = 5.0;
+        let x = Tensor::from_vec(x, &shape[..], &Device::Cpu).unwrap();
+        let v = Var::from_tensor(&x).unwrap();
+        let y = ops::max_pool2d(v.as_tensor(), k).unwrap();
+        let want_y = x.max_pool2d(k).unwrap();
+        assert_eq!(y.dims(), want_y.dims());
+        let bits = |t: &Tensor| -> Vec<u32> {
+            let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            v.iter().map(|f| f.to_bits()).collect()
+        };
+        assert_eq!(bits(&y), bits(&want_y), "{shape:?} forward");
+        let r = rand(y.dims(), 3);
+        let dx = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let dx = dx.get(v.as_tensor()).unwrap().flatten_all().unwrap();
+        // The expected gradient, window by window.
+        let (h, w) = (shape[2], shape[3]);
+        let (oh, ow) = (h / k, w / k);
+        let xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let rs = r.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let mut want = vec![0f32; xs.len()];
+        for plane in 0..shape[0] * shape[1] {
+            for o in 0..oh * ow {
+                let (mut best, mut at) = (f32::NEG_INFINITY, 0);
+                for t in 0..k * k {
+                    let i = plane * h * w + (o / ow * k + t / k) * w + o % ow * k + t % k;
+                    if xs[i] > best {
+                        (best, at) = (xs[i], i);
+                    }
+                }
+                want[at] = rs[plane * oh * ow + o];
+            }
+        }
+        assert_eq!(dx.to_vec1::<f32>().unwrap(), want, "{shape:?} gradient");
+    }
+    let x = rand(&[1, 1, 3, 3], 1);
+    assert!(ops::max_pool2d(&x, 0).is_err());
+    assert!(ops::max_pool2d(&x, 4).is_err());
+}

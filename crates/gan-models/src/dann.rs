@@ -30,7 +30,7 @@ use gan_core::engine::no_such_phase;
 use gan_core::fast::layers::{
     batch_norm, conv2d, frozen, grad_reverse, BatchNorm, Conv2d, ConvSpec,
 };
-use gan_core::fast::nn::relu;
+use gan_core::fast::nn::{max_pool2d, relu};
 use gan_core::loss::{bce_with_logits, cross_entropy};
 use gan_core::prior::Rng;
 use gan_core::{DomainAdapter, Figure, Model, Phase, Source, Step, StepOutput, Stream};
@@ -190,8 +190,8 @@ impl Features {
             Some(bn) => bn[i].forward_act(&y, train, 0.0),
             None => relu(&y),
         };
-        let x = act(self.c1.forward(x)?, 0)?.max_pool2d(2)?;
-        act(self.c2.forward(&x)?, 1)?.max_pool2d(2)?.flatten_from(1)
+        let x = max_pool2d(&act(self.c1.forward(x)?, 0)?, 2)?;
+        max_pool2d(&act(self.c2.forward(&x)?, 1)?, 2)?.flatten_from(1)
     }
 }
 

@@ -22,7 +22,7 @@ use gan_core::engine::{no_such_phase, Conditioning};
 use gan_core::fast::layers::{
     batch_norm, conv2d, frozen, linear, BatchNorm, Conv2d, ConvSpec, Linear,
 };
-use gan_core::fast::nn::dropout;
+use gan_core::fast::nn::{dropout, max_pool2d};
 use gan_core::fast::ops::leaky_relu;
 use gan_core::loss::{bce_with_logits_const, binary_accuracy};
 use gan_core::prior::{one_hot, Latent, LatentSpec, Rng};
@@ -178,7 +178,7 @@ impl Cnn {
         for (i, (conv, bn)) in self.convs.iter().enumerate() {
             h = bn.forward_act(&conv.forward(&h)?, train, 0.0)?;
             if i == 0 || i == 2 {
-                h = h.max_pool2d(2)?;
+                h = max_pool2d(&h, 2)?;
                 if let Some(r) = rng.as_deref_mut() {
                     h = dropout(&h, 0.5, r)?;
                 }

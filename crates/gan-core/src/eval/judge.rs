@@ -20,6 +20,7 @@ use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{VarBuilder, VarMap};
 // gan-core's layers: candle-nn's names and shapes, with the fast CPU convolutions.
 use crate::fast::layers::{conv2d, linear, Conv2d, ConvSpec, Linear};
+use crate::fast::nn::max_pool2d;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::checkpoint::{load_vars, save_tensors, sha256_hex, var_tensors};
@@ -184,8 +185,8 @@ impl Judge {
     /// [-1, 1]; `dropout` (training only) zeroes features with this probability, using
     /// masks drawn from `rng`.
     fn forward(&self, x: &Tensor, dropout: Option<(f32, &mut Rng)>) -> Result<(Tensor, Tensor)> {
-        let x = self.conv1.forward(x)?.relu()?.max_pool2d(2)?;
-        let x = self.conv2.forward(&x)?.relu()?.max_pool2d(2)?;
+        let x = max_pool2d(&self.conv1.forward(x)?.relu()?, 2)?;
+        let x = max_pool2d(&self.conv2.forward(&x)?.relu()?, 2)?;
         let features = self.fc1.forward(&x.flatten_from(1)?)?.relu()?;
         let dropped = match dropout {
             Some((p, rng)) if p > 0.0 => {

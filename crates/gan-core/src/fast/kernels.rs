@@ -436,6 +436,70 @@ pub(crate) fn map2(x: &[f32], y: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Se
     }
 }
 
+/// Max pooling of `x [planes, h, w]` over `k x k` windows with stride `k` (the rows and
+/// columns past the last whole window dropped): each window's largest value, the first
+/// one where NaN or ties make it ambiguous (candle's rule: a later value replaces the
+/// running maximum only when larger).
+pub(crate) fn max_pool(x: &[f32], planes: usize, h: usize, w: usize, k: usize) -> Vec<f32> {
+    let (oh, ow) = (h / k, w / k);
+    if planes * oh * ow == 0 {
+        return Vec::new();
+    }
+    // SAFETY: each output plane's `oh * ow` windows are written in order.
+    unsafe {
+        par_filled(planes * oh * ow, oh * ow, |plane, out| {
+            let src = &x[plane * h * w..][..h * w];
+            for (o, d) in out.iter_mut().enumerate() {
+                let (y0, x0) = (o / ow * k, o % ow * k);
+                let mut largest = src[y0 * w + x0];
+                for row in src[y0 * w..].chunks(w).take(k) {
+                    for &v in &row[x0..x0 + k] {
+                        if largest < v {
+                            largest = v;
+                        }
+                    }
+                }
+                d.write(largest);
+            }
+        })
+    }
+}
+
+/// The gradient of [`max_pool`] with respect to `x`: each window's output gradient goes
+/// to the first element of the window equal to its maximum `y`, as PyTorch does; all
+/// other elements (and those outside every window) get zero.
+pub(crate) fn max_pool_grad(
+    x: &[f32],
+    y: &[f32],
+    grad: &[f32],
+    (planes, h, w): (usize, usize, usize),
+    k: usize,
+) -> Vec<f32> {
+    let (oh, ow) = (h / k, w / k);
+    // SAFETY: each plane is zeroed in full before its windows' gradients are placed.
+    unsafe {
+        par_filled(planes * h * w, h * w, |plane, dx| {
+            dx.iter_mut().for_each(|v| {
+                v.write(0.0);
+            });
+            let dx = assume_written(dx);
+            let src = &x[plane * h * w..][..h * w];
+            let (ys, gs) = (
+                &y[plane * oh * ow..][..oh * ow],
+                &grad[plane * oh * ow..][..oh * ow],
+            );
+            for (o, (&m, &g)) in ys.iter().zip(gs).enumerate() {
+                let (y0, x0) = (o / ow * k, o % ow * k);
+                let at = (0..k * k)
+                    .map(|t| (y0 + t / k) * w + x0 + t % k)
+                    .find(|&i| src[i] == m)
+                    .unwrap_or(y0 * w + x0);
+                dx[at] = g;
+            }
+        })
+    }
+}
+
 /// `[a, b, p]` to `[b, a, p]`, adding `bias[a]` to every element on the way.
 pub(crate) fn swap01(x: &[f32], a: usize, b: usize, p: usize, bias: Option<&[f32]>) -> Vec<f32> {
     // SAFETY: chunk `bi` is `a` runs of `p`, each written from its source run.

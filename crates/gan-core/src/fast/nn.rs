@@ -26,6 +26,13 @@ pub fn tanh(x: &Tensor) -> Result<Tensor> {
     }
 }
 
+/// Max pooling over `k x k` windows with stride `k` through
+/// [`crate::fast::ops::max_pool2d`]: candle's values, but the true gradient (candle 0.11's
+/// backward gives a 2x2 window's maximum a quarter of it) and over the threads.
+pub fn max_pool2d(x: &Tensor, k: usize) -> Result<Tensor> {
+    crate::fast::ops::max_pool2d(x, k)
+}
+
 /// Swish (`x sigmoid(x)`) through the fused kernel of [`crate::fast::ops::swish`].
 pub fn swish(x: &Tensor) -> Result<Tensor> {
     crate::fast::ops::swish(x)

@@ -856,6 +856,53 @@ pub fn tanh_exact(x: &Tensor) -> Result<Tensor> {
     }
 }
 
+// ---------------------------------------------------------------- max pooling
+
+struct MaxPoolOp(usize);
+
+impl CustomOp1 for MaxPoolOp {
+    fn name(&self) -> &'static str {
+        "gan-max-pool"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = l.shape().dims4()?;
+        let k = self.0;
+        let y = kernels::max_pool(data(s, l)?, n * c, h, w, k);
+        Ok((CpuStorage::F32(y), Shape::from((n, c, h / k, w / k))))
+    }
+
+    fn bwd(&self, x: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let (n, c, h, w) = x.dims4()?;
+        let grad = grad.contiguous()?;
+        with_data(&[x, res, &grad], |d| {
+            let dx = kernels::max_pool_grad(d[0], d[1], d[2], (n * c, h, w), self.0);
+            cpu(dx, x.shape()).map(Some)
+        })
+    }
+}
+
+/// Max pooling of `x [N, C, H, W]` over `k x k` windows with stride `k`, as candle's
+/// `max_pool2d(k)`, with the gradient of the maximum: each window's gradient goes to its
+/// (first) largest element, as in PyTorch. Candle 0.11's own backward multiplies it by
+/// (number of maxima) / k^2, a quarter of the true gradient for 2x2 windows; its forward
+/// is the same as this one's, and both of its passes run on one thread.
+pub fn max_pool2d(x: &Tensor, k: usize) -> Result<Tensor> {
+    if k == 0 {
+        bail!("max_pool2d needs a window of at least 1, got 0")
+    }
+    let (_, _, h, w) = x.dims4()?;
+    if h < k || w < k {
+        bail!("max_pool2d: a {h}x{w} input is smaller than its {k}x{k} window")
+    }
+    if on_fast_path(x) {
+        x.contiguous()?
+            .apply_op1_arc(Arc::new(Box::new(MaxPoolOp(k))))
+    } else {
+        x.max_pool2d(k)
+    }
+}
+
 // ---------------------------------------------------------------- swish
 
 struct SwishOp;
