@@ -36,8 +36,9 @@ fn grads(model: &Dann, net: &str, loss: &Tensor) -> BTreeMap<String, Vec<f32>> {
 
 fn assert_close(what: &str, a: &[f32], b: &[f32]) {
     // Batch norm cancels the convolutions' biases: their gradients are round-off, judged
-    // against a floor rather than their own size.
-    let scale = b.iter().fold(1e-4f32, |m, v| m.max(v.abs()));
+    // against a floor rather than their own size (1e-3: the round-off of gradients that
+    // pass max pooling whole, not the quarter candle's own pooling passed).
+    let scale = b.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
     for (i, (x, y)) in a.iter().zip(b).enumerate() {
         assert!(
             (x - y).abs() <= 1e-4 * scale,

@@ -34,10 +34,13 @@ unsafe fn par_filled(
     out
 }
 
-/// `chunk`, every element of which has just been written, as initialised floats.
-fn assume_written(chunk: &mut [MaybeUninit<f32>]) -> &mut [f32] {
-    // SAFETY: only called on chunks whose elements were all written before (f32 has no
-    // invalid bit patterns once written); same layout as `[f32]`.
+/// `chunk` as initialised floats.
+///
+/// # Safety
+/// Every element of `chunk` must have been written.
+unsafe fn assume_written(chunk: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    // SAFETY: all elements are written (the caller's promise); `MaybeUninit<f32>` has
+    // the layout of `f32`.
     unsafe { &mut *(chunk as *mut [MaybeUninit<f32>] as *mut [f32]) }
 }
 
