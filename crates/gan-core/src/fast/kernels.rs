@@ -492,11 +492,11 @@ pub(crate) fn max_pool_grad(
                 &grad[plane * oh * ow..][..oh * ow],
             );
             for (o, (&m, &g)) in ys.iter().zip(gs).enumerate() {
-                let (y0, x0) = (o / ow * k, o % ow * k);
-                let at = (0..k * k)
-                    .map(|t| (y0 + t / k) * w + x0 + t % k)
-                    .find(|&i| src[i] == m)
-                    .unwrap_or(y0 * w + x0);
+                let corner = o / ow * k * w + o % ow * k;
+                let at = (0..k)
+                    .map(|ky| corner + ky * w)
+                    .find_map(|row| (row..row + k).find(|&i| src[i] == m))
+                    .unwrap_or(corner);
                 dx[at] = g;
             }
         })
