@@ -886,7 +886,8 @@ impl CustomOp1 for MaxPoolOp {
 /// `max_pool2d(k)`, with the gradient of the maximum: each window's gradient goes to its
 /// (first) largest element, as in PyTorch. Candle 0.11's own backward multiplies it by
 /// (number of maxima) / k^2, a quarter of the true gradient for 2x2 windows; its forward
-/// is the same as this one's, and both of its passes run on one thread.
+/// is the same as this one's, and both of its passes run on one thread. Other devices
+/// than the CPU get candle's own, its backward included.
 pub fn max_pool2d(x: &Tensor, k: usize) -> Result<Tensor> {
     if k == 0 {
         bail!("max_pool2d needs a window of at least 1, got 0")
