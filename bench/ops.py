@@ -25,13 +25,17 @@ cases=[
 ("DCGAN D conv 1->32, 28->14",[t([b,1,28,28]),t([32,1,4,4]),t([32])],lambda x,w,c: F.conv2d(x,w,c,stride=2,padding=1)),
 ("DCGAN D conv 32->64, 14->7",[t([b,32,14,14]),t([64,32,4,4]),t([64])],lambda x,w,c: F.conv2d(x,w,c,stride=2,padding=1)),
 ("DCGAN D conv 64->1, 7->1",[t([b,64,7,7]),t([1,64,7,7]),t([1])],lambda x,w,c: F.conv2d(x,w,c)),
+("DANN conv 3->32 5x5, 28 b128",[t([128,3,28,28]),t([32,3,5,5]),t([32])],lambda x,w,c: F.conv2d(x,w,c)),
+("DANN conv 32->48 5x5, 12 b128",[t([128,32,12,12]),t([48,32,5,5]),t([48])],lambda x,w,c: F.conv2d(x,w,c)),
 ("batch norm [64,64,7,7]",[t([b,64,7,7]),t([64]),t([64])],lambda x,w,c: F.batch_norm(x,None,None,w,c,training=True)),
 ("batch norm [64,32,14,14]",[t([b,32,14,14]),t([32]),t([32])],lambda x,w,c: F.batch_norm(x,None,None,w,c,training=True)),
 ("G convT 128->64, 7->14",[t([b,128,7,7]),t([128,64,4,4]),t([64])],lambda x,w,c: F.conv_transpose2d(x,w,c,stride=2,padding=1)),
 ("D conv 64->128, 14->7",[t([b,64,14,14]),t([128,64,4,4]),t([128])],lambda x,w,c: F.conv2d(x,w,c,stride=2,padding=1)),
 ]
 reps = args.reps
+only = __import__("os").environ.get("OPS_ONLY", "")
 for name,ins,f in cases:
+    if only not in name: continue
     fw=al=0
     for r in range(reps+1):
         t0=time.perf_counter(); y=f(*ins); t1=time.perf_counter(); y.sum().backward(); t2=time.perf_counter()

@@ -1,7 +1,8 @@
 //! The matrix products of the InfoGAN step at batch 64, three ways: one thread, the
 //! `gemm` crate's own threading, and the split gan-core uses for products of few rows
 //! (column blocks, one single-threaded product per thread). Shows why
-//! `kernels::gemm_into` splits products with fewer than 96 rows.
+//! `kernels::gemm_into` splits products with fewer than 512 rows, and the layouts of a
+//! convolution's products (column matrix or patches; see `kernels::patches`).
 //!
 //! `cargo bench -p gan-core --bench gemm` (add `-- --reps N`).
 
@@ -113,6 +114,26 @@ fn main() {
             true,
             false,
         ),
+        ("3x3 64->64 fwd W cols", 64, 3136, 576, false, false),
+        ("3x3 64->64 fwd colsT W^T", 3136, 64, 576, false, true),
+        ("3x3 64->64 dW g cols^T", 64, 576, 3136, false, true),
+        ("3x3 64->64 dW g colsT", 64, 576, 3136, false, false),
+        ("1->64 fwd W cols", 64, 12544, 16, false, false),
+        ("1->64 fwd colsT W^T", 12544, 64, 16, false, true),
+        ("1->64 dW g cols^T", 64, 16, 12544, false, true),
+        ("1->64 dW g colsT", 64, 16, 12544, false, false),
+        ("64->128 fwd colsT W^T", 3136, 128, 1024, false, true),
+        ("64->128 dW g colsT", 128, 1024, 3136, false, false),
+        ("DANN conv2 fwd W cols", 48, 8192, 800, false, false),
+        ("DANN conv2 fwd colsT W^T", 8192, 48, 800, false, true),
+        ("DANN conv2 dW g cols^T", 48, 800, 8192, false, true),
+        ("DANN conv2 dW g colsT", 48, 800, 8192, false, false),
+        ("DANN conv2 dcols W^T g", 800, 8192, 48, true, false),
+        ("DANN conv2 dcolsT gT W", 8192, 800, 48, false, false),
+        ("DANN conv1 fwd W cols", 32, 73728, 75, false, false),
+        ("DANN conv1 fwd colsT W^T", 73728, 32, 75, false, true),
+        ("DANN conv1 dW g cols^T", 32, 75, 73728, false, true),
+        ("DANN conv1 dW g colsT", 32, 75, 73728, false, false),
     ];
     println!("median of {reps} runs, ms; {threads} threads (rayon)");
     println!(

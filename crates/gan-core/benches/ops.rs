@@ -192,6 +192,24 @@ fn main() -> Result<()> {
             }),
         ),
         (
+            "DANN conv 3->32 5x5, 28 b128",
+            vec![r(&[128, 3, 28, 28])?, r(&[32, 3, 5, 5])?, r(&[32])?],
+            Box::new(move |t| ops::conv2d(&t[0], &t[1], &t[2], s1)),
+            Box::new(|t| {
+                t[0].conv2d(&t[1], 0, 1, 1, 1)?
+                    .broadcast_add(&t[2].reshape((1, 32, 1, 1))?)
+            }),
+        ),
+        (
+            "DANN conv 32->48 5x5, 12 b128",
+            vec![r(&[128, 32, 12, 12])?, r(&[48, 32, 5, 5])?, r(&[48])?],
+            Box::new(move |t| ops::conv2d(&t[0], &t[1], &t[2], s1)),
+            Box::new(|t| {
+                t[0].conv2d(&t[1], 0, 1, 1, 1)?
+                    .broadcast_add(&t[2].reshape((1, 48, 1, 1))?)
+            }),
+        ),
+        (
             "batch norm [64,64,7,7]",
             vec![r(&[b, 64, 7, 7])?, r(&[64])?, r(&[64])?],
             Box::new(|t| Ok(ops::batch_norm_train(&t[0], &t[1], &t[2], 1e-5)?.0)),

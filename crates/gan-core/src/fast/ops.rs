@@ -237,9 +237,53 @@ fn conv_geom(x: &[usize], w: &[usize], spec: ConvSpec) -> Result<ConvGeom> {
 
 struct Conv2dOp {
     spec: ConvSpec,
-    /// The column matrix of the forward pass, kept for the weight gradient when the
+    /// The unfolded input of the forward pass, kept for the weight gradient when the
     /// weight wants one (the backward pass would otherwise rebuild it).
-    cols: Option<Mutex<Option<Vec<f32>>>>,
+    unfolded: Option<Mutex<Option<Unfolded>>>,
+}
+
+/// A convolution's input unfolded for its products: patch-major ([`kernels::patches`],
+/// `[N*P, K]`) for kernels of several output channels, column-major
+/// ([`kernels::im2col`], `[K, N*P]`) for one. Both give the same bits as each other
+/// except with a single output channel, where gemm takes its matrix-vector path and
+/// sums in another order by layout; that case keeps the column layout it always had.
+struct Unfolded {
+    data: Vec<f32>,
+    patch_major: bool,
+}
+
+impl Unfolded {
+    fn new(x: &[f32], g: &ConvGeom, out_channels: usize) -> Self {
+        let patch_major = out_channels > 1;
+        let data = if patch_major {
+            kernels::patches(x, g)
+        } else {
+            kernels::im2col(x, g)
+        };
+        Self { data, patch_major }
+    }
+
+    /// The operand `[K, N*P]` (the transpose of the patches, without copying).
+    fn cols(&self, g: &ConvGeom) -> Mat<'_> {
+        if self.patch_major {
+            Mat::t(&self.data, g.k())
+        } else {
+            Mat::rows(&self.data, g.cols())
+        }
+    }
+
+    /// `y [N, O, P] = W x cols (+ b)`, `W` row-major `[O, K]`.
+    fn convolve(&self, w: &[f32], b: Option<&[f32]>, o: usize, g: &ConvGeom) -> Vec<f32> {
+        let (k, np, p) = (g.k(), g.cols(), g.oh * g.ow);
+        if self.patch_major {
+            // [N*P, O] = patches x W^T, then each image's [P, O] to [O, P].
+            let yt = kernels::product(Mat::rows(&self.data, k), Mat::t(w, k), np, o, k);
+            kernels::transpose_each(&yt, g.n, p, o, b)
+        } else {
+            let y = kernels::product(Mat::rows(w, k), self.cols(g), o, np, k);
+            kernels::swap01(&y, o, g.n, p, b)
+        }
+    }
 }
 
 impl CustomOp3 for Conv2dOp {
@@ -259,12 +303,10 @@ impl CustomOp3 for Conv2dOp {
         let (x, w, b) = (data(s1, l1)?, data(s2, l2)?, data(s3, l3)?);
         let g = conv_geom(l1.dims(), l2.dims(), self.spec)?;
         let o = l2.dims()[0];
-        let cols = kernels::im2col(x, &g);
-        let np = g.cols();
-        let y = kernels::product(Mat::rows(w, g.k()), Mat::rows(&cols, np), o, np, g.k());
-        let y = kernels::swap01(&y, o, g.n, g.oh * g.ow, Some(b));
-        if let Some(keep) = &self.cols {
-            *keep.lock().unwrap() = Some(cols);
+        let unfolded = Unfolded::new(x, &g, o);
+        let y = unfolded.convolve(w, Some(b), o, &g);
+        if let Some(keep) = &self.unfolded {
+            *keep.lock().unwrap() = Some(unfolded);
         }
         Ok((CpuStorage::F32(y), (g.n, o, g.oh, g.ow).into()))
     }
@@ -279,15 +321,19 @@ impl CustomOp3 for Conv2dOp {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let g = conv_geom(x.dims(), w.dims(), self.spec)?;
         let (o, np, p) = (w.dim(0)?, g.cols(), g.oh * g.ow);
-        let kept = self.cols.as_ref().and_then(|c| c.lock().unwrap().take());
+        let kept = self
+            .unfolded
+            .as_ref()
+            .and_then(|c| c.lock().unwrap().take());
         with_data(&[x, w, grad], |d| {
             let (xd, wd, gr) = (d[0], d[1], d[2]);
             // [N, O, P] -> [O, N*P], the layout of the forward product.
             let gt = kernels::swap01(gr, g.n, o, p, None);
             let db = wanted(b, || cpu(kernels::channel_sums(gr, g.n, o, p), o))?;
             let dw = if w.track_op() {
-                let cols = kept.unwrap_or_else(|| kernels::im2col(xd, &g));
-                let (a, c) = (Mat::rows(&gt, np), Mat::t(&cols, np));
+                let unfolded = kept.unwrap_or_else(|| Unfolded::new(xd, &g, o));
+                // dW = g x cols^T
+                let (a, c) = (Mat::rows(&gt, np), unfolded.cols(&g).transposed());
                 if grads::collect(w, |dst, acc| kernels::matmul(dst, acc, a, c, o, g.k(), np)) {
                     None
                 } else {
@@ -313,7 +359,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: &Tensor, spec: ConvSpec) -> Result<Tens
             b,
             Arc::new(Box::new(Conv2dOp {
                 spec,
-                cols: w.track_op().then(|| Mutex::new(None)),
+                unfolded: w.track_op().then(|| Mutex::new(None)),
             })),
         )
     } else {
@@ -433,18 +479,16 @@ impl CustomOp3 for ConvTranspose2dOp {
             if g.projects() {
                 return Self::projection_bwd(&g, (x, w, b), (xd, wd, gr));
             }
-            let gcols = kernels::im2col(gr, &g);
+            // The gradients are the forward pass and weight gradient of the convolution
+            // this one is the adjoint of, on the output's gradient.
+            let gcols = Unfolded::new(gr, &g, cin);
             let db = wanted(b, || {
                 cpu(kernels::channel_sums(gr, g.n, g.c, g.h * g.w), g.c)
             })?;
-            let dx = wanted(x, || {
-                let dxt =
-                    kernels::product(Mat::rows(wd, g.k()), Mat::rows(&gcols, np), cin, np, g.k());
-                cpu(kernels::swap01(&dxt, cin, g.n, p, None), x.shape())
-            })?;
+            let dx = wanted(x, || cpu(gcols.convolve(wd, None, cin, &g), x.shape()))?;
             let dw = if w.track_op() {
                 let xt = kernels::swap01(xd, g.n, cin, p, None);
-                let (a, c) = (Mat::rows(&xt, np), Mat::t(&gcols, np));
+                let (a, c) = (Mat::rows(&xt, np), gcols.cols(&g).transposed());
                 if grads::collect(w, |dst, acc| {
                     kernels::matmul(dst, acc, a, c, cin, g.k(), np)
                 }) {
