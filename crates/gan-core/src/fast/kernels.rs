@@ -515,6 +515,29 @@ pub(crate) fn map2(x: &[f32], y: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Se
     }
 }
 
+/// `f` of each triple of elements of `x`, `y` and `z`, in chunks over the threads.
+pub(crate) fn map3(
+    x: &[f32],
+    y: &[f32],
+    z: &[f32],
+    f: impl Fn(f32, f32, f32) -> f32 + Sync + Send,
+) -> Vec<f32> {
+    assert!(
+        x.len() == y.len() && x.len() == z.len(),
+        "map3 of unequal lengths"
+    );
+    // SAFETY: as in `map`.
+    unsafe {
+        par_filled(x.len(), MAP_CHUNK, |i, o| {
+            let r = i * MAP_CHUNK..i * MAP_CHUNK + o.len();
+            let (xs, ys, zs) = (&x[r.clone()], &y[r.clone()], &z[r]);
+            for (((ov, &xv), &yv), &zv) in o.iter_mut().zip(xs).zip(ys).zip(zs) {
+                ov.write(f(xv, yv, zv));
+            }
+        })
+    }
+}
+
 /// Max pooling of `x [planes, h, w]` over `k x k` windows with stride `k` (the rows and
 /// columns past the last whole window dropped): each window's largest value, the first
 /// one where NaN or ties make it ambiguous (candle's rule: a later value replaces the
