@@ -4,9 +4,9 @@
 //! convolution is a naive loop (and the backward of every convolution uses one), batch
 //! norm and leaky ReLU are built from a dozen elementwise ops each way, and a linear
 //! layer materialises the transpose of its weight gradient. The ops here do each layer
-//! in one pass: convolutions as im2col/col2im plus one matrix product per gradient,
-//! matrix products with strided operands instead of copied transposes, batch norm and
-//! leaky ReLU as single loops. Gradients are only computed for inputs that need them
+//! in one pass: convolutions as unfolded patches (or im2col) and col2im plus one matrix
+//! product per gradient, matrix products with strided operands instead of copied
+//! transposes, batch norm and leaky ReLU as single loops. Gradients are only computed for inputs that need them
 //! (a data batch or detached fakes get none).
 //!
 //! Every function falls back to candle's own ops for tensors that are not `f32` on the
