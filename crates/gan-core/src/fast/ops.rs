@@ -880,21 +880,20 @@ impl CustomOp1 for TanhOp {
 /// `tanh(x)` by a vectorising rational approximation on the CPU (a few units in the last
 /// place from candle's `tanh`, which calls libm per element), candle's elsewhere.
 pub fn tanh(x: &Tensor) -> Result<Tensor> {
-    if on_fast_path(x) {
-        x.contiguous()?
-            .apply_op1_arc(Arc::new(Box::new(TanhOp { exact: false })))
-    } else {
-        x.tanh()
-    }
+    tanh_op(x, false)
 }
 
 /// `tanh(x)` with candle's values and gradients bit for bit, but over the threads on the
 /// CPU (candle's element-wise ops run on the calling thread alone here: see
 /// [`crate::fast::alloc::one_thread_pool`]).
 pub fn tanh_exact(x: &Tensor) -> Result<Tensor> {
+    tanh_op(x, true)
+}
+
+fn tanh_op(x: &Tensor, exact: bool) -> Result<Tensor> {
     if on_fast_path(x) {
         x.contiguous()?
-            .apply_op1_arc(Arc::new(Box::new(TanhOp { exact: true })))
+            .apply_op1_arc(Arc::new(Box::new(TanhOp { exact })))
     } else {
         x.tanh()
     }
