@@ -377,9 +377,10 @@ pub(crate) fn im2col(x: &[f32], g: &ConvGeom) -> Vec<f32> {
 /// matrix, one row per output pixel holding the input pixels its kernel meets (zero in
 /// the padding). As the left operand of a product by the kernel's transpose it gives the
 /// convolution bit for bit as `W x im2col` does (gemm sums each element over `k` in the
-/// same order either way), and faster: gemm packs neither operand in full (a conv of
-/// DANN's, 8192 x 48 x 800: 3.2 against 6.8 ms on two threads), and the weight gradient
-/// `g x patches` reads it row-major too.
+/// same order either way), and faster where a kernel's few rows met a large column
+/// matrix (a conv of DANN's forward, 8192 x 48 x 800: 3.0-3.2 ms on two threads against
+/// 6.5-6.8 for 48 x 8192 x 800, each run as `gemm_threads` runs it; its weight gradient
+/// `g x patches` 4.0-4.2 against `g x im2col^T` 7.4-7.8).
 pub(crate) fn patches(x: &[f32], g: &ConvGeom) -> Vec<f32> {
     let (p, k) = (g.oh * g.ow, g.k());
     let len = g.cols() * k;
