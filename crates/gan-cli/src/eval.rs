@@ -196,6 +196,78 @@ fn split_of_at_least(
     Ok(split)
 }
 
+/// `gan-cli agreement`: each pair of runs' agreement on the first `n` training images
+/// and each run's mean over the others, printed; no label is read.
+pub fn agreement(
+    runs: &[PathBuf],
+    n: usize,
+    data_dir: &Path,
+    verify: bool,
+    device: &str,
+) -> Result<()> {
+    let device = gan_core::device::parse_device(device)?;
+    let train = crate::load_split(data_dir, gan_data::SplitKind::Train, verify, &device)?;
+    if n == 0 || n > train.len() {
+        bail!(
+            "--n must be between 1 and the {} training images, got {n}",
+            train.len()
+        )
+    }
+    let mut codes = Vec::with_capacity(runs.len());
+    let mut classes = None;
+    for run_dir in runs {
+        let run = RunConfig::read(run_dir)?;
+        let model = gan_models::build(&run.model, &run.model_config, &device, run.train.seed)?;
+        gan_core::engine::load_weights(model.as_ref(), run_dir)?;
+        let classifier = match model.classifier() {
+            Some(c) if !c.supervised() => c,
+            _ => bail!(
+                "{} ({}) has no categorical code found without labels to compare",
+                run_dir.display(),
+                run.model
+            ),
+        };
+        match classes {
+            None => classes = Some(classifier.classes()),
+            Some(k) if k != classifier.classes() => bail!(
+                "{} has {} categories, the runs before it {k}",
+                run_dir.display(),
+                classifier.classes()
+            ),
+            Some(_) => {}
+        }
+        let mut categories = Vec::with_capacity(n);
+        for start in (0..n).step_by(1000) {
+            let images = train.images.narrow(0, start, 1000.min(n - start))?;
+            categories.extend(classifier.classify(&images)?);
+        }
+        codes.push(categories);
+    }
+    let k = classes.context("no runs")?;
+    let matrix = gan_core::eval::unsupervised::agreements(&codes, k)?;
+    let mean = gan_core::eval::unsupervised::consensus(&matrix)?;
+    say!("agreement on the first {n} MNIST training images (no labels read):");
+    for (i, run_dir) in runs.iter().enumerate() {
+        let row: Vec<String> = (0..runs.len())
+            .map(|j| match i == j {
+                true => "     -".to_string(),
+                false => format!("{:6.2}", 100.0 * matrix[i][j]),
+            })
+            .collect();
+        say!(
+            "  {} | mean {:6.2}% | {}",
+            row.join(" "),
+            100.0 * mean[i],
+            run_dir.display()
+        );
+    }
+    let best = (0..runs.len())
+        .max_by(|&a, &b| mean[a].total_cmp(&mean[b]))
+        .unwrap_or(0);
+    say!("agrees most with the others: {}", runs[best].display());
+    Ok(())
+}
+
 /// Every metric of the suite for the run in `args.run_dir`: scored by
 /// [`gan_core::eval::suite`], written into the run and printed.
 pub fn eval(args: &EvalArgs) -> Result<EvalReport> {

@@ -78,6 +78,27 @@ enum Command {
         #[command(flatten)]
         domains: domains::DomainArgs,
     },
+    /// How alike runs group the same MNIST training images by their categorical code
+    /// (InfoGAN's c1), without labels: the share of images two runs' categories agree
+    /// on under the best one-to-one matching, and each run's mean over the others. The
+    /// run that agrees most is the restart criterion of docs/INFOGAN.md.
+    Agreement {
+        /// Run folders (two or more) of models with a categorical code.
+        #[arg(required = true, num_args = 2..)]
+        runs: Vec<PathBuf>,
+        /// Training images to compare on (the first N).
+        #[arg(long, default_value_t = 10_000)]
+        n: usize,
+        /// Folder with the MNIST IDX files.
+        #[arg(long, default_value = gan_data::DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        /// Skip the canonical SHA-256 check.
+        #[arg(long)]
+        no_verify: bool,
+        /// cpu, cuda or metal.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
     /// Trains the judge of `eval`: a LeNet-style classifier of the MNIST training set,
     /// scored on the test set, saved as safetensors with its SHA-256.
     TrainJudge {
@@ -345,6 +366,13 @@ fn run(cli: Cli) -> Result<()> {
         })
         .map(|_| ()),
         Command::Report { runs, out } => report::report(&runs, &out),
+        Command::Agreement {
+            runs,
+            n,
+            data_dir,
+            no_verify,
+            device,
+        } => eval::agreement(&runs, n, &data_dir, !no_verify, &device),
     }
 }
 

@@ -389,6 +389,33 @@ fn infogan_eval_mapping_and_digit_sampling() {
         ],
         "InfoGAN",
     );
+
+    // Agreement of categorical codes: a run with itself agrees on every image; a model
+    // without such a code, or too many images, is refused with a reason.
+    let agree = |runs: &[&str], n: &str| {
+        let mut args = vec!["agreement", "--data-dir", data, "--no-verify", "--n", n];
+        args.extend_from_slice(runs);
+        args.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let args = agree(&[run_s, run_s], "40");
+    let out = cli(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("mean 100.00%") && stdout.contains("agrees most"),
+        "{stdout}"
+    );
+    let args = agree(&[run_s, gan.to_str().unwrap()], "40");
+    fails(
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        "no categorical code",
+    );
+    let args = agree(&[run_s, run_s], "65");
+    fails(&args.iter().map(String::as_str).collect::<Vec<_>>(), "--n");
 }
 
 fn read_json(path: &Path) -> serde_json::Value {

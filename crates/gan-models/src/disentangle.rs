@@ -97,6 +97,17 @@ pub struct DisentangleConfig {
     #[arg(long, default_value_t = 0.0)]
     #[serde(default, skip_serializing_if = "crate::registry::is_default")]
     pub moment_weight: f64,
+    /// Weight of the kernel two-sample distance (MMD, Gretton et al. 2012) between the
+    /// two domains' content codes in each batch: zero only when the two distributions
+    /// agree, whatever a nonlinear reader would look at. 0: none, and not written.
+    #[arg(long, default_value_t = 0.0)]
+    #[serde(default, skip_serializing_if = "crate::registry::is_default")]
+    pub mmd_weight: f64,
+    /// The content codes against A by gradient reversal (maximise A's cross-entropy on
+    /// the true domains, as DANN does) instead of the cross-entropy against 1/2.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    #[serde(default, skip_serializing_if = "crate::registry::is_default")]
+    pub reversal: bool,
     /// Normalise each domain's content codes by that domain's own statistics (Chang et
     /// al.'s domain-specific batch norm, without scale and shift): batch statistics in
     /// training, in evaluation those of the training images' codes settled at each
@@ -220,9 +231,10 @@ impl Disentangle {
                 && cfg.style_margin >= 0.0
                 && cfg.pair_weight >= 0.0
                 && cfg.target_own_weight >= 0.0
-                && cfg.moment_weight >= 0.0,
+                && cfg.moment_weight >= 0.0
+                && cfg.mmd_weight >= 0.0,
             "disentangle needs --adversary-weight, --style-weight, --style-margin, \
-             --pair-weight, --target-own-weight and --moment-weight >= 0"
+             --pair-weight, --target-own-weight, --moment-weight and --mmd-weight >= 0"
         );
         anyhow::ensure!(
             cfg.paired || cfg.pair_weight == 0.0,
@@ -336,6 +348,36 @@ impl Disentangle {
         Ok((means + covs)?)
     }
 
+    /// The squared kernel two-sample distance of codes `s` and `t` (unbiased: each
+    /// domain's within pairs exclude a code with itself), summed over Gaussian kernels
+    /// of widths 2 sigma^2 = d/2, 2d and 8d for d numbers a code (about the squared
+    /// distance of two standardised codes, 2d, and a quarter and four times it).
+    pub fn mmd(s: &Tensor, t: &Tensor) -> Result<Tensor> {
+        let (m, n, d) = (s.dim(0)?, t.dim(0)?, s.dim(1)?);
+        anyhow::ensure!(
+            m > 1 && n > 1,
+            "the kernel distance needs two codes a domain"
+        );
+        let sq = |a: &Tensor, b: &Tensor| -> candle_core::Result<Tensor> {
+            let na = a.sqr()?.sum_keepdim(1)?;
+            let nb = b.sqr()?.sum_keepdim(1)?.t()?;
+            na.broadcast_add(&nb)?
+                .sub(&(a.matmul(&b.t()?)? * 2.0)?)?
+                .relu()
+        };
+        let (dss, dtt, dst) = (sq(s, s)?, sq(t, t)?, sq(s, t)?);
+        let mut total = Tensor::zeros((), DType::F32, s.device())?;
+        for width in [0.5, 2.0, 8.0] {
+            let k = |dist: &Tensor| (dist * (-1.0 / (width * d as f64)))?.exp()?.sum_all();
+            // k(x, x) = 1: the diagonals add m and n.
+            let within_s = ((k(&dss)? - m as f64)? / (m * (m - 1)) as f64)?;
+            let within_t = ((k(&dtt)? - n as f64)? / (n * (n - 1)) as f64)?;
+            let across = (k(&dst)? / (m * n) as f64)?;
+            total = (total + within_s + within_t - (across * 2.0)?)?;
+        }
+        Ok(total)
+    }
+
     /// The notes' speaker-code constraint on the domain codes `s` (source) and `t`
     /// (target): the mean squared distance of each code to its domain's mean, plus the
     /// squared shortfall of the two means' distance from `margin`.
@@ -442,8 +484,21 @@ impl Model for Disentangle {
                 }
                 if self.cfg.adversary_weight > 0.0 {
                     let logits = frozen(|| self.adversary_logits(&c))?;
-                    let confusion = bce_with_logits_const(&logits, 0.5)?;
+                    let confusion = match self.cfg.reversal {
+                        false => bce_with_logits_const(&logits, 0.5)?,
+                        true => {
+                            let (ls, lt) = (logits.narrow(0, 0, m)?, logits.narrow(0, m, m)?);
+                            let ce = (bce_with_logits_const(&ls, 0.0)?
+                                + bce_with_logits_const(&lt, 1.0)?)?;
+                            (ce * -0.5)?
+                        }
+                    };
                     loss = (loss + (confusion * self.cfg.adversary_weight)?)?;
+                }
+                if self.cfg.mmd_weight > 0.0 {
+                    let mmd = Self::mmd(&c.narrow(0, 0, m)?, &c.narrow(0, m, m)?)?;
+                    metrics.push(("mmd", mmd.to_scalar::<f32>()?));
+                    loss = (loss + (mmd * self.cfg.mmd_weight)?)?;
                 }
                 if self.cfg.moment_weight > 0.0 {
                     let gap = Self::moment_gap(&c.narrow(0, 0, m)?, &c.narrow(0, m, m)?)?;

@@ -125,6 +125,51 @@ pub fn label_free(
     }))
 }
 
+/// How many of the same images two runs' codes group alike: the share of images on
+/// which `a` and `b` (one of `k` categories each) agree under the one-to-one matching of
+/// their categories that agrees most (the matching `eval` makes with the labels).
+pub fn agreement(a: &[u32], b: &[u32], k: usize) -> Result<f64> {
+    ensure!(
+        a.len() == b.len() && !a.is_empty(),
+        "{} against {} categories",
+        a.len(),
+        b.len()
+    );
+    let as_labels = b
+        .iter()
+        .map(|&c| u8::try_from(c).map_err(|_| anyhow::anyhow!("category {c} of {k}")))
+        .collect::<Result<Vec<u8>>>()?;
+    Ok(crate::eval::metrics::CodeEval::new(a, &as_labels, k, k)?.accuracy)
+}
+
+/// Every pair's [`agreement`] (`codes[i]`: run i's categories of the same images): a
+/// symmetric matrix with ones on its diagonal.
+pub fn agreements(codes: &[Vec<u32>], k: usize) -> Result<Vec<Vec<f64>>> {
+    let n = codes.len();
+    let mut m = vec![vec![1f64; n]; n];
+    for i in 0..n {
+        for j in i + 1..n {
+            m[i][j] = agreement(&codes[i], &codes[j], k)?;
+            m[j][i] = m[i][j];
+        }
+    }
+    Ok(m)
+}
+
+/// Each run's mean agreement with every other run, from [`agreements`]: the restart
+/// criterion of docs/INFOGAN.md. A run that splits or merges digits does so its own
+/// way, so it agrees less with the others than a run whose categories are the digits,
+/// which every good run shares.
+pub fn consensus(agreements: &[Vec<f64>]) -> Result<Vec<f64>> {
+    let n = agreements.len();
+    ensure!(n > 1, "agreement needs two runs or more");
+    Ok(agreements
+        .iter()
+        .enumerate()
+        .map(|(i, row)| (row.iter().sum::<f64>() - row[i]) / (n - 1) as f64)
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,6 +189,30 @@ mod tests {
         let (_, mi) = confidence_and_information(&[1.0, 0.0, 1.0, 0.0], 2).unwrap();
         assert!(mi.abs() < 1e-12);
         assert!(confidence_and_information(&[0.5, 0.5, 1.0], 2).is_err());
+    }
+
+    #[test]
+    fn agreement_matches_categories_and_consensus_finds_the_odd_run() {
+        // The same grouping under other names agrees fully.
+        let truth = [0u32, 0, 1, 1, 2, 2];
+        assert_eq!(agreement(&truth, &[2, 2, 0, 0, 1, 1], 3).unwrap(), 1.0);
+        // Merging groups 1 and 2 (and splitting group 0): the merged category matches one
+        // of the two (2 images), one half of group 0 matches its split (1): 3 of 6.
+        let merged = [0u32, 1, 2, 2, 2, 2];
+        assert!((agreement(&truth, &merged, 3).unwrap() - 0.5).abs() < 1e-12);
+        // Three runs that group alike under other names and one that merges: the merger
+        // agrees least with the rest.
+        let runs = vec![
+            truth.to_vec(),
+            vec![1, 1, 2, 2, 0, 0],
+            vec![2, 2, 0, 0, 1, 1],
+            merged.to_vec(),
+        ];
+        let c = consensus(&agreements(&runs, 3).unwrap()).unwrap();
+        assert!((c[0] - 2.5 / 3.0).abs() < 1e-12, "{c:?}");
+        assert!((c[3] - 0.5).abs() < 1e-12, "{c:?}");
+        assert!(agreement(&truth, &truth[..5], 3).is_err());
+        assert!(consensus(&agreements(&runs[..1], 3).unwrap()).is_err());
     }
 
     #[test]
