@@ -239,6 +239,12 @@ fn main() -> Result<()> {
             Box::new(|t| ops::leaky_relu(&t[0], 0.1)),
             Box::new(|t| candle_nn::ops::leaky_relu(&t[0], 0.1)),
         ),
+        (
+            "softplus [64,500]",
+            vec![r(&[b, 500])?],
+            Box::new(|t| ops::softplus(&t[0])),
+            Box::new(|t| gan_core::loss::softplus(&t[0])),
+        ),
     ];
     println!(
         "{:<26} {:>12} {:>12} {:>12} {:>12}",

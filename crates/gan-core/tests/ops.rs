@@ -284,6 +284,42 @@ fn swish_matches_candle() {
 }
 
 #[test]
+fn softplus_is_the_losses_bit_for_bit_with_its_gradient() {
+    // Both signs, zero, the large values where exp(-|x|) underflows, and 40 x 41 more.
+    let mut v: Vec<f32> = vec![0.0, -0.0, 1e-8, -1e-8, 30.0, -30.0, 100.0, -100.0];
+    v.extend(
+        (rand(&[40, 41], 5) * 12.0)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap(),
+    );
+    let x = Tensor::from_vec(v.clone(), v.len(), &Device::Cpu).unwrap();
+    let r = rand(&[v.len()], 6);
+    let run = |f: &dyn Fn(&Tensor) -> Result<Tensor>| -> (Vec<u32>, Vec<u32>) {
+        let var = Var::from_tensor(&x).unwrap();
+        let y = f(var.as_tensor()).unwrap();
+        let grads = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let bits = |t: &Tensor| {
+            t.to_vec1::<f32>()
+                .unwrap()
+                .iter()
+                .map(|f| f.to_bits())
+                .collect()
+        };
+        (bits(&y), bits(grads.get(&var).unwrap()))
+    };
+    let (y1, g1) = run(&|t| ops::softplus(t));
+    let (y2, g2) = run(&|t| gan_core::loss::softplus(t));
+    assert_eq!(y1, y2, "forward");
+    assert_eq!(g1, g2, "gradient");
+    // Without a gradient to keep for, the forward pass is the same.
+    let plain = ops::softplus(&x).unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(plain.iter().map(|f| f.to_bits()).collect::<Vec<_>>(), y1);
+}
+
+#[test]
 fn gradients_only_where_needed() {
     // A data batch (not a variable) gets no gradient; the weights still do.
     let x = rand(&[2, 3, 6, 6], 1);
@@ -448,4 +484,52 @@ fn max_pool_passes_the_gradient_to_each_windows_first_maximum() {
     let x = rand(&[1, 1, 3, 3], 1);
     assert!(ops::max_pool2d(&x, 0).is_err());
     assert!(ops::max_pool2d(&x, 4).is_err());
+}
+
+/// Row groups on the threads: in order, all rows, and each group computing as the
+/// calling thread would: frozen weights stay frozen, an inference section stays one.
+#[test]
+fn row_groups_carry_the_callers_frozen_and_inference_state() {
+    use candle_core::{DType, Module};
+    use gan_core::fast::layers::{frozen, inference, linear};
+    use gan_core::fast::par_rows;
+    let vars = candle_nn::VarMap::new();
+    let vb = candle_nn::VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu);
+    let layer = linear(16, 8, vb.pp("l")).unwrap();
+    let x = (rand(&[96, 16], 11) * 4.0).unwrap();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        let groups = par_rows(96, 32, |at, len| Ok((at, len))).unwrap();
+        assert_eq!(groups, vec![(0, 48), (48, 48)]);
+        assert_eq!(
+            par_rows(40, 32, |at, len| Ok((at, len))).unwrap(),
+            vec![(0, 40)]
+        );
+        // Frozen: the weights take no gradient, so the outputs track nothing.
+        let tracked = |t: &[Tensor]| t.iter().map(|y| y.track_op()).collect::<Vec<_>>();
+        let run = || par_rows(96, 32, |at, len| Ok(layer.forward(&x.narrow(0, at, len)?)?));
+        assert_eq!(tracked(&run().unwrap()), [true, true]);
+        assert_eq!(tracked(&frozen(run).unwrap()), [false, false]);
+        // Inference: tanh is the vectorised approximation in every group.
+        let tanh = || {
+            let parts = par_rows(96, 32, |at, len| {
+                Ok(gan_core::fast::nn::tanh(&x.narrow(0, at, len)?)?)
+            });
+            Tensor::cat(&parts.unwrap(), 0)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
+        let whole = |t: Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let approx = inference(|| whole(gan_core::fast::nn::tanh(&x).unwrap()));
+        let exact = whole(gan_core::fast::nn::tanh(&x).unwrap());
+        assert_ne!(approx, exact);
+        assert_eq!(inference(tanh), approx);
+        assert_eq!(tanh(), exact);
+    });
 }

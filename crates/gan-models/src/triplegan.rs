@@ -221,7 +221,7 @@ impl Gen {
         let mut h = z.clone();
         for (fc, bn) in &self.hidden {
             let a = bn.forward_t(&fc.forward(&Tensor::cat(&[&h, y], 1)?)?, train)?;
-            h = gan_core::loss::softplus(&a)?;
+            h = gan_core::fast::nn::softplus(&a)?;
         }
         // 2 sigmoid(a) - 1: the authors' sigmoid image on the data's [-1, 1] scale.
         gan_core::fast::nn::tanh(&(self.out.forward(&Tensor::cat(&[&h, y], 1)?)? * 0.5)?)

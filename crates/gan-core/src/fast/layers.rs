@@ -70,6 +70,17 @@ pub(crate) fn with_prepared(value: Option<HashMap<TensorId, Tensor>>) -> impl Dr
     Restore(PREPARED.with(|p| p.replace(value)))
 }
 
+/// Whether layers on this thread are frozen ([`frozen`]).
+pub(crate) fn is_frozen() -> bool {
+    FROZEN.with(|c| c.get())
+}
+
+/// A copy of this thread's prepared-weights store (the tensors shared, not copied), to
+/// carry an [`inference`] section onto another thread.
+pub(crate) fn prepared_store() -> Option<HashMap<TensorId, Tensor>> {
+    PREPARED.with(|p| p.borrow().clone())
+}
+
 /// Whether this call is inside an [`inference`] section (and not unfrozen within it).
 pub(crate) fn in_inference() -> bool {
     FROZEN.with(|c| c.get()) && PREPARED.with(|p| p.borrow().is_some())

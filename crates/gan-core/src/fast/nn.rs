@@ -38,6 +38,11 @@ pub fn swish(x: &Tensor) -> Result<Tensor> {
     crate::fast::ops::swish(x)
 }
 
+/// Softplus through the fused kernel of [`crate::fast::ops::softplus`].
+pub fn softplus(x: &Tensor) -> Result<Tensor> {
+    crate::fast::ops::softplus(x)
+}
+
 /// Inverted dropout: each unit zeroed with probability `p`, the rest scaled by 1/(1-p),
 /// the mask drawn from `rng` (the run's stream, so that a resumed run draws the same
 /// masks). `p = 0` returns `x` unchanged without drawing.

@@ -1011,3 +1011,76 @@ pub fn swish(x: &Tensor) -> Result<Tensor> {
         x.silu()
     }
 }
+
+// ---------------------------------------------------------------- softplus
+
+/// Softplus as [`crate::loss::softplus`] computes it, `max(x, 0) + ln(1 + exp(-|x|))`, in
+/// one pass each way instead of candle's seven ops and their temporaries (two hidden
+/// layers of Triple-GAN's generator), keeping `exp(-|x|)` for the backward pass when
+/// the input takes a gradient.
+struct SoftplusOp {
+    tails: Option<Mutex<Option<Vec<f32>>>>,
+}
+
+/// `exp(-|v|)` and softplus(v), rounded as candle's ops round them one by one.
+fn softplus_parts(v: f32) -> (f32, f32) {
+    let e = (-v.abs()).exp();
+    (e, v.max(0.0) + (e + 1.0).ln())
+}
+
+/// The gradient of softplus at `x` for an upstream gradient `g` (`e = exp(-|x|)`),
+/// rounded as candle's backward pass through the seven ops rounds it, step by step
+/// (each `0.0 +` is its accumulation into a fresh gradient, which turns -0 into 0).
+fn softplus_grad(x: f32, g: f32, e: f32) -> f32 {
+    let d_log = 0.0 + (0.0 + g) / (e + 1.0);
+    let d_exp = 0.0 + d_log; // the affine `e * 1 + 1`: `d * 1 + 0`
+    let d_neg = 0.0 + d_exp * e;
+    let d_abs = 0.0 - d_neg;
+    let from_abs = d_abs * if x >= 0.0 { 1.0 } else { -1.0 };
+    let from_relu = (0.0 + g) * if x >= 0.0 { 1.0 } else { 0.0 };
+    (0.0 + from_relu) + from_abs
+}
+
+impl CustomOp1 for SoftplusOp {
+    fn name(&self) -> &'static str {
+        "gan-softplus"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = data(s, l)?;
+        let y = match &self.tails {
+            Some(keep) => {
+                let tails = kernels::map(x, |v| softplus_parts(v).0);
+                let y = kernels::map2(x, &tails, |v, e| v.max(0.0) + (e + 1.0).ln());
+                *keep.lock().unwrap() = Some(tails);
+                y
+            }
+            None => kernels::map(x, |v| softplus_parts(v).1),
+        };
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let kept = self.tails.as_ref().and_then(|k| k.lock().unwrap().take());
+        with_data(&[x, grad], |d| {
+            let dx = match kept {
+                Some(tails) => kernels::map3(d[0], d[1], &tails, softplus_grad),
+                None => kernels::map2(d[0], d[1], |x, g| softplus_grad(x, g, softplus_parts(x).0)),
+            };
+            cpu(dx, x.shape()).map(Some)
+        })
+    }
+}
+
+/// Softplus, the same bits as [`crate::loss::softplus`] forward and backward where the
+/// input feeds nothing else (a gradient reaching the input from elsewhere as well would
+/// be summed in another order). Other devices than the CPU get candle's ops.
+pub fn softplus(x: &Tensor) -> Result<Tensor> {
+    if on_fast_path(x) {
+        let tails = x.track_op().then(|| Mutex::new(None));
+        x.contiguous()?
+            .apply_op1_arc(Arc::new(Box::new(SoftplusOp { tails })))
+    } else {
+        crate::loss::softplus(x)
+    }
+}
