@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 
 mod common;
-use common::{cli, fails, ok, small_args, tiny_mnist};
+use common::{cli, fails, ok, ok_stdout, small_args, tiny_mnist};
 
 #[test]
 fn train_resume_sample_end_to_end() {
@@ -392,30 +392,16 @@ fn infogan_eval_mapping_and_digit_sampling() {
 
     // Agreement of categorical codes: a run with itself agrees on every image; a model
     // without such a code, or too many images, is refused with a reason.
-    let agree = |runs: &[&str], n: &str| {
-        let mut args = vec!["agreement", "--data-dir", data, "--no-verify", "--n", n];
-        args.extend_from_slice(runs);
-        args.into_iter().map(String::from).collect::<Vec<_>>()
-    };
-    let args = agree(&[run_s, run_s], "40");
-    let out = cli(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let gan_s = gan.to_str().unwrap();
+    let agree = ["agreement", "--data-dir", data, "--no-verify", "--n"];
+    let with = |rest: [&str; 3]| -> Vec<&str> { agree.iter().copied().chain(rest).collect() };
+    let stdout = ok_stdout(&with(["40", run_s, run_s]));
     assert!(
         stdout.contains("mean 100.00%") && stdout.contains("agrees most"),
         "{stdout}"
     );
-    let args = agree(&[run_s, gan.to_str().unwrap()], "40");
-    fails(
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-        "no categorical code",
-    );
-    let args = agree(&[run_s, run_s], "65");
-    fails(&args.iter().map(String::as_str).collect::<Vec<_>>(), "--n");
+    fails(&with(["40", run_s, gan_s]), "no categorical code");
+    fails(&with(["65", run_s, run_s]), "--n");
 }
 
 fn read_json(path: &Path) -> serde_json::Value {

@@ -45,6 +45,14 @@ pub fn ok(args: &[&str]) -> String {
     err
 }
 
+/// Runs gan-cli, asserts success, returns its stdout.
+pub fn ok_stdout(args: &[&str]) -> String {
+    let out = cli(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "gan-cli {args:?} failed:\n{err}");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
 pub fn fails(args: &[&str], needle: &str) {
     let out = cli(args);
     let err = String::from_utf8_lossy(&out.stderr);
