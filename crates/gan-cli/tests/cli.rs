@@ -393,15 +393,17 @@ fn infogan_eval_mapping_and_digit_sampling() {
     // Agreement of categorical codes: a run with itself agrees on every image; a model
     // without such a code, or too many images, is refused with a reason.
     let gan_s = gan.to_str().unwrap();
-    let agree = ["agreement", "--data-dir", data, "--no-verify", "--n"];
-    let with = |rest: [&str; 3]| -> Vec<&str> { agree.iter().copied().chain(rest).collect() };
-    let stdout = ok_stdout(&with(["40", run_s, run_s]));
+    let head = ["agreement", "--data-dir", data, "--no-verify", "--n"];
+    let stdout = ok_stdout(&[&head[..], &["40", run_s, run_s]].concat());
     assert!(
         stdout.contains("mean 100.00%") && stdout.contains("agrees most"),
         "{stdout}"
     );
-    fails(&with(["40", run_s, gan_s]), "no categorical code");
-    fails(&with(["65", run_s, run_s]), "--n");
+    fails(
+        &[&head[..], &["40", run_s, gan_s]].concat(),
+        "no categorical code",
+    );
+    fails(&[&head[..], &["65", run_s, run_s]].concat(), "--n");
 }
 
 fn read_json(path: &Path) -> serde_json::Value {
