@@ -320,6 +320,32 @@ fn softplus_is_the_losses_bit_for_bit_with_its_gradient() {
 }
 
 #[test]
+fn softplus_in_inference_is_the_vectorised_one_within_a_few_ulp() {
+    let v: Vec<f32> = (-4000..=4000).map(|i| i as f32 * 0.01).collect();
+    let x = Tensor::from_vec(v.clone(), v.len(), &Device::Cpu).unwrap();
+    let exact = gan_core::loss::softplus(&x)
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let fast = gan_core::fast::layers::inference(|| ops::softplus(&x))
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    assert_ne!(fast, exact, "inference takes the approximation");
+    // The reference itself rounds 1 + exp(-|x|) before its logarithm, an absolute error
+    // up to half an epsilon where the tail is small (at -40 it gives 0, the approximation
+    // 4.2e-18, the true value).
+    for ((x, a), b) in v.iter().zip(&fast).zip(&exact) {
+        assert!(
+            (a - b).abs() <= 4.0 * f32::EPSILON * b.abs() + f32::EPSILON,
+            "softplus({x}): {a} against {b}"
+        );
+    }
+    // Outside inference, and wherever a gradient is wanted, candle's bits.
+    assert_eq!(ops::softplus(&x).unwrap().to_vec1::<f32>().unwrap(), exact);
+}
+
+#[test]
 fn gradients_only_where_needed() {
     // A data batch (not a variable) gets no gradient; the weights still do.
     let x = rand(&[2, 3, 6, 6], 1);

@@ -1020,6 +1020,49 @@ pub fn swish(x: &Tensor) -> Result<Tensor> {
 /// the input takes a gradient.
 struct SoftplusOp {
     tails: Option<Mutex<Option<Vec<f32>>>>,
+    /// The vectorising approximation ([`softplus_fast`]): inference sections only.
+    fast: bool,
+}
+
+/// `exp(-a)` for `a >= 0` in plain arithmetic that vectorises (Cephes' `expf`: `a` split
+/// as `n ln 2 - r`, `ln 2` in two parts so that `r` keeps its bits, `exp(r)` by its Taylor
+/// polynomial on `|r| <= ln 2 / 2`, `2^-n` built in the exponent bits). Below `2^-126`
+/// it stays at `exp(-87)`.
+#[inline(always)]
+fn exp_neg(a: f32) -> f32 {
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let a = a.min(87.0);
+    let n = (a * std::f32::consts::LOG2_E + 0.5) as i32;
+    let nf = n as f32;
+    let r = nf * LN2_HI - a + nf * LN2_LO;
+    let p = 1.0 / 5040.0;
+    let p = p * r + 1.0 / 720.0;
+    let p = p * r + 1.0 / 120.0;
+    let p = p * r + 1.0 / 24.0;
+    let p = p * r + 1.0 / 6.0;
+    let p = p * r + 0.5;
+    let p = (p * r + 1.0) * r + 1.0;
+    p * f32::from_bits(((127 - n) as u32) << 23)
+}
+
+/// Softplus in plain arithmetic that vectorises, within a few units in the last place of
+/// [`crate::loss::softplus`] (libm's `expf` and `logf`, a call per element: most of
+/// Triple-GAN's generation time after its products): `ln(1 + t)` for `t = exp(-|x|)` as
+/// `2 atanh(s)`, `s = t / (2 + t) <= 1/3`, by its series to `s^13`.
+#[inline(always)]
+fn softplus_fast(x: f32) -> f32 {
+    let t = exp_neg(x.abs());
+    let s = t / (2.0 + t);
+    let s2 = s * s;
+    let p = 1.0 / 13.0;
+    let p = p * s2 + 1.0 / 11.0;
+    let p = p * s2 + 1.0 / 9.0;
+    let p = p * s2 + 1.0 / 7.0;
+    let p = p * s2 + 1.0 / 5.0;
+    let p = p * s2 + 1.0 / 3.0;
+    let p = p * s2 + 1.0;
+    x.max(0.0) + 2.0 * s * p
 }
 
 /// `exp(-|v|)` and softplus(v), rounded as candle's ops round them one by one.
@@ -1048,6 +1091,12 @@ impl CustomOp1 for SoftplusOp {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = data(s, l)?;
+        if self.fast {
+            return Ok((
+                CpuStorage::F32(kernels::map(x, softplus_fast)),
+                l.shape().clone(),
+            ));
+        }
         let y = match &self.tails {
             Some(keep) => {
                 let tails = kernels::map(x, |v| softplus_parts(v).0);
@@ -1074,12 +1123,16 @@ impl CustomOp1 for SoftplusOp {
 
 /// Softplus, the same bits as [`crate::loss::softplus`] forward and backward where the
 /// input feeds nothing else (a gradient reaching the input from elsewhere as well would
-/// be summed in another order). Other devices than the CPU get candle's ops.
+/// be summed in another order); in an inference section ([`crate::fast::layers::inference`])
+/// with no gradient to take, the vectorising approximation, as `tanh` is there. Other
+/// devices than the CPU get candle's ops.
 pub fn softplus(x: &Tensor) -> Result<Tensor> {
     if on_fast_path(x) {
-        let tails = x.track_op().then(|| Mutex::new(None));
+        let tracked = x.track_op();
+        let fast = !tracked && crate::fast::layers::in_inference();
+        let tails = tracked.then(|| Mutex::new(None));
         x.contiguous()?
-            .apply_op1_arc(Arc::new(Box::new(SoftplusOp { tails })))
+            .apply_op1_arc(Arc::new(Box::new(SoftplusOp { tails, fast })))
     } else {
         crate::loss::softplus(x)
     }
