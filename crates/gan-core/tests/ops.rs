@@ -341,6 +341,9 @@ fn softplus_in_inference_is_the_vectorised_one_within_a_few_ulp() {
             "softplus({x}): {a} against {b}"
         );
     }
+    let nan = Tensor::new(&[f32::NAN], &Device::Cpu).unwrap();
+    let nan = gan_core::fast::layers::inference(|| ops::softplus(&nan)).unwrap();
+    assert!(nan.to_vec1::<f32>().unwrap()[0].is_nan());
     // Outside inference, and wherever a gradient is wanted, candle's bits.
     assert_eq!(ops::softplus(&x).unwrap().to_vec1::<f32>().unwrap(), exact);
 }

@@ -6,8 +6,8 @@
 //! layer materialises the transpose of its weight gradient. The ops here do each layer
 //! in one pass: convolutions as unfolded patches (or im2col) and col2im plus one matrix
 //! product per gradient, matrix products with strided operands instead of copied
-//! transposes, batch norm and leaky ReLU as single loops. Gradients are only computed for inputs that need them
-//! (a data batch or detached fakes get none).
+//! transposes, batch norm and leaky ReLU as single loops. Gradients are only computed
+//! for inputs that need them (a data batch or detached fakes get none).
 //!
 //! Every function falls back to candle's own ops for tensors that are not `f32` on the
 //! CPU (CUDA, Metal), so models use these unconditionally. The tests in
@@ -1062,13 +1062,24 @@ fn softplus_fast(x: f32) -> f32 {
     let p = p * s2 + 1.0 / 5.0;
     let p = p * s2 + 1.0 / 3.0;
     let p = p * s2 + 1.0;
-    x.max(0.0) + 2.0 * s * p
+    let y = x.max(0.0) + 2.0 * s * p;
+    // A NaN stays one, as candle's gives (a select, which still vectorises).
+    if x.is_nan() {
+        x
+    } else {
+        y
+    }
 }
 
 /// `exp(-|v|)` and softplus(v), rounded as candle's ops round them one by one.
 fn softplus_parts(v: f32) -> (f32, f32) {
     let e = (-v.abs()).exp();
-    (e, v.max(0.0) + (e + 1.0).ln())
+    (e, softplus_from(v, e))
+}
+
+/// softplus(v) from its tail `e = exp(-|v|)`, as candle's ops round it.
+fn softplus_from(v: f32, e: f32) -> f32 {
+    v.max(0.0) + (e + 1.0).ln()
 }
 
 /// The gradient of softplus at `x` for an upstream gradient `g` (`e = exp(-|x|)`),
@@ -1100,7 +1111,7 @@ impl CustomOp1 for SoftplusOp {
         let y = match &self.tails {
             Some(keep) => {
                 let tails = kernels::map(x, |v| softplus_parts(v).0);
-                let y = kernels::map2(x, &tails, |v, e| v.max(0.0) + (e + 1.0).ln());
+                let y = kernels::map2(x, &tails, softplus_from);
                 *keep.lock().unwrap() = Some(tails);
                 y
             }
