@@ -15,7 +15,7 @@ p.add_argument("--reps", type=int, default=50)
 args = p.parse_args()
 torch.set_num_threads(args.threads)
 
-b=64
+b=int(__import__("os").environ.get("OPS_BATCH", "64"))  # OPS_BATCH=N: another batch
 def t(shape): return (torch.rand(*shape)*2-1).requires_grad_(True)
 cases=[
 ("DCGAN G convT 100->64, 1->7",[t([b,100,1,1]),t([100,64,7,7]),t([64])],lambda x,w,c: F.conv_transpose2d(x,w,c)),

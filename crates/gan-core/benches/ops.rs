@@ -43,7 +43,11 @@ fn main() -> Result<()> {
     }
     let dev = Device::Cpu;
     let r = |s: &[usize]| Tensor::rand(-1f32, 1f32, s, &dev);
-    let b = 64;
+    // `OPS_BATCH=N`: the batch-64 layers at another batch size.
+    let b = std::env::var("OPS_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
     let s2 = ConvSpec {
         stride: 2,
         padding: 1,

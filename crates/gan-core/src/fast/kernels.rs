@@ -493,6 +493,34 @@ pub(crate) fn map(x: &[f32], f: impl Fn(f32) -> f32 + Sync + Send) -> Vec<f32> {
     }
 }
 
+/// `post(v, pre(v).exp())` of each element `v` of `x`, bit for bit as [`map`] gives it,
+/// with the `exp` of each block of elements taken at once by the vectorised
+/// [`super::expf::exp_into`].
+pub(crate) fn map_exp(
+    x: &[f32],
+    pre: impl Fn(f32) -> f32 + Sync + Send,
+    post: impl Fn(f32, f32) -> f32 + Sync + Send,
+) -> Vec<f32> {
+    const BLOCK: usize = 256;
+    // SAFETY: each chunk is written element for element from `x`'s chunk at its place.
+    unsafe {
+        par_filled(x.len(), MAP_CHUNK, |i, o| {
+            let xs = &x[i * MAP_CHUNK..][..o.len()];
+            let (mut t, mut e) = ([0f32; BLOCK], [0f32; BLOCK]);
+            for (xb, ob) in xs.chunks(BLOCK).zip(o.chunks_mut(BLOCK)) {
+                let (t, e) = (&mut t[..xb.len()], &mut e[..xb.len()]);
+                for (tv, &xv) in t.iter_mut().zip(xb) {
+                    *tv = pre(xv);
+                }
+                super::expf::exp_into(t, e);
+                for ((ov, &xv), &ev) in ob.iter_mut().zip(xb).zip(e.iter()) {
+                    ov.write(post(xv, ev));
+                }
+            }
+        })
+    }
+}
+
 /// `f` of each pair of elements of `x` and `y` (of one length), in chunks over the threads.
 pub(crate) fn map2(x: &[f32], y: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Send) -> Vec<f32> {
     assert_eq!(

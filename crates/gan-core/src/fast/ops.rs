@@ -957,7 +957,12 @@ struct SwishOp {
 }
 
 fn sigmoid(v: f32) -> f32 {
-    1.0 / (1.0 + (-v).exp())
+    sigmoid_from((-v).exp())
+}
+
+/// The sigmoid of `v` from `e = exp(-v)`.
+fn sigmoid_from(e: f32) -> f32 {
+    1.0 / (1.0 + e)
 }
 
 impl CustomOp1 for SwishOp {
@@ -969,12 +974,12 @@ impl CustomOp1 for SwishOp {
         let x = data(s, l)?;
         let y = match &self.sigmoids {
             Some(keep) => {
-                let sig = kernels::map(x, sigmoid);
+                let sig = kernels::map_exp(x, |v| -v, |_, e| sigmoid_from(e));
                 let y = kernels::map2(x, &sig, |v, s| v * s);
                 *keep.lock().unwrap() = Some(sig);
                 y
             }
-            None => kernels::map(x, |v| v * sigmoid(v)),
+            None => kernels::map_exp(x, |v| -v, |v, e| v * sigmoid_from(e)),
         };
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
@@ -1110,12 +1115,12 @@ impl CustomOp1 for SoftplusOp {
         }
         let y = match &self.tails {
             Some(keep) => {
-                let tails = kernels::map(x, |v| softplus_parts(v).0);
+                let tails = kernels::map_exp(x, |v| -v.abs(), |_, e| e);
                 let y = kernels::map2(x, &tails, softplus_from);
                 *keep.lock().unwrap() = Some(tails);
                 y
             }
-            None => kernels::map(x, |v| softplus_parts(v).1),
+            None => kernels::map_exp(x, |v| -v.abs(), softplus_from),
         };
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
