@@ -1047,6 +1047,8 @@ mod tests {
             geom(2, 3, 7, 3, 2, 1),
             geom(3, 2, 9, 4, 3, 2),
             geom(1, 1, 5, 5, 1, 0),
+            geom(2, 3, 9, 3, 1, 1),
+            geom(2, 2, 12, 5, 1, 0),
         ] {
             let x = fill(g.n * g.c * g.h * g.w);
             assert_eq!(patches(&x, &g), transpose(&im2col(&x, &g), g.k(), g.cols()));
