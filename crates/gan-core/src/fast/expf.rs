@@ -173,7 +173,8 @@ fn path() -> Path {
         #[cfg(target_arch = "x86_64")]
         {
             let fma = is_x86_feature_detected!("fma") && is_x86_feature_detected!("avx2");
-            let wide = fma && is_x86_feature_detected!("avx512f");
+            let wide =
+                fma && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl");
             let x = probes();
             let want: Vec<u32> = x.iter().map(|v| v.exp().to_bits()).collect();
             let agrees = |p: Path| {
