@@ -99,12 +99,16 @@ fn exp_blocks(x: &[f32], out: &mut [f32]) {
                 *o = exp_plain(v);
             }
         } else {
-            for (o, &v) in ob.iter_mut().zip(xb) {
-                *o = v.exp();
-            }
+            libm(xb, ob);
         }
     }
-    for (o, &v) in os.into_remainder().iter_mut().zip(xs.remainder()) {
+    libm(xs.remainder(), os.into_remainder());
+}
+
+/// libm's `expf`, one call per element.
+#[inline(always)]
+fn libm(x: &[f32], out: &mut [f32]) {
+    for (o, &v) in out.iter_mut().zip(x) {
         *o = v.exp();
     }
 }
@@ -132,11 +136,7 @@ enum Path {
 
 fn run(path: Path, x: &[f32], out: &mut [f32]) {
     match path {
-        Path::Libm => {
-            for (o, &v) in out.iter_mut().zip(x) {
-                *o = v.exp();
-            }
-        }
+        Path::Libm => libm(x, out),
         // SAFETY: these paths are chosen only where the CPU has the features.
         #[cfg(target_arch = "x86_64")]
         Path::Avx2 => unsafe { exp_avx2(x, out) },

@@ -1076,12 +1076,6 @@ fn softplus_fast(x: f32) -> f32 {
     }
 }
 
-/// `exp(-|v|)` and softplus(v), rounded as candle's ops round them one by one.
-fn softplus_parts(v: f32) -> (f32, f32) {
-    let e = (-v.abs()).exp();
-    (e, softplus_from(v, e))
-}
-
 /// softplus(v) from its tail `e = exp(-|v|)`, as candle's ops round it.
 fn softplus_from(v: f32, e: f32) -> f32 {
     v.max(0.0) + (e + 1.0).ln()
@@ -1130,7 +1124,7 @@ impl CustomOp1 for SoftplusOp {
         with_data(&[x, grad], |d| {
             let dx = match kept {
                 Some(tails) => kernels::map3(d[0], d[1], &tails, softplus_grad),
-                None => kernels::map2(d[0], d[1], |x, g| softplus_grad(x, g, softplus_parts(x).0)),
+                None => kernels::map2(d[0], d[1], |x, g| softplus_grad(x, g, (-x.abs()).exp())),
             };
             cpu(dx, x.shape()).map(Some)
         })
