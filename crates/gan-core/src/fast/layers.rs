@@ -155,8 +155,8 @@ pub fn linear(input: usize, output: usize, vb: VarBuilder) -> Result<Linear> {
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if let Some(wt) = prepared(&self.weight, ops::transposed)? {
-            return ops::linear_in_out(x, &wt, &self.bias.detach());
+        if let Some(p) = prepared(&self.weight, ops::prepare_linear)? {
+            return ops::linear_prepared(x, &self.weight, &p, &self.bias.detach());
         }
         ops::linear(x, &param(&self.weight), &param(&self.bias))
     }

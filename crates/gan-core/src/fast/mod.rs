@@ -9,6 +9,7 @@ mod kernels;
 pub mod layers;
 pub mod nn;
 pub mod ops;
+mod packed;
 
 /// Runs `f` as if on a fresh thread: no layer frozen ([`layers::frozen`]) or preparing its
 /// weights ([`layers::inference`]) and no gradient collector active

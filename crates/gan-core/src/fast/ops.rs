@@ -22,6 +22,7 @@ use candle_core::{
 
 use crate::fast::grads;
 use crate::fast::kernels::{self, ConvGeom, Mat};
+use crate::fast::packed;
 
 /// True where the custom kernels run: `f32` tensors on the CPU.
 fn on_fast_path(x: &Tensor) -> bool {
@@ -184,6 +185,95 @@ pub fn linear_in_out(x: &Tensor, wt: &Tensor, b: &Tensor) -> Result<Tensor> {
         )
     } else {
         x.broadcast_matmul(wt)?.broadcast_add(b)
+    }
+}
+
+/// A linear layer's weight `[out, in]` in the form its products read fastest when it
+/// serves many batches unchanged ([`crate::fast::layers::inference`]): packed for this
+/// CPU's AVX-512 or AVX2 kernels (a 1-D tensor, `crate::fast::packed`), or where there
+/// are none, or off the CPU, the transposed copy of [`transposed`]. No gradient.
+pub fn prepare_linear(w: &Tensor) -> Result<Tensor> {
+    match packed::Isa::detect() {
+        Some(isa) if on_fast_path(w) => {
+            let (n, k) = w.dims2()?;
+            with_data(&[w], |d| {
+                let len = packed::packed_len(n, k, isa);
+                cpu(packed::pack(d[0], n, k, isa), len)
+            })
+        }
+        _ => transposed(w),
+    }
+}
+
+/// `x W^T + b` with `prepared` made by [`prepare_linear`] from `w`. Packed weights give
+/// the sums in another order than [`linear`] (within a few units in the last place), so
+/// evaluations may differ from a training's forward pass in their last digits; the
+/// gradient of `x` is exact (`g W`), the weights get none.
+pub fn linear_prepared(x: &Tensor, w: &Tensor, prepared: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let isa = packed::Isa::detect();
+    match (isa, prepared.rank()) {
+        (Some(isa), 1) if on_fast_path(x) && x.rank() == 2 => x.contiguous()?.apply_op3_arc(
+            prepared,
+            b,
+            Arc::new(Box::new(PackedLinearOp { w: w.detach(), isa })),
+        ),
+        _ => linear_in_out(x, prepared, b),
+    }
+}
+
+/// [`linear_prepared`]'s op: the packed weight in, the layer's own weight kept for the
+/// input's gradient.
+struct PackedLinearOp {
+    w: Tensor,
+    isa: packed::Isa,
+}
+
+impl CustomOp3 for PackedLinearOp {
+    fn name(&self) -> &'static str {
+        "gan-linear-packed"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, p, b) = (data(s1, l1)?, data(s2, l2)?, data(s3, l3)?);
+        let (m, k) = l1.shape().dims2()?;
+        let (n, wk) = self.w.dims2()?;
+        if wk != k || b.len() != n || p.len() != packed::packed_len(n, k, self.isa) {
+            bail!(
+                "packed linear: input [{m}, {k}], weight [{n}, {wk}], bias {}",
+                b.len()
+            )
+        }
+        let y = packed::product(x, (m, k, n), p, b, self.isa);
+        Ok((CpuStorage::F32(y), (m, n).into()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        _packed: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (m, k) = x.dims2()?;
+        let n = self.w.dim(0)?;
+        let dx = wanted(x, || {
+            with_data(&[&self.w, grad], |d| {
+                cpu(
+                    kernels::product(Mat::rows(d[1], n), Mat::rows(d[0], k), m, k, n),
+                    (m, k),
+                )
+            })
+        })?;
+        Ok((dx, None, None))
     }
 }
 
