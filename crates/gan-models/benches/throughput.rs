@@ -90,6 +90,9 @@ struct Figures {
     train_img_per_s: f64,
     train_ms_per_step: f64,
     gen_img_per_s: f64,
+    /// Operations of the matrix products of one training step, and of one generated batch.
+    train_gflop_per_step: f64,
+    gen_gflop_per_batch: f64,
 }
 
 fn measure(kind: &str, args: &Args, device: &Device) -> Result<Figures> {
@@ -141,6 +144,7 @@ fn measure(kind: &str, args: &Args, device: &Device) -> Result<Figures> {
     }
     device.synchronize()?;
     let mut times = Vec::with_capacity(args.steps);
+    let flops = gan_core::fast::product_flops();
     for i in 0..args.steps {
         let b = batch(i)?;
         let t = Instant::now();
@@ -148,6 +152,8 @@ fn measure(kind: &str, args: &Args, device: &Device) -> Result<Figures> {
         device.synchronize()?;
         times.push(t.elapsed().as_secs_f64());
     }
+    let train_gflop_per_step =
+        (gan_core::fast::product_flops() - flops) as f64 / 1e9 / args.steps as f64;
     // The median step: robust to another process taking a core for a moment.
     times.sort_by(f64::total_cmp);
     let train = times[times.len() / 2] * args.steps as f64;
@@ -162,6 +168,8 @@ fn measure(kind: &str, args: &Args, device: &Device) -> Result<Figures> {
             train_img_per_s: (args.steps * b) as f64 / train,
             train_ms_per_step: 1e3 * train / args.steps as f64,
             gen_img_per_s: f64::NAN,
+            train_gflop_per_step,
+            gen_gflop_per_batch: f64::NAN,
         });
     };
     for _ in 0..2 {
@@ -171,7 +179,7 @@ fn measure(kind: &str, args: &Args, device: &Device) -> Result<Figures> {
     // max(steps, 10) and at least one second's worth (bench.py's rule): a few dozen
     // milliseconds of generation measured mostly the VM's noise.
     let exact: Option<usize> = std::env::var("GEN_REPS").ok().and_then(|v| v.parse().ok());
-    let t = Instant::now();
+    let (t, flops) = (Instant::now(), gan_core::fast::product_flops());
     // As `gan-cli eval` calls it: one inference section for all the batches (no graph,
     // batch norm fused, weights prepared once), its preparation inside the timing.
     let reps = inference(|| -> Result<usize> {
@@ -192,6 +200,8 @@ fn measure(kind: &str, args: &Args, device: &Device) -> Result<Figures> {
         train_img_per_s: (args.steps * b) as f64 / train,
         train_ms_per_step: 1e3 * train / args.steps as f64,
         gen_img_per_s: (reps * b) as f64 / gen,
+        train_gflop_per_step,
+        gen_gflop_per_batch: (gan_core::fast::product_flops() - flops) as f64 / 1e9 / reps as f64,
     })
 }
 
@@ -248,6 +258,10 @@ fn main() -> Result<()> {
     let args = parse()?;
     let device = gan_core::device::parse_device(&args.device)?;
     let threads = candle_core::utils::get_num_threads();
+    let peak = match args.device.as_str() {
+        "cpu" => fma_peak(threads),
+        _ => None,
+    };
     for kind in &args.models {
         let f = measure(kind, &args, &device)?;
         if args.json {
@@ -263,6 +277,9 @@ fn main() -> Result<()> {
                     "train_ms_per_step": f.train_ms_per_step,
                     "train_best_ms_per_step": f.best_ms,
                     "gen_img_per_s": f.gen_img_per_s,
+                    "train_gflop_per_step": f.train_gflop_per_step,
+                    "gen_gflop_per_batch": f.gen_gflop_per_batch,
+                    "peak_gflops": peak,
                 })
             );
         } else {
@@ -270,7 +287,102 @@ fn main() -> Result<()> {
                 "{kind:>8}  batch {:>3}  train {:>8.1} img/s (median {:>6.1} ms/step, best {:>6.1})  generate {:>9.1} img/s  [{} threads, {}]",
                 args.batch, f.train_img_per_s, f.train_ms_per_step, f.best_ms, f.gen_img_per_s, threads, args.device
             );
+            let rate = |gflop: f64, ms: f64| gflop / ms * 1e3;
+            println!(
+                "          products: {:.3} GFLOP a step ({:.1} GFLOP/s), {:.4} GFLOP a generated batch ({:.1} GFLOP/s); FMA peak {}",
+                f.train_gflop_per_step,
+                rate(f.train_gflop_per_step, f.train_ms_per_step),
+                f.gen_gflop_per_batch,
+                f.gen_gflop_per_batch * f.gen_img_per_s / args.batch as f64,
+                peak.map_or("not measured".into(), |p| format!("{p:.1} GFLOP/s on {threads} threads")),
+            );
         }
     }
     Ok(())
+}
+
+/// The machine's rate of single-precision fused multiply-adds with `threads` threads at
+/// once, GFLOP/s (two per lane per FMA): independent FMAs on registers only, the widest
+/// vectors the CPU has (AVX-512, else AVX2), the best of three runs of about 0.2 s.
+/// Measured, not read from a data sheet: on the 2-vCPU VMs of docs/BENCHMARKS.md two
+/// threads reach only about 1.1x one thread's rate (the two vCPUs share a core's FMA
+/// units), which is the ceiling for every model and for PyTorch alike.
+fn fma_peak(threads: usize) -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let wide = is_x86_feature_detected!("avx512f");
+        if !wide && !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
+            return None;
+        }
+        let iters = 20_000_000usize;
+        let best = (0..3)
+            .map(|_| {
+                let barrier = std::sync::Barrier::new(threads);
+                let t = Instant::now();
+                std::thread::scope(|s| {
+                    for _ in 0..threads {
+                        s.spawn(|| {
+                            barrier.wait();
+                            // SAFETY: the feature checks above.
+                            std::hint::black_box(unsafe {
+                                if wide {
+                                    fma_loop_avx512(iters / 2)
+                                } else {
+                                    fma_loop_avx2(iters / 2)
+                                }
+                            });
+                        });
+                    }
+                });
+                let lanes = if wide { 16.0 } else { 8.0 };
+                threads as f64 * (iters / 2) as f64 * 12.0 * lanes * 2.0
+                    / t.elapsed().as_secs_f64()
+                    / 1e9
+            })
+            .fold(0.0, f64::max);
+        Some(best)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = threads;
+        None
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn fma_loop_avx512(n: usize) -> f32 {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm512_set1_ps(1.0); 12];
+    let (b, c) = (
+        _mm512_set1_ps(std::hint::black_box(0.999_999)),
+        _mm512_set1_ps(std::hint::black_box(1e-6)),
+    );
+    for _ in 0..std::hint::black_box(n) {
+        for a in acc.iter_mut() {
+            *a = _mm512_fmadd_ps(*a, b, c);
+        }
+    }
+    acc.iter().map(|&a| _mm512_reduce_add_ps(a)).sum()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fma_loop_avx2(n: usize) -> f32 {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm256_set1_ps(1.0); 12];
+    let (b, c) = (
+        _mm256_set1_ps(std::hint::black_box(0.999_999)),
+        _mm256_set1_ps(std::hint::black_box(1e-6)),
+    );
+    for _ in 0..std::hint::black_box(n) {
+        for a in acc.iter_mut() {
+            *a = _mm256_fmadd_ps(*a, b, c);
+        }
+    }
+    let mut out = [0f32; 8];
+    for a in acc {
+        _mm256_storeu_ps(out.as_mut_ptr(), a);
+    }
+    out.iter().sum()
 }

@@ -114,7 +114,18 @@ const SPLIT_MIN_COLS: usize = 64;
 /// alias neither operand; the operands' strides must stay inside their slices (checked by
 /// the callers).
 unsafe fn gemm_into(dst: *mut f32, accumulate: bool, a: Mat, b: Mat, m: usize, n: usize, k: usize) {
+    count_flops(m, n, k);
     gemm_threads(dst, accumulate, a, b, (m, n, k), threads())
+}
+
+/// Operations of the products so far ([`crate::fast::product_flops`]).
+pub(crate) static PRODUCT_FLOPS: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(0);
+
+/// Counts an `m x n x k` product: `2 m n k` operations (a multiply and an add each).
+pub(crate) fn count_flops(m: usize, n: usize, k: usize) {
+    let ops = 2 * (m as u64) * (n as u64) * (k as u64);
+    PRODUCT_FLOPS.fetch_add(ops, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// candle's thread count, read once: `candle_core::utils::get_num_threads` parses

@@ -11,6 +11,15 @@ pub mod nn;
 pub mod ops;
 mod packed;
 
+/// Floating-point operations (a multiply and an add per term) of every matrix product
+/// the fast CPU ops have run in this process, convolutions' included. For benchmarks:
+/// the products are most of a step's arithmetic, so their count over the machine's peak
+/// rate of fused multiply-adds bounds how fast any implementation of the same step can
+/// run (`cargo xtask bench` prints that bound beside each ratio).
+pub fn product_flops() -> u64 {
+    kernels::PRODUCT_FLOPS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Runs `f` as if on a fresh thread: no layer frozen ([`layers::frozen`]) or preparing its
 /// weights ([`layers::inference`]) and no gradient collector active
 /// ([`grads::Collector::backward`]), the caller's state restored after.

@@ -86,21 +86,24 @@ pub(crate) fn packed_len(n: usize, k: usize, isa: Isa) -> usize {
 }
 
 /// The weight `w [n, k]` (a layer's `[out, in]`) in panels of `nr` columns, the last one
-/// padded with zeros.
+/// padded with zeros, block of [`KC`] steps of the sum by block: each block's panels lie
+/// one after the other, so a product streams through memory in the order it reads (the
+/// panel of block `k0` for panel `p` starts at `k0 panels nr + p kc nr`).
 pub(crate) fn pack(w: &[f32], n: usize, k: usize, isa: Isa) -> Vec<f32> {
     assert_eq!(w.len(), n * k, "packed weight: data and shape disagree");
     let nr = isa.nr();
+    let panels = n.div_ceil(nr);
     let mut out = vec![0.0f32; packed_len(n, k, isa)];
-    if k == 0 {
-        return out;
-    }
-    out.par_chunks_mut(k * nr)
+    out.par_chunks_mut(KC * panels * nr)
         .enumerate()
-        .for_each(|(p, panel)| {
-            for j in 0..nr.min(n - p * nr) {
-                let row = &w[(p * nr + j) * k..][..k];
-                for (kk, &v) in row.iter().enumerate() {
-                    panel[kk * nr + j] = v;
+        .for_each(|(block, dst)| {
+            let (k0, kc) = (block * KC, KC.min(k - block * KC));
+            for (p, panel) in dst.chunks_mut(kc * nr).enumerate() {
+                for j in 0..nr.min(n - p * nr) {
+                    let row = &w[(p * nr + j) * k + k0..][..kc];
+                    for (kk, &v) in row.iter().enumerate() {
+                        panel[kk * nr + j] = v;
+                    }
                 }
             }
         });
@@ -130,6 +133,7 @@ pub(crate) fn product(
     if m == 0 || n == 0 {
         return y;
     }
+    super::kernels::count_flops(m, n, k);
     let (nr, mr) = (isa.nr(), isa.mr());
     let panels = n.div_ceil(nr);
     let row_blocks = m.div_ceil(mr);
@@ -195,6 +199,7 @@ unsafe fn block(
     y: *mut f32,
 ) {
     let (nr, mr) = (isa.nr(), isa.mr());
+    let panels_all = n.div_ceil(nr);
     let mut edge = Vec::new();
     for r0 in (rows.0..rows.1).step_by(MC) {
         let mc = MC.min(rows.1 - r0);
@@ -214,7 +219,7 @@ unsafe fn block(
             let (first, last) = (k0 == 0, k0 + kc == k);
             for p in panels.0..panels.1 {
                 let cols = nr.min(n - p * nr);
-                let b = packed.as_ptr().add((p * k + k0) * nr);
+                let b = packed.as_ptr().add((k0 * panels_all + p * kc) * nr);
                 let bias = if last {
                     bias.as_ptr().add(p * nr)
                 } else {
