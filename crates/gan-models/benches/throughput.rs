@@ -311,7 +311,8 @@ fn fma_peak(threads: usize) -> Option<f64> {
     #[cfg(target_arch = "x86_64")]
     {
         let wide = is_x86_feature_detected!("avx512f");
-        if !wide && !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
+        let narrow = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+        if !(wide || narrow) {
             return None;
         }
         let iters = 20_000_000usize;
