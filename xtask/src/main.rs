@@ -426,6 +426,19 @@ fn bench(
         (Vec::new(), Vec::new())
     };
     println!("{}", table(&ours, &idiomatic, &lean, vs_pytorch));
+    let peaks: Vec<String> = ours
+        .iter()
+        .filter_map(|o| o.get("peak_gflops").and_then(|p| p.as_f64()))
+        .map(|p| format!("{p:.1}"))
+        .collect();
+    if !peaks.is_empty() {
+        println!(
+            "FMA peak measured before each model (GFLOP/s, {threads} threads): {}; the \
+             ceiling is the ratio gan-rs would reach with its matrix products at that rate \
+             and nothing else taking time",
+            peaks.join(", ")
+        );
+    }
     Ok(())
 }
 
