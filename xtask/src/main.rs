@@ -426,14 +426,15 @@ fn bench(
         (Vec::new(), Vec::new())
     };
     println!("{}", table(&ours, &idiomatic, &lean, vs_pytorch));
-    let peaks: Vec<String> = ours
+    let mut peaks: Vec<String> = ours
         .iter()
         .filter_map(|o| o.get("peak_gflops").and_then(|p| p.as_f64()))
         .map(|p| format!("{p:.1}"))
         .collect();
+    peaks.dedup();
     if !peaks.is_empty() {
         println!(
-            "FMA peak measured before each model (GFLOP/s, {threads} threads): {}; the \
+            "FMA peak measured as the Rust benchmark started (GFLOP/s, {threads} threads): {}; the \
              ceiling is the ratio gan-rs would reach with its matrix products at that rate \
              and nothing else taking time",
             peaks.join(", ")
