@@ -230,6 +230,48 @@ fn inference_linear_is_the_plain_one_and_sees_new_weights_in_a_new_section() -> 
     Ok(())
 }
 
+/// A hidden layer's fused leaky ReLU (`forward_leaky`) inside `inference`, where the
+/// packed product applies it as it writes, gives the layer then the activation bit for
+/// bit, and their gradient for the input; outside a section it is those two ops.
+#[test]
+fn fused_leaky_layer_is_the_layer_then_the_activation() -> Result<()> {
+    let vars = VarMap::new();
+    let vb = VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu);
+    let fc = layers::linear(300, 130, vb)?;
+    let x = candle_core::Var::from_tensor(&rand(&[9, 300], 3))?;
+    let g = rand(&[9, 130], 5);
+    let bits = |t: &Tensor| -> Result<Vec<u32>> {
+        Ok(t.flatten_all()?
+            .to_vec1::<f32>()?
+            .iter()
+            .map(|v| v.to_bits())
+            .collect())
+    };
+    for slope in [0.2, 0.0] {
+        let two_ops = || gan_core::fast::nn::leaky_relu(&fc.forward(x.as_tensor())?, slope);
+        let fused = || fc.forward_leaky(x.as_tensor(), slope);
+        let with_grad = |y: Tensor| -> Result<(Tensor, Tensor)> {
+            let grads = (&y * &g)?.sum_all()?.backward()?;
+            Ok((y, grads.get(x.as_tensor()).unwrap().clone()))
+        };
+        let (want, want_dx) = with_grad(layers::inference(two_ops)?)?;
+        let (got, got_dx) = with_grad(layers::inference(fused)?)?;
+        assert!(bits(&got)? == bits(&want)?, "slope {slope}: fused output");
+        assert_close("fused dx", &got_dx, &want_dx);
+        let negative = want
+            .lt(0.0)?
+            .to_dtype(DType::F32)?
+            .sum_all()?
+            .to_scalar::<f32>()?;
+        assert!(
+            slope == 0.0 || negative > 100.0,
+            "too few negative outputs to test"
+        );
+        assert!(bits(&fused()?)? == bits(&two_ops()?)?, "outside a section");
+    }
+    Ok(())
+}
+
 /// The generators' output tanh is candle's own (training's bits) outside an inference
 /// section, including inside a plain `frozen` one, and the vectorised approximation inside.
 #[test]

@@ -140,10 +140,10 @@ impl Module for Mlp {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let mut x = x.clone();
         for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(&x)?;
-            if i + 1 < self.layers.len() {
-                x = leaky_relu(&x, self.slope)?;
-            }
+            x = match i + 1 < self.layers.len() {
+                true => layer.forward_leaky(&x, self.slope)?,
+                false => layer.forward(&x)?,
+            };
         }
         Ok(x)
     }

@@ -153,10 +153,23 @@ pub fn linear(input: usize, output: usize, vb: VarBuilder) -> Result<Linear> {
     })
 }
 
+impl Linear {
+    /// `leaky_relu(self.forward(x), slope)`: the same values, but inside an
+    /// [`inference`] section the activation is applied as the product writes its output
+    /// (one pass and one tensor fewer per hidden layer of an MLP generator).
+    pub fn forward_leaky(&self, x: &Tensor, slope: f64) -> Result<Tensor> {
+        if let Some(p) = prepared(&self.weight, ops::prepare_linear)? {
+            let b = self.bias.detach();
+            return ops::linear_prepared(x, &self.weight, &p, &b, Some(slope));
+        }
+        ops::leaky_relu(&self.forward(x)?, slope)
+    }
+}
+
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if let Some(p) = prepared(&self.weight, ops::prepare_linear)? {
-            return ops::linear_prepared(x, &self.weight, &p, &self.bias.detach());
+            return ops::linear_prepared(x, &self.weight, &p, &self.bias.detach(), None);
         }
         ops::linear(x, &param(&self.weight), &param(&self.bias))
     }

@@ -13,6 +13,7 @@
 //! CPU (CUDA, Metal), so models use these unconditionally. The tests in
 //! `tests/ops.rs` check values and gradients against that fallback.
 
+use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 
 use candle_core::{
@@ -205,27 +206,50 @@ pub fn prepare_linear(w: &Tensor) -> Result<Tensor> {
     }
 }
 
-/// `x W^T + b` with `prepared` made by [`prepare_linear`] from `w`. Packed weights give
-/// the sums in another order than [`linear`] (within a few units in the last place), so
-/// evaluations may differ from a training's forward pass in their last digits; the
-/// gradient of `x` is exact (`g W`), the weights get none.
-pub fn linear_prepared(x: &Tensor, w: &Tensor, prepared: &Tensor, b: &Tensor) -> Result<Tensor> {
+/// `x W^T + b` with `prepared` made by [`prepare_linear`] from `w`, then with `leaky =
+/// Some(slope)` [`leaky_relu`] (applied as the packed product writes its output: one pass,
+/// the same bits as the two ops). Packed weights give the sums in another order than
+/// [`linear`] (within a few units in the last place), so evaluations may differ from a
+/// training's forward pass in their last digits; the gradient of `x` is exact, the weights
+/// get none.
+pub fn linear_prepared(
+    x: &Tensor,
+    w: &Tensor,
+    prepared: &Tensor,
+    b: &Tensor,
+    leaky: Option<f64>,
+) -> Result<Tensor> {
     let isa = packed::Isa::detect();
+    // The gradient reads the slope off the output's sign: a negative slope would flip it.
+    let fused = leaky.is_none_or(|a| a >= 0.0);
     match (isa, prepared.rank()) {
-        (Some(isa), 1) if on_fast_path(x) && x.rank() == 2 => x.contiguous()?.apply_op3_arc(
-            prepared,
-            b,
-            Arc::new(Box::new(PackedLinearOp { w: w.detach(), isa })),
-        ),
-        _ => linear_in_out(x, prepared, b),
+        (Some(isa), 1) if fused && on_fast_path(x) && x.rank() == 2 => {
+            x.contiguous()?.apply_op3_arc(
+                prepared,
+                b,
+                Arc::new(Box::new(PackedLinearOp {
+                    w: w.detach(),
+                    isa,
+                    leaky: leaky.map(|a| a as f32),
+                })),
+            )
+        }
+        _ => {
+            let y = linear_in_out(x, prepared, b)?;
+            match leaky {
+                Some(a) => leaky_relu(&y, a),
+                None => Ok(y),
+            }
+        }
     }
 }
 
 /// [`linear_prepared`]'s op: the packed weight in, the layer's own weight kept for the
-/// input's gradient.
+/// input's gradient, and the fused activation's slope.
 struct PackedLinearOp {
     w: Tensor,
     isa: packed::Isa,
+    leaky: Option<f32>,
 }
 
 impl CustomOp3 for PackedLinearOp {
@@ -251,7 +275,7 @@ impl CustomOp3 for PackedLinearOp {
                 b.len()
             )
         }
-        let y = packed::product(x, (m, k, n), p, b, self.isa);
+        let y = packed::product(x, (m, k, n), p, b, self.leaky, self.isa);
         Ok((CpuStorage::F32(y), (m, n).into()))
     }
 
@@ -260,15 +284,23 @@ impl CustomOp3 for PackedLinearOp {
         x: &Tensor,
         _packed: &Tensor,
         _b: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (m, k) = x.dims2()?;
         let n = self.w.dim(0)?;
         let dx = wanted(x, || {
-            with_data(&[&self.w, grad], |d| {
+            with_data(&[&self.w, grad, res], |d| {
+                // Through the activation first: with a slope >= 0 the output is positive
+                // exactly where its input was.
+                let leaky =
+                    |a: f32| kernels::map2(d[2], d[1], move |y, g| if y > 0.0 { g } else { a * g });
+                let g = match self.leaky {
+                    Some(a) => Cow::Owned(leaky(a)),
+                    None => Cow::Borrowed(d[1]),
+                };
                 cpu(
-                    kernels::product(Mat::rows(d[1], n), Mat::rows(d[0], k), m, k, n),
+                    kernels::product(Mat::rows(&g, n), Mat::rows(d[0], k), m, k, n),
                     (m, k),
                 )
             })

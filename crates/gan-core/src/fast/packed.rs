@@ -110,12 +110,15 @@ pub(crate) fn pack(w: &[f32], n: usize, k: usize, isa: Isa) -> Vec<f32> {
     out
 }
 
-/// `x [m, k] W^T + b` with `W [n, k]` given packed ([`pack`] for the same `isa`).
+/// `x [m, k] W^T + b` with `W [n, k]` given packed ([`pack`] for the same `isa`), then
+/// with `leaky = Some(a)` the leaky ReLU `v > 0 ? v : a v` of each element as it is
+/// written (the same arithmetic as `ops::leaky_relu`, without a second pass).
 pub(crate) fn product(
     x: &[f32],
     (m, k, n): (usize, usize, usize),
     packed: &[f32],
     bias: &[f32],
+    leaky: Option<f32>,
     isa: Isa,
 ) -> Vec<f32> {
     assert!(
@@ -171,7 +174,7 @@ pub(crate) fn product(
                 isa,
                 panels_r,
                 rows_r,
-                yp as *mut f32,
+                (yp as *mut f32, leaky),
             )
         }
     };
@@ -196,7 +199,7 @@ unsafe fn block(
     isa: Isa,
     panels: (usize, usize),
     rows: (usize, usize),
-    y: *mut f32,
+    (y, leaky): (*mut f32, Option<f32>),
 ) {
     let (nr, mr) = (isa.nr(), isa.mr());
     let panels_all = n.div_ceil(nr);
@@ -237,6 +240,7 @@ unsafe fn block(
                         rows: mr.min(rows.1 - r),
                         cols,
                         first,
+                        leaky,
                     };
                     match isa {
                         #[cfg(target_arch = "x86_64")]
@@ -255,20 +259,25 @@ unsafe fn block(
         let cols = panels.0 * nr..n.min(panels.1 * nr);
         for r in rows.0..rows.1 {
             for (j, &b) in cols.clone().zip(&bias[cols.clone()]) {
-                *y.add(r * n + j) = b;
+                *y.add(r * n + j) = match leaky {
+                    Some(a) if b <= 0.0 => a * b,
+                    _ => b,
+                };
             }
         }
     }
 }
 
 /// Where a kernel call writes: the output's row stride, the valid rows and columns of its
-/// `mr x nr` tile, and whether the tile starts from zero (else from what it holds).
+/// `mr x nr` tile, whether the tile starts from zero (else from what it holds), and the
+/// leaky ReLU's slope to apply with the bias.
 #[derive(Clone, Copy)]
 struct Tile {
     ldc: usize,
     rows: usize,
     cols: usize,
     first: bool,
+    leaky: Option<f32>,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -318,6 +327,17 @@ mod x86 {
             for i in 0..MR {
                 acc0[i] = _mm512_add_ps(acc0[i], b0);
                 acc1[i] = _mm512_add_ps(acc1[i], b1);
+            }
+            if let Some(a) = t.leaky {
+                let (a, zero) = (_mm512_set1_ps(a), _mm512_setzero_ps());
+                let leaky = |v: __m512| {
+                    let positive = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, zero);
+                    _mm512_mask_blend_ps(positive, _mm512_mul_ps(a, v), v)
+                };
+                for i in 0..MR {
+                    acc0[i] = leaky(acc0[i]);
+                    acc1[i] = leaky(acc1[i]);
+                }
             }
         }
         for i in 0..t.rows.min(MR) {
@@ -371,6 +391,17 @@ mod x86 {
                 acc0[i] = _mm256_add_ps(acc0[i], b0);
                 acc1[i] = _mm256_add_ps(acc1[i], b1);
             }
+            if let Some(a) = t.leaky {
+                let (a, zero) = (_mm256_set1_ps(a), _mm256_setzero_ps());
+                let leaky = |v: __m256| {
+                    let positive = _mm256_cmp_ps::<_CMP_GT_OQ>(v, zero);
+                    _mm256_blendv_ps(_mm256_mul_ps(a, v), v, positive)
+                };
+                for i in 0..MR {
+                    acc0[i] = leaky(acc0[i]);
+                    acc1[i] = leaky(acc1[i]);
+                }
+            }
         }
         for i in 0..t.rows.min(MR) {
             _mm256_maskstore_ps(c.add(i * t.ldc), m0, acc0[i]);
@@ -422,7 +453,14 @@ mod tests {
                 let x = values(m * k, si as u64 + 1);
                 let w = values(n * k, si as u64 + 100);
                 let b = values(n, si as u64 + 200);
-                let y = product(&x, (m, k, n), &pack(&w, n, k, isa), &b, isa);
+                let packed = pack(&w, n, k, isa);
+                let y = product(&x, (m, k, n), &packed, &b, None, isa);
+                // The fused leaky ReLU is the plain one of the same sums, bit for bit.
+                let fused = product(&x, (m, k, n), &packed, &b, Some(0.2), isa);
+                for (f, v) in fused.iter().zip(&y) {
+                    let want = if *v > 0.0 { *v } else { 0.2 * v };
+                    assert_eq!(f.to_bits(), want.to_bits(), "{isa:?} {m}x{k}x{n}: leaky");
+                }
                 for r in 0..m {
                     for j in 0..n {
                         let want = (0..k)
