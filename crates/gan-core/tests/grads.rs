@@ -240,13 +240,6 @@ fn fused_leaky_layer_is_the_layer_then_the_activation() -> Result<()> {
     let fc = layers::linear(300, 130, vb)?;
     let x = candle_core::Var::from_tensor(&rand(&[9, 300], 3))?;
     let g = rand(&[9, 130], 5);
-    let bits = |t: &Tensor| -> Result<Vec<u32>> {
-        Ok(t.flatten_all()?
-            .to_vec1::<f32>()?
-            .iter()
-            .map(|v| v.to_bits())
-            .collect())
-    };
     for slope in [0.2, 0.0] {
         let two_ops = || gan_core::fast::nn::leaky_relu(&fc.forward(x.as_tensor())?, slope);
         let fused = || fc.forward_leaky(x.as_tensor(), slope);
@@ -277,13 +270,6 @@ fn fused_leaky_layer_is_the_layer_then_the_activation() -> Result<()> {
 #[test]
 fn output_tanh_is_exact_outside_inference_and_approximated_inside() -> Result<()> {
     let x = rand(&[40, 50], 8);
-    let bits = |t: &Tensor| -> Result<Vec<u32>> {
-        Ok(t.flatten_all()?
-            .to_vec1::<f32>()?
-            .iter()
-            .map(|v| v.to_bits())
-            .collect())
-    };
     let exact = bits(&x.tanh()?)?;
     let approx = bits(&gan_core::fast::ops::tanh(&x)?)?;
     assert!(
@@ -299,4 +285,13 @@ fn output_tanh_is_exact_outside_inference_and_approximated_inside() -> Result<()
     let inside = bits(&layers::inference(nn_tanh)?)?;
     assert!(inside == approx, "inference: not the approximation");
     Ok(())
+}
+
+/// A tensor's elements as bit patterns, to compare results exactly.
+fn bits(t: &Tensor) -> Result<Vec<u32>> {
+    Ok(t.flatten_all()?
+        .to_vec1::<f32>()?
+        .iter()
+        .map(|v| v.to_bits())
+        .collect())
 }

@@ -966,6 +966,19 @@ pub(crate) fn channel_affine2(
     }
 }
 
+/// `len` deterministic values in [-1, 1) from the xorshift state `s`, for tests.
+#[cfg(test)]
+pub(crate) fn values(s: &mut u64, len: usize) -> Vec<f32> {
+    (0..len)
+        .map(|_| {
+            *s ^= *s << 13;
+            *s ^= *s >> 7;
+            *s ^= *s << 17;
+            (*s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1029,16 +1042,7 @@ mod tests {
     #[test]
     fn patches_are_im2col_transposed_and_give_its_products_bits() {
         let mut s = 0x2545_f491_4f6c_dd1du64;
-        let mut fill = |len: usize| -> Vec<f32> {
-            (0..len)
-                .map(|_| {
-                    s ^= s << 13;
-                    s ^= s >> 7;
-                    s ^= s << 17;
-                    (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-                })
-                .collect()
-        };
+        let mut fill = |len: usize| values(&mut s, len);
         let geom = |n, c, h, k, stride, pad| {
             let oh = (h + 2 * pad - k) / stride + 1;
             ConvGeom {

@@ -414,17 +414,10 @@ mod x86 {
 mod tests {
     use super::*;
 
-    /// Deterministic values in [-1, 1).
+    /// Deterministic values in [-1, 1) from a seed.
     fn values(len: usize, seed: u64) -> Vec<f32> {
         let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-            })
-            .collect()
+        crate::fast::kernels::values(&mut s, len)
     }
 
     #[test]
