@@ -797,7 +797,9 @@ fn sample(
     })?;
     gan_core::engine::load_weights(model.as_ref(), run_dir)?;
     let mut rng = gan_core::prior::rng(seed, gan_core::prior::RngStream::Sample);
-    let images = gan_core::fast::layers::inference(|| generator.generate(n, label, &mut rng))?;
+    let images = gan_core::fast::on_worker(|| {
+        gan_core::fast::layers::inference(|| generator.generate(n, label, &mut rng))
+    })?;
     gan_core::engine::ensure_finite(&images, "the generated images").with_context(|| {
         format!(
             "the weights of {} give no usable images: the run diverged",

@@ -562,3 +562,29 @@ fn row_groups_carry_the_callers_frozen_and_inference_state() {
         assert_eq!(tanh(), exact);
     });
 }
+
+/// `on_worker` runs its work on a rayon worker (so parallel ops start there instead of
+/// being handed over whole), with the caller's frozen flag and inference section.
+#[test]
+fn work_moved_onto_a_worker_keeps_the_callers_frozen_and_inference_state() {
+    use candle_core::{DType, Module};
+    use gan_core::fast::layers::{frozen, inference, linear};
+    use gan_core::fast::on_worker;
+    let vars = candle_nn::VarMap::new();
+    let vb = candle_nn::VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu);
+    let layer = linear(16, 8, vb.pp("l")).unwrap();
+    let x = (rand(&[12, 16], 11) * 4.0).unwrap();
+    assert!(
+        rayon::current_thread_index().is_none(),
+        "the test's own thread"
+    );
+    assert!(on_worker(|| rayon::current_thread_index().is_some()));
+    let run = || on_worker(|| layer.forward(&x).unwrap().track_op());
+    assert!(run());
+    assert!(!frozen(run));
+    let whole = |t: Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let tanh = || on_worker(|| whole(gan_core::fast::nn::tanh(&x).unwrap()));
+    let approx = inference(|| whole(gan_core::fast::nn::tanh(&x).unwrap()));
+    assert_ne!(approx, tanh(), "outside a section: the exact tanh");
+    assert_eq!(inference(tanh), approx);
+}

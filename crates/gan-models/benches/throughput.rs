@@ -182,17 +182,19 @@ fn measure(kind: &str, args: &Args, device: &Device) -> Result<Figures> {
     let (t, flops) = (Instant::now(), gan_core::fast::product_flops());
     // As `gan-cli eval` calls it: one inference section for all the batches (no graph,
     // batch norm fused, weights prepared once), its preparation inside the timing.
-    let reps = inference(|| -> Result<usize> {
-        let mut reps = 0;
-        while match exact {
-            Some(n) => reps < n,
-            None => reps < args.steps.max(10) || t.elapsed().as_secs_f64() < 1.0,
-        } {
-            let x = g.generate(b, None, &mut r)?;
-            x.sum_all()?.to_scalar::<f32>()?;
-            reps += 1;
-        }
-        Ok(reps)
+    let reps = gan_core::fast::on_worker(|| {
+        inference(|| -> Result<usize> {
+            let mut reps = 0;
+            while match exact {
+                Some(n) => reps < n,
+                None => reps < args.steps.max(10) || t.elapsed().as_secs_f64() < 1.0,
+            } {
+                let x = g.generate(b, None, &mut r)?;
+                x.sum_all()?.to_scalar::<f32>()?;
+                reps += 1;
+            }
+            Ok(reps)
+        })
     })?;
     let gen = t.elapsed().as_secs_f64();
     Ok(Figures {

@@ -357,7 +357,7 @@ pub enum Conditioning {
 }
 
 /// A model that draws images.
-pub trait Generator {
+pub trait Generator: Sync {
     /// `n` images `[n, C, H, W]` in [-1, 1]; `class` picks a label or category where
     /// [`Generator::conditioning`] offers one, and is refused otherwise.
     fn generate(&self, n: usize, class: Option<u32>, rng: &mut Rng) -> Result<Tensor>;

@@ -647,16 +647,19 @@ fn score_generated(
 ) -> Result<JudgeOutputs> {
     // One inference section for all batches: no gradient is wanted, so no graph is
     // recorded, evaluation-mode batch norm runs as one fused pass, and the layers prepare
-    // their weights once rather than for every batch.
-    crate::fast::layers::inference(|| {
-        let mut parts = Vec::new();
-        for start in (0..n).step_by(GEN_BATCH) {
-            let b = GEN_BATCH.min(n - start);
-            let images = model.generate(b, class, rng)?;
-            Judge::check_images(&images).context("the model generated a bad batch")?;
-            parts.push(judge.outputs(&images)?);
-        }
-        merge(parts)
+    // their weights once rather than for every batch. On a rayon worker, whose parallel
+    // ops start on their own thread.
+    crate::fast::on_worker(|| {
+        crate::fast::layers::inference(|| {
+            let mut parts = Vec::new();
+            for start in (0..n).step_by(GEN_BATCH) {
+                let b = GEN_BATCH.min(n - start);
+                let images = model.generate(b, class, rng)?;
+                Judge::check_images(&images).context("the model generated a bad batch")?;
+                parts.push(judge.outputs(&images)?);
+            }
+            merge(parts)
+        })
     })
 }
 

@@ -20,6 +20,24 @@ pub fn product_flops() -> u64 {
     kernels::PRODUCT_FLOPS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// Runs `f` on one of rayon's worker threads, this thread waiting (or here, if it is one
+/// already), carrying this thread's frozen flag and inference section. From a worker,
+/// each parallel op runs its first part on the calling thread and hands the rest to the
+/// others; from any other thread every parallel op, even one of a single part, is handed
+/// to the pool and waited for: two thread switches per op, which for a generator's
+/// dozens of small ops a batch were about a fifth of an MLP generation's time.
+pub fn on_worker<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_thread_index().is_some() {
+        return f();
+    }
+    let frozen = layers::is_frozen();
+    let prepared = layers::prepared_store();
+    rayon::scope(|_| {
+        let _restore = layers::with_prepared(prepared);
+        layers::with_frozen(frozen, f)
+    })
+}
+
 /// Runs `f` as if on a fresh thread: no layer frozen ([`layers::frozen`]) or preparing its
 /// weights ([`layers::inference`]) and no gradient collector active
 /// ([`grads::Collector::backward`]), the caller's state restored after.
