@@ -356,7 +356,8 @@ pub enum Conditioning {
     Code(usize),
 }
 
-/// A model that draws images.
+/// A model that draws images. `Sync`, as [`Model`] is: evaluation lends it to one of
+/// rayon's workers to generate ([`crate::fast::on_worker`]).
 pub trait Generator: Sync {
     /// `n` images `[n, C, H, W]` in [-1, 1]; `class` picks a label or category where
     /// [`Generator::conditioning`] offers one, and is refused otherwise.

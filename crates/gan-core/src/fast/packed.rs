@@ -4,7 +4,7 @@
 //! a sixth of an MLP generator's forward pass (docs/BENCHMARKS.md). A weight that stays
 //! fixed for a whole section is packed here once, into panels of `nr` output columns laid
 //! out as the micro-kernel reads them (`panel[kk][j] = W[p nr + j][kk]`), and every
-//! product only packs the few rows of its input. The kernels are the textbook register
+//! product reads its input in place. The kernels are the textbook register
 //! blocking (Goto and van de Geijn 2008): `mr` rows times `nr` columns of the output held
 //! in registers while the sum runs over `k`, in blocks of [`KC`] so that the panel's block
 //! stays in the L1 cache for all the row blocks that use it.
@@ -94,6 +94,9 @@ pub(crate) fn pack(w: &[f32], n: usize, k: usize, isa: Isa) -> Vec<f32> {
     let nr = isa.nr();
     let panels = n.div_ceil(nr);
     let mut out = vec![0.0f32; packed_len(n, k, isa)];
+    if out.is_empty() {
+        return out;
+    }
     out.par_chunks_mut(KC * panels * nr)
         .enumerate()
         .for_each(|(block, dst)| {
@@ -288,8 +291,9 @@ mod x86 {
     /// 8 x 32 tile: `c (+)= a b (+ bias)`; `a` is 8 rows `lda` apart, `b` `kc` steps of 32.
     ///
     /// # Safety
-    /// AVX-512F present; `a` holds 8 rows of `kc`, `b` `kc` steps; `c` the tile's valid rows and columns;
-    /// `bias` null or `cols` floats.
+    /// AVX-512F present; `a` holds 8 rows of `kc`, `b` `kc` steps; `c` the tile's valid
+    /// rows and columns; `bias` null or `cols` floats. Masked lanes are never touched, so
+    /// their addresses are formed with `wrapping_add` (they may lie past the output).
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn kernel_avx512(
         (a, lda): (*const f32, usize),
@@ -307,7 +311,7 @@ mod x86 {
         if !t.first {
             for i in 0..t.rows.min(MR) {
                 acc0[i] = _mm512_maskz_loadu_ps(m0, c.add(i * t.ldc));
-                acc1[i] = _mm512_maskz_loadu_ps(m1, c.add(i * t.ldc + 16));
+                acc1[i] = _mm512_maskz_loadu_ps(m1, c.wrapping_add(i * t.ldc + 16));
             }
         }
         for kk in 0..kc {
@@ -322,7 +326,7 @@ mod x86 {
         if !bias.is_null() {
             let (b0, b1) = (
                 _mm512_maskz_loadu_ps(m0, bias),
-                _mm512_maskz_loadu_ps(m1, bias.add(16)),
+                _mm512_maskz_loadu_ps(m1, bias.wrapping_add(16)),
             );
             for i in 0..MR {
                 acc0[i] = _mm512_add_ps(acc0[i], b0);
@@ -342,7 +346,7 @@ mod x86 {
         }
         for i in 0..t.rows.min(MR) {
             _mm512_mask_storeu_ps(c.add(i * t.ldc), m0, acc0[i]);
-            _mm512_mask_storeu_ps(c.add(i * t.ldc + 16), m1, acc1[i]);
+            _mm512_mask_storeu_ps(c.wrapping_add(i * t.ldc + 16), m1, acc1[i]);
         }
     }
 
@@ -370,7 +374,7 @@ mod x86 {
         if !t.first {
             for i in 0..t.rows.min(MR) {
                 acc0[i] = _mm256_maskload_ps(c.add(i * t.ldc), m0);
-                acc1[i] = _mm256_maskload_ps(c.add(i * t.ldc + 8), m1);
+                acc1[i] = _mm256_maskload_ps(c.wrapping_add(i * t.ldc + 8), m1);
             }
         }
         for kk in 0..kc {
@@ -385,7 +389,7 @@ mod x86 {
         if !bias.is_null() {
             let (b0, b1) = (
                 _mm256_maskload_ps(bias, m0),
-                _mm256_maskload_ps(bias.add(8), m1),
+                _mm256_maskload_ps(bias.wrapping_add(8), m1),
             );
             for i in 0..MR {
                 acc0[i] = _mm256_add_ps(acc0[i], b0);
@@ -405,7 +409,7 @@ mod x86 {
         }
         for i in 0..t.rows.min(MR) {
             _mm256_maskstore_ps(c.add(i * t.ldc), m0, acc0[i]);
-            _mm256_maskstore_ps(c.add(i * t.ldc + 8), m1, acc1[i]);
+            _mm256_maskstore_ps(c.wrapping_add(i * t.ldc + 8), m1, acc1[i]);
         }
     }
 }
@@ -440,6 +444,7 @@ mod tests {
             (300, 5, 1),
             (9, 513, 65),
             (2, 0, 3),
+            (3, 4, 0),
         ];
         for isa in isas {
             for (si, &(m, k, n)) in shapes.iter().enumerate() {
