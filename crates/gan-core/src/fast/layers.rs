@@ -158,20 +158,27 @@ impl Linear {
     /// [`inference`] section the activation is applied as the product writes its output
     /// (one pass and one tensor fewer per hidden layer of an MLP generator).
     pub fn forward_leaky(&self, x: &Tensor, slope: f64) -> Result<Tensor> {
+        self.forward_with(x, Some(slope))
+    }
+
+    /// The layer, then the leaky ReLU of slope `leaky` if one is given; inside an
+    /// inference section one op on the prepared weight.
+    fn forward_with(&self, x: &Tensor, leaky: Option<f64>) -> Result<Tensor> {
         if let Some(p) = prepared(&self.weight, ops::prepare_linear)? {
             let b = self.bias.detach();
-            return ops::linear_prepared(x, &self.weight, &p, &b, Some(slope));
+            return ops::linear_prepared(x, &self.weight, &p, &b, leaky);
         }
-        ops::leaky_relu(&self.forward(x)?, slope)
+        let y = ops::linear(x, &param(&self.weight), &param(&self.bias))?;
+        match leaky {
+            Some(a) => ops::leaky_relu(&y, a),
+            None => Ok(y),
+        }
     }
 }
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if let Some(p) = prepared(&self.weight, ops::prepare_linear)? {
-            return ops::linear_prepared(x, &self.weight, &p, &self.bias.detach(), None);
-        }
-        ops::linear(x, &param(&self.weight), &param(&self.bias))
+        self.forward_with(x, None)
     }
 }
 

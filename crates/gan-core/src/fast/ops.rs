@@ -293,10 +293,8 @@ impl CustomOp3 for PackedLinearOp {
             with_data(&[&self.w, grad, res], |d| {
                 // Through the activation first: with a slope >= 0 the output is positive
                 // exactly where its input was.
-                let leaky =
-                    |a: f32| kernels::map2(d[2], d[1], move |y, g| if y > 0.0 { g } else { a * g });
                 let g = match self.leaky {
-                    Some(a) => Cow::Owned(leaky(a)),
+                    Some(a) => Cow::Owned(leaky_back(d[2], d[1], a)),
                     None => Cow::Borrowed(d[1]),
                 };
                 cpu(
@@ -909,12 +907,16 @@ impl CustomOp1 for LeakyReluOp {
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let a = self.0;
         with_data(&[x, grad], |d| {
-            let dx = kernels::map2(d[0], d[1], move |x, g| if x > 0.0 { g } else { a * g });
-            cpu(dx, x.shape()).map(Some)
+            cpu(leaky_back(d[0], d[1], self.0), x.shape()).map(Some)
         })
     }
+}
+
+/// The leaky ReLU's backward pass: `g` where `sign` (its input, or its output when the
+/// slope is >= 0) is positive, `a g` elsewhere.
+fn leaky_back(sign: &[f32], g: &[f32], a: f32) -> Vec<f32> {
+    kernels::map2(sign, g, move |s, g| if s > 0.0 { g } else { a * g })
 }
 
 /// `max(x, 0) + slope * min(x, 0)`; slope 0 is ReLU. The gradient at 0 is `slope`.
