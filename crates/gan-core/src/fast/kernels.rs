@@ -402,22 +402,57 @@ pub(crate) fn patches(x: &[f32], g: &ConvGeom) -> Vec<f32> {
         g.h * g.w < u32::MAX as usize,
         "image too large for the tap table"
     );
-    let (kk, hw) = (g.kh * g.kw, g.h * g.w);
+    let kk = g.kh * g.kw;
     // The tap table by output pixel: each patch row then reads it in order.
     let taps = transpose_u32(&g.taps(), kk, p);
-    // SAFETY: chunk `ni` is image `ni`'s `p` rows of `k = c * kk` elements, each written.
+    // SAFETY: chunk `ni` is image `ni`'s `p` rows of `k = c * kk` elements, each written
+    // by `patch_rows`.
     unsafe {
-        par_filled(len, p * k, |ni, chunk| {
-            for (pix, row) in chunk.chunks_exact_mut(k).enumerate() {
-                let table = &taps[pix * kk..][..kk];
-                for (ci, dst) in row.chunks_exact_mut(kk).enumerate() {
-                    let plane = &x[(ni * g.c + ci) * hw..][..hw];
-                    for (d, &i) in dst.iter_mut().zip(table) {
-                        d.write(plane.get(i as usize).copied().unwrap_or(0.0));
+        par_filled(len, p * k, |ni, chunk| match g.kw {
+            3 => patch_rows::<3>(x, g, &taps, ni, chunk),
+            4 => patch_rows::<4>(x, g, &taps, ni, chunk),
+            5 => patch_rows::<5>(x, g, &taps, ni, chunk),
+            _ => patch_rows::<0>(x, g, &taps, ni, chunk),
+        })
+    }
+}
+
+/// Image `ni`'s patch rows for [`patches`]. A patch wholly inside the image is `kh` runs
+/// of `KW` pixels a row apart, copied as fixed-size arrays (DANN's 5x5 and DCGAN's 4x4
+/// layers: 1.3-1.9x faster than the table); patches that meet the padding, and kernels
+/// of other widths (`KW = 0`), read the tap table.
+fn patch_rows<const KW: usize>(
+    x: &[f32],
+    g: &ConvGeom,
+    taps: &[u32],
+    ni: usize,
+    chunk: &mut [MaybeUninit<f32>],
+) {
+    let (k, kk, hw) = (g.k(), g.kh * g.kw, g.h * g.w);
+    let image = &x[ni * g.c * hw..][..g.c * hw];
+    let inside = |o: usize, size: usize, taps: usize| {
+        o * g.stride >= g.pad && o * g.stride + taps <= size + g.pad
+    };
+    for (pix, row) in chunk.chunks_exact_mut(k).enumerate() {
+        let (oy, ox) = (pix / g.ow, pix % g.ow);
+        if KW == g.kw && inside(oy, g.h, g.kh) && inside(ox, g.w, KW) {
+            let corner = (oy * g.stride - g.pad) * g.w + ox * g.stride - g.pad;
+            for (plane, dst) in image.chunks_exact(hw).zip(row.chunks_exact_mut(kk)) {
+                for (ki, d) in dst.chunks_exact_mut(KW).enumerate() {
+                    let src: &[f32; KW] = plane[corner + ki * g.w..][..KW].try_into().unwrap();
+                    for (d, &v) in d.iter_mut().zip(src) {
+                        d.write(v);
                     }
                 }
             }
-        })
+            continue;
+        }
+        let table = &taps[pix * kk..][..kk];
+        for (plane, dst) in image.chunks_exact(hw).zip(row.chunks_exact_mut(kk)) {
+            for (d, &i) in dst.iter_mut().zip(table) {
+                d.write(plane.get(i as usize).copied().unwrap_or(0.0));
+            }
+        }
     }
 }
 
@@ -466,15 +501,25 @@ pub(crate) fn col2im(cols: &[f32], g: &ConvGeom) -> Vec<f32> {
         "image too large for the tap table"
     );
     let taps = g.taps();
-    let kk = g.kh * g.kw;
-    // SAFETY: each plane is zeroed in full before its terms are added.
-    unsafe {
-        par_filled(len, g.h * g.w, |plane_idx, plane| {
-            plane.iter_mut().for_each(|v| {
-                v.write(0.0);
-            });
-            let plane = assume_written(plane);
-            let (ni, ci) = (plane_idx / g.c, plane_idx % g.c);
+    let (kk, hw) = (g.kh * g.kw, g.h * g.w);
+    // Tasks of one channel and a block of images, channel by channel: a task reads each
+    // of its `kk` rows of `cols` as one run of `block * p` entries, in the order of
+    // memory. Plane by plane in the output's order jumped between the rows (megabytes
+    // apart) every `p` entries, and ran 1.6-2x slower on DCGAN's and DANN's layers.
+    let block = IMAGES_PER_TASK.min(g.n);
+    let blocks = g.n.div_ceil(block);
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    let dst = out.as_mut_ptr() as usize;
+    (0..g.c * blocks).into_par_iter().for_each(|task| {
+        let (ci, first) = (task / blocks, task % blocks * block);
+        for ni in first..(first + block).min(g.n) {
+            // SAFETY: plane (ni, ci) lies inside the `len` elements reserved, and no other
+            // task writes it; it is zeroed in full before it is read.
+            let plane = unsafe {
+                let at = (dst as *mut f32).add((ni * g.c + ci) * hw);
+                at.write_bytes(0, hw);
+                std::slice::from_raw_parts_mut(at, hw)
+            };
             for (tap, table) in taps.chunks_exact(p).enumerate() {
                 let src = &cols[(ci * kk + tap) * ncols + ni * p..][..p];
                 for (&v, &i) in src.iter().zip(table) {
@@ -483,9 +528,16 @@ pub(crate) fn col2im(cols: &[f32], g: &ConvGeom) -> Vec<f32> {
                     }
                 }
             }
-        })
-    }
+        }
+    });
+    // SAFETY: the tasks cover every (image, channel) plane, each zeroed and then written.
+    unsafe { out.set_len(len) };
+    out
 }
+
+/// Images per task of [`col2im`]: enough for long runs of reads, few enough that a
+/// single channel still spreads over the threads.
+const IMAGES_PER_TASK: usize = 8;
 
 /// Elements per task of the element-wise maps; arrays up to this size run on the
 /// calling thread alone (candle's own chunk for its element-wise ops).
@@ -1035,12 +1087,14 @@ mod tests {
         }
     }
 
-    /// Patches are im2col's matrix transposed, for strides, paddings and kernels that
-    /// leave taps in the padding; and the convolution's product on them (patches x W^T)
+    /// Patches are im2col's matrix transposed and col2im is the scatter-add loop over the
+    /// geometry, for strides, paddings and kernels that leave taps (or whole kernel rows
+    /// and patches) in the padding, and image counts that leave a partial block of
+    /// images; and the convolution's product on them (patches x W^T)
     /// is `W x im2col` bit for bit, as `ops::conv2d`'s doc promises, at the sizes of the
     /// project's layers where gemm splits and blocks.
     #[test]
-    fn patches_are_im2col_transposed_and_give_its_products_bits() {
+    fn patches_and_col2im_follow_the_geometry_and_give_the_products_bits() {
         let mut s = 0x2545_f491_4f6c_dd1du64;
         let mut fill = |len: usize| values(&mut s, len);
         let geom = |n, c, h, k, stride, pad| {
@@ -1064,9 +1118,39 @@ mod tests {
             geom(1, 1, 5, 5, 1, 0),
             geom(2, 3, 9, 3, 1, 1),
             geom(2, 2, 12, 5, 1, 0),
+            geom(2, 2, 4, 2, 1, 3),
+            geom(1, 2, 6, 3, 2, 2),
+            geom(11, 3, 5, 3, 2, 1),
         ] {
             let x = fill(g.n * g.c * g.h * g.w);
             assert_eq!(patches(&x, &g), transpose(&im2col(&x, &g), g.k(), g.cols()));
+            // col2im adds each column entry into the pixel its tap reads, taps in kernel
+            // order, as the plain loop over the geometry does, bit for bit.
+            let cols = fill(g.k() * g.cols());
+            let mut want = vec![0f32; x.len()];
+            for ni in 0..g.n {
+                for ci in 0..g.c {
+                    for (ki, kj) in (0..g.kh).flat_map(|ki| (0..g.kw).map(move |kj| (ki, kj))) {
+                        for (oy, ox) in (0..g.oh).flat_map(|oy| (0..g.ow).map(move |ox| (oy, ox))) {
+                            let (iy, ix) = (oy * g.stride + ki, ox * g.stride + kj);
+                            if iy < g.pad || ix < g.pad || iy - g.pad >= g.h || ix - g.pad >= g.w {
+                                continue;
+                            }
+                            let row = (ci * g.kh + ki) * g.kw + kj;
+                            let col = (ni * g.oh + oy) * g.ow + ox;
+                            want[((ni * g.c + ci) * g.h + iy - g.pad) * g.w + ix - g.pad] +=
+                                cols[row * g.cols() + col];
+                        }
+                    }
+                }
+            }
+            let got = col2im(&cols, &g);
+            assert!(
+                got.iter()
+                    .zip(&want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{g:?}"
+            );
         }
         for (g, o) in [
             (geom(64, 32, 12, 5, 1, 0), 48),
