@@ -474,9 +474,12 @@ fn max_pool_passes_the_gradient_to_each_windows_first_maximum() {
             .unwrap()
             .to_vec1::<f32>()
             .unwrap();
-        // A tie in the first window: its gradient must go to the first of the two.
+        // Ties in the first window (across rows) and the second (within a row): each
+        // window's gradient must go to the first of the two.
         x[1] = 5.0;
         x[shape[3]] = 5.0;
+        x[k] = 6.0;
+        x[k + 1] = 6.0;
         let x = Tensor::from_vec(x, &shape[..], &Device::Cpu).unwrap();
         let v = Var::from_tensor(&x).unwrap();
         let y = ops::max_pool2d(v.as_tensor(), k).unwrap();

@@ -639,21 +639,22 @@ pub(crate) fn max_pool(x: &[f32], planes: usize, h: usize, w: usize, k: usize) -
     if planes * oh * ow == 0 {
         return Vec::new();
     }
-    // SAFETY: each output plane's `oh * ow` windows are written in order.
+    // SAFETY: each output plane's `oh` rows of `ow` windows are written in order.
     unsafe {
         par_filled(planes * oh * ow, oh * ow, |plane, out| {
             let src = &x[plane * h * w..][..h * w];
-            for (o, d) in out.iter_mut().enumerate() {
-                let (y0, x0) = (o / ow * k, o % ow * k);
-                let mut largest = src[y0 * w + x0];
-                for row in src[y0 * w..].chunks(w).take(k) {
-                    for &v in &row[x0..x0 + k] {
-                        if largest < v {
-                            largest = v;
+            for (rows, out) in src.chunks_exact(k * w).zip(out.chunks_exact_mut(ow)) {
+                for (ox, d) in out.iter_mut().enumerate() {
+                    let mut largest = rows[ox * k];
+                    for row in rows.chunks_exact(w) {
+                        for &v in &row[ox * k..][..k] {
+                            if largest < v {
+                                largest = v;
+                            }
                         }
                     }
+                    d.write(largest);
                 }
-                d.write(largest);
             }
         })
     }
@@ -682,13 +683,23 @@ pub(crate) fn max_pool_grad(
                 &y[plane * oh * ow..][..oh * ow],
                 &grad[plane * oh * ow..][..oh * ow],
             );
-            for (o, (&m, &g)) in ys.iter().zip(gs).enumerate() {
-                let corner = o / ow * k * w + o % ow * k;
-                let at = (0..k)
-                    .map(|ky| corner + ky * w)
-                    .find_map(|row| (row..row + k).find(|&i| src[i] == m))
-                    .unwrap_or(corner);
-                dx[at] = g;
+            for (oy, (ys, gs)) in ys.chunks_exact(ow).zip(gs.chunks_exact(ow)).enumerate() {
+                for (ox, (&m, &g)) in ys.iter().zip(gs).enumerate() {
+                    let corner = oy * k * w + ox * k;
+                    // The first match, found by a scan from the last element back that
+                    // keeps each match: no early exit, so no branch on where the
+                    // maximum lies (a coin toss the predictor lost about half the time).
+                    let mut at = corner;
+                    for ky in (0..k).rev() {
+                        let row = corner + ky * w;
+                        for i in (row..row + k).rev() {
+                            if src[i] == m {
+                                at = i;
+                            }
+                        }
+                    }
+                    dx[at] = g;
+                }
             }
         })
     }
