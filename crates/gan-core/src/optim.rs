@@ -125,12 +125,16 @@ impl<'a> FusedAdam<'a> {
             .zip(m.par_chunks_mut(CHUNK))
             .zip(v.par_chunks_mut(CHUNK))
             .for_each(|(((w, g), m), v)| {
-                for i in 0..w.len() {
-                    let gi = g[i];
-                    m[i] = b1 * m[i] + (1.0 - b1) * gi;
-                    v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
-                    w[i] -= step * m[i] / ((v[i] * c2).sqrt() + eps);
-                }
+                // As wide as the CPU's vectors go: the square root and the division
+                // are most of the arithmetic, and the same bits at any width.
+                crate::fast::kernels::wide(|| {
+                    for i in 0..w.len() {
+                        let gi = g[i];
+                        m[i] = b1 * m[i] + (1.0 - b1) * gi;
+                        v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
+                        w[i] -= step * m[i] / ((v[i] * c2).sqrt() + eps);
+                    }
+                })
             });
         Ok(())
     }

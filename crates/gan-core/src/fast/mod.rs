@@ -5,7 +5,7 @@
 pub mod alloc;
 mod expf;
 pub mod grads;
-mod kernels;
+pub(crate) mod kernels;
 pub mod layers;
 pub mod nn;
 pub mod ops;
