@@ -468,8 +468,9 @@ fn patch_rows<const KW: usize>(
 ) {
     let (k, kk, hw) = (g.k(), g.kh * g.kw, g.h * g.w);
     let image = &x[ni * g.c * hw..][..g.c * hw];
-    let inside = |o: usize, size: usize, taps: usize| {
-        o * g.stride >= g.pad && o * g.stride + taps <= size + g.pad
+    // Whether output row (or column) `o`'s `extent` taps all read inside `size` pixels.
+    let inside = |o: usize, size: usize, extent: usize| {
+        o * g.stride >= g.pad && o * g.stride + extent <= size + g.pad
     };
     for (pix, row) in chunk.chunks_exact_mut(k).enumerate() {
         let (oy, ox) = (pix / g.ow, pix % g.ow);
