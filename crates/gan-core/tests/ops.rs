@@ -518,16 +518,22 @@ fn max_pool_passes_the_gradient_to_each_windows_first_maximum() {
     assert!(ops::max_pool2d(&x, 4).is_err());
 }
 
+/// A 16 -> 8 linear layer of fresh weights, with the variables that hold them.
+fn layer_16_to_8() -> (candle_nn::VarMap, gan_core::fast::layers::Linear) {
+    let vars = candle_nn::VarMap::new();
+    let vb = candle_nn::VarBuilder::from_varmap(&vars, candle_core::DType::F32, &Device::Cpu);
+    let layer = gan_core::fast::layers::linear(16, 8, vb.pp("l")).unwrap();
+    (vars, layer)
+}
+
 /// Row groups on the threads: in order, all rows, and each group computing as the
 /// calling thread would: frozen weights stay frozen, an inference section stays one.
 #[test]
 fn row_groups_carry_the_callers_frozen_and_inference_state() {
-    use candle_core::{DType, Module};
-    use gan_core::fast::layers::{frozen, inference, linear};
+    use candle_core::Module;
+    use gan_core::fast::layers::{frozen, inference};
     use gan_core::fast::par_rows;
-    let vars = candle_nn::VarMap::new();
-    let vb = candle_nn::VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu);
-    let layer = linear(16, 8, vb.pp("l")).unwrap();
+    let (_vars, layer) = layer_16_to_8();
     let x = (rand(&[96, 16], 11) * 4.0).unwrap();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(2)
@@ -570,12 +576,10 @@ fn row_groups_carry_the_callers_frozen_and_inference_state() {
 /// being handed over whole), with the caller's frozen flag and inference section.
 #[test]
 fn work_moved_onto_a_worker_keeps_the_callers_frozen_and_inference_state() {
-    use candle_core::{DType, Module};
-    use gan_core::fast::layers::{frozen, inference, linear};
+    use candle_core::Module;
+    use gan_core::fast::layers::{frozen, inference};
     use gan_core::fast::on_worker;
-    let vars = candle_nn::VarMap::new();
-    let vb = candle_nn::VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu);
-    let layer = linear(16, 8, vb.pp("l")).unwrap();
+    let (_vars, layer) = layer_16_to_8();
     let x = (rand(&[12, 16], 11) * 4.0).unwrap();
     assert!(
         rayon::current_thread_index().is_none(),
