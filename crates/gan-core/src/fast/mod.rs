@@ -3,6 +3,7 @@
 //! devices the same layers fall back to candle's ops.
 
 pub mod alloc;
+mod direct;
 mod expf;
 pub mod grads;
 pub(crate) mod kernels;

@@ -423,11 +423,23 @@ impl CustomOp3 for Conv2dOp {
         let (x, w, b) = (data(s1, l1)?, data(s2, l2)?, data(s3, l3)?);
         let g = conv_geom(l1.dims(), l2.dims(), self.spec)?;
         let o = l2.dims()[0];
-        let unfolded = Unfolded::new(x, &g, o);
-        let y = unfolded.convolve(w, Some(b), o, &g);
-        if let Some(keep) = &self.unfolded {
-            *keep.lock().unwrap() = Some(unfolded);
-        }
+        // Without a weight gradient to come, the patches have no use after the product:
+        // read the image in place (the same bits).
+        let direct = match self.unfolded {
+            None => super::direct::conv_rows(x, &g, w, o),
+            Some(_) => None,
+        };
+        let y = match direct {
+            Some(yt) => kernels::transpose_each(&yt, g.n, g.oh * g.ow, o, Some(b)),
+            None => {
+                let unfolded = Unfolded::new(x, &g, o);
+                let y = unfolded.convolve(w, Some(b), o, &g);
+                if let Some(keep) = &self.unfolded {
+                    *keep.lock().unwrap() = Some(unfolded);
+                }
+                y
+            }
+        };
         Ok((CpuStorage::F32(y), (g.n, o, g.oh, g.ow).into()))
     }
 
