@@ -17,17 +17,20 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::kernels::ConvGeom;
+use super::kernels::{self, ConvGeom};
 use super::packed::Isa;
 
 /// Whether gemm, as `gemm_threads` calls it, sums every element of the `m x n x k`
 /// product in order with one fused multiply-add per term from zero: its micro-kernel
 /// with a single block of the sum (`k <= 512`), not its paths for `k <= 2` (outer
 /// products), one row or column (matrix-vector) or at most 16 x 16 outputs (horizontal
-/// sums). Products of 128 columns or more may be split by columns over the threads
-/// (`gemm_threads`), into blocks too narrow to know here: those need more than 256 rows.
+/// sums), for each block of columns the threads get.
 pub(crate) fn in_order(m: usize, n: usize, k: usize) -> bool {
-    (3..=512).contains(&k) && m > 1 && n > 1 && (m > 256 || (n < 128 && m * n > 256))
+    let widths = match kernels::column_split(m, n, k, kernels::threads()) {
+        Some((step, blocks)) => [step, n - (blocks - 1) * step],
+        None => [n, n],
+    };
+    (3..=512).contains(&k) && m > 1 && widths.iter().all(|&w| w > 1 && m * w > 256)
 }
 
 /// `[n*oh*ow, o]`: each output pixel's `o` sums, without the bias, bit for bit the
@@ -286,6 +289,10 @@ mod tests {
         assert!(!in_order(8192, 16, 2), "outer products");
         assert!(!in_order(8192, 1, 25), "matrix-vector");
         assert!(!in_order(16, 16, 25), "horizontal sums");
-        assert!(!in_order(200, 256, 25), "split into blocks of columns");
+        if kernels::threads() > 1 {
+            // 129 columns on two threads: blocks of 65 and 64, each of 4 rows.
+            assert!(!in_order(4, 129, 100), "split into blocks of columns");
+            assert!(in_order(5, 129, 100));
+        }
     }
 }

@@ -174,6 +174,19 @@ pub(crate) fn threads() -> usize {
     *THREADS.get_or_init(candle_core::utils::get_num_threads)
 }
 
+/// How [`gemm_threads`] splits an `m x n x k` product over `threads` threads: blocks of
+/// `step` columns (the last one narrower), `(step, blocks)`, or `None` where gemm gets
+/// the whole product.
+pub(crate) fn column_split(m: usize, n: usize, k: usize, threads: usize) -> Option<(usize, usize)> {
+    let parts = (n / SPLIT_MIN_COLS).min(threads);
+    // Counting the blocks from their width leaves none empty: with very many threads,
+    // `parts` blocks of `step` columns can overshoot `n` by a whole block.
+    (threads > 1 && m < SPLIT_ROWS && parts > 1 && m * n * k > 32 * 32 * 32).then(|| {
+        let step = n.div_ceil(parts);
+        (step, n.div_ceil(step))
+    })
+}
+
 /// [`gemm_into`] for a given number of threads.
 ///
 /// # Safety
@@ -186,13 +199,8 @@ unsafe fn gemm_threads(
     (m, n, k): (usize, usize, usize),
     threads: usize,
 ) {
-    let parts = (n / SPLIT_MIN_COLS).min(threads);
-    if threads > 1 && m < SPLIT_ROWS && parts > 1 && m * n * k > 32 * 32 * 32 {
+    if let Some((step, blocks)) = column_split(m, n, k, threads) {
         // Column blocks of `dst` and `b` are disjoint, so the parts run independently.
-        // Counting the blocks from their width leaves none empty: with very many
-        // threads, `parts` blocks of `step` columns can overshoot `n` by a whole block.
-        let step = n.div_ceil(parts);
-        let blocks = n.div_ceil(step);
         let (dst, bp, ap) = (
             dst as usize,
             b.data.as_ptr() as usize,
