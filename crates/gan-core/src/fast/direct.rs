@@ -13,8 +13,6 @@
 //! micro-kernel, one fused multiply-add per term in order from zero, and so does this
 //! kernel; [`in_order`] says when that holds for the product `gemm_threads` would run.
 
-use std::mem::MaybeUninit;
-
 use rayon::prelude::*;
 
 use super::kernels::{self, ConvGeom};
@@ -33,15 +31,17 @@ pub(crate) fn in_order(m: usize, n: usize, k: usize) -> bool {
     (3..=512).contains(&k) && m > 1 && widths.iter().all(|&w| w > 1 && m * w > 256)
 }
 
-/// `[n*oh*ow, o]`: each output pixel's `o` sums, without the bias, bit for bit the
-/// product of [`super::kernels::patches`] by the kernel's transpose; `None` where that
-/// product would not sum in order ([`in_order`]) or the CPU lacks AVX-512.
-pub(crate) fn conv_rows(x: &[f32], g: &ConvGeom, w: &[f32], o: usize) -> Option<Vec<f32>> {
+/// `[n, o, oh, ow]`: the convolution plus the bias `b`, bit for bit the product of
+/// [`super::kernels::patches`] by the kernel's transpose then
+/// [`super::kernels::transpose_each`] with the bias; `None` where that product would not
+/// sum in order ([`in_order`]) or the CPU lacks AVX-512.
+pub(crate) fn conv(x: &[f32], g: &ConvGeom, w: &[f32], b: &[f32], o: usize) -> Option<Vec<f32>> {
     let (k, p) = (g.k(), g.oh * g.ow);
     if Isa::detect() != Some(Isa::Avx512) || !in_order(g.cols(), o, k) {
         return None;
     }
     assert_eq!(w.len(), o * k, "direct conv: weight and shape disagree");
+    assert_eq!(b.len(), o, "direct conv: bias and shape disagree");
     assert_eq!(
         x.len(),
         g.n * g.c * g.h * g.w,
@@ -72,28 +72,40 @@ pub(crate) fn conv_rows(x: &[f32], g: &ConvGeom, w: &[f32], o: usize) -> Option<
     out.spare_capacity_mut()[..g.n * p * o]
         .par_chunks_mut(p * o)
         .enumerate()
-        .for_each_init(Vec::new, |padded, (ni, dst)| {
-            let image = &x[ni * g.c * plane..][..g.c * plane];
-            let src = match g.pad {
-                0 => image,
-                pad => {
-                    padded.clear();
-                    padded.resize(g.c * hp * wp, 0.0);
-                    for (ci, from) in image.chunks_exact(plane).enumerate() {
-                        for (y, row) in from.chunks_exact(g.w).enumerate() {
-                            padded[(ci * hp + y + pad) * wp + pad..][..g.w].copy_from_slice(row);
+        .for_each_init(
+            || (Vec::new(), vec![0.0f32; p * o]),
+            |(padded, rows), (ni, dst)| {
+                let image = &x[ni * g.c * plane..][..g.c * plane];
+                let src = match g.pad {
+                    0 => image,
+                    pad => {
+                        // The border is zeroed once; each image overwrites the inside.
+                        if padded.len() != g.c * hp * wp {
+                            *padded = vec![0.0f32; g.c * hp * wp];
                         }
+                        for (ci, from) in image.chunks_exact(plane).enumerate() {
+                            for (y, row) in from.chunks_exact(g.w).enumerate() {
+                                padded[(ci * hp + y + pad) * wp + pad..][..g.w]
+                                    .copy_from_slice(row);
+                            }
+                        }
+                        &padded[..]
                     }
-                    &padded[..]
+                };
+                // SAFETY: AVX-512 is present (checked above); every tap of every output
+                // pixel lies inside the padded image (`(oh - 1) stride + kh <= h + 2
+                // pad`, the same across), `wt` holds `k` rows of `lanes`, and `rows` is
+                // `p` rows of `o`, each written in full by the tiles.
+                unsafe { image_rows(src, &taps, &starts, &wt, lanes, o, rows) };
+                // [P, O] to [O, P] plus the bias, as `transpose_each` adds it.
+                for (c, plane) in dst.chunks_exact_mut(p).enumerate() {
+                    for (d, r) in plane.iter_mut().zip(rows.chunks_exact(o)) {
+                        d.write(r[c] + b[c]);
+                    }
                 }
-            };
-            // SAFETY: AVX-512 is present (checked above); every tap of every output pixel
-            // lies inside the padded image (`(oh - 1) stride + kh <= h + 2 pad`, the same
-            // across), `wt` holds `k` rows of `lanes`, and `dst` is this image's `p` rows
-            // of `o`, each written in full by the tiles.
-            unsafe { image_rows(src, &taps, &starts, &wt, lanes, o, dst) };
-        });
-    // SAFETY: every image's chunk was written in full above.
+            },
+        );
+    // SAFETY: every image's planes were written in full above.
     unsafe { out.set_len(g.n * p * o) };
     Some(out)
 }
@@ -101,7 +113,7 @@ pub(crate) fn conv_rows(x: &[f32], g: &ConvGeom, w: &[f32], o: usize) -> Option<
 /// One image's `p` output rows of `o` channels, tile by tile.
 ///
 /// # Safety
-/// As in [`conv_rows`].
+/// As in [`conv`].
 #[cfg(target_arch = "x86_64")]
 unsafe fn image_rows(
     src: &[f32],
@@ -110,9 +122,9 @@ unsafe fn image_rows(
     wt: &[f32],
     lanes: usize,
     o: usize,
-    dst: &mut [MaybeUninit<f32>],
+    dst: &mut [f32],
 ) {
-    let (vectors, out) = (lanes / 16, dst.as_mut_ptr().cast::<f32>());
+    let (vectors, out) = (lanes / 16, dst.as_mut_ptr());
     let mut v0 = 0;
     while v0 < vectors {
         let nv = match vectors - v0 {
@@ -159,7 +171,7 @@ unsafe fn image_rows(
     _: &[f32],
     _: usize,
     _: usize,
-    _: &mut [MaybeUninit<f32>],
+    _: &mut [f32],
 ) {
     unreachable!("no direct convolution off x86-64")
 }
@@ -186,7 +198,7 @@ mod x86 {
     /// broadcast pixel per output pixel, fused into the running sums.
     ///
     /// # Safety
-    /// AVX-512F present; `t` as [`super::conv_rows`] builds it, `starts` holding at least
+    /// AVX-512F present; `t` as [`super::conv`] builds it, `starts` holding at least
     /// `t.rows` entries.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn tile<const MR: usize, const NV: usize>(t: Tile, starts: &[usize]) {
@@ -233,7 +245,7 @@ mod tests {
             .collect()
     }
 
-    /// The direct convolution is the patches' product bit for bit, on geometries with
+    /// The direct convolution is the patches' product (then the bias) bit for bit, on geometries with
     /// padding, strides, channel counts off the vector width and pixels past a tile.
     #[test]
     fn direct_rows_are_the_patch_product_bit_for_bit() {
@@ -271,8 +283,10 @@ mod tests {
             let (k, np) = (g.k(), g.cols());
             let x = filled(n * c * h * wd, 2 * i as u32 + 1);
             let w = filled(o * k, 2 * i as u32 + 2);
-            let want = product(Mat::rows(&patches(&x, &g), k), Mat::t(&w, k), np, o, k);
-            let got = conv_rows(&x, &g, &w, o).expect("these products sum in order");
+            let b = filled(o, 2 * i as u32 + 3);
+            let yt = product(Mat::rows(&patches(&x, &g), k), Mat::t(&w, k), np, o, k);
+            let want = kernels::transpose_each(&yt, n, np / n, o, Some(&b));
+            let got = conv(&x, &g, &w, &b, o).expect("these products sum in order");
             let same = want
                 .iter()
                 .zip(&got)

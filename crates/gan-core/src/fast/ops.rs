@@ -426,11 +426,11 @@ impl CustomOp3 for Conv2dOp {
         // Without a weight gradient to come, the patches have no use after the product:
         // read the image in place (the same bits).
         let direct = match self.unfolded {
-            None => super::direct::conv_rows(x, &g, w, o),
+            None => super::direct::conv(x, &g, w, b, o),
             Some(_) => None,
         };
         let y = match direct {
-            Some(yt) => kernels::transpose_each(&yt, g.n, g.oh * g.ow, o, Some(b)),
+            Some(y) => y,
             None => {
                 let unfolded = Unfolded::new(x, &g, o);
                 let y = unfolded.convolve(w, Some(b), o, &g);
