@@ -9,6 +9,11 @@
 //! `16 nv` output channels held in registers, each step of the sum one weight vector and
 //! `mr` broadcast pixels.
 //!
+//! A transposed convolution's forward pass (the adjoint of a convolution) is the other
+//! way round: gemm forms a column matrix (`o kh kw` rows, 4-16 times the output) that
+//! col2im then scatters into the image; [`conv_input_grad`] gathers each output pixel's
+//! terms from the input instead, in registers.
+//!
 //! The bits are gemm's: for a sum of 3 to 512 terms gemm runs one block of its
 //! micro-kernel, one fused multiply-add per term in order from zero, and so does this
 //! kernel; [`in_order`] says when that holds for the product `gemm_threads` would run.
@@ -110,6 +115,77 @@ pub(crate) fn conv(x: &[f32], g: &ConvGeom, w: &[f32], b: &[f32], o: usize) -> O
     Some(out)
 }
 
+/// `[n, c, h, w]`: the adjoint of a convolution applied to `grad` `[n, o, oh, ow]` (the
+/// forward pass of a transposed convolution, without its bias), bit for bit
+/// [`super::kernels::col2im`] of the product of the kernel's transpose by `grad`'s
+/// columns; `None` where that product would not sum in order ([`in_order`]), the result
+/// has fewer than 16 channels or the CPU lacks AVX-512.
+///
+/// Pixels of one row whose columns share a remainder modulo the stride meet the same
+/// taps, at consecutive columns of `grad`: a tile of them times 16-channel vectors forms
+/// each tap's column entries in registers (the sum over `o` in order, as gemm forms
+/// them) and adds them to the pixels' sums tap by tap in kernel order, as col2im adds
+/// them. Columns a tile reaches past the edges read zeros (a zero-padded copy of `grad`);
+/// a zero term leaves a sum's bits as they are (a sum from +0 is never -0).
+pub(crate) fn conv_input_grad(grad: &[f32], w: &[f32], g: &ConvGeom, o: usize) -> Option<Vec<f32>> {
+    let (k, p, kk, s) = (g.k(), g.oh * g.ow, g.kh * g.kw, g.stride);
+    if Isa::detect() != Some(Isa::Avx512) || !in_order(k, g.cols(), o) || g.c < 16 {
+        return None;
+    }
+    assert_eq!(w.len(), o * k, "direct conv: weight and shape disagree");
+    assert_eq!(
+        grad.len(),
+        g.n * o * p,
+        "direct conv: gradient and shape disagree"
+    );
+    // The weight by tap, then output channel, the input channels in a row of `cl`.
+    let cl = g.c.next_multiple_of(16);
+    let mut wk = vec![0.0f32; kk * o * cl];
+    for (oi, row) in w.chunks_exact(k).enumerate() {
+        for (ci, taps) in row.chunks_exact(kk).enumerate() {
+            for (tap, &v) in taps.iter().enumerate() {
+                wk[(tap * o + oi) * cl + ci] = v;
+            }
+        }
+    }
+    // Gradient rows padded by `left` zeros (the most a tap reaches before column 0)
+    // and enough after for the last column a pixel reaches plus a whole tile.
+    let left = (g.kw - 1).div_ceil(s);
+    let reach = (g.w - 1 + g.pad) / s + 1;
+    let owp = left + reach.max(g.ow) + TILE_PIXELS;
+    let hw = g.h * g.w;
+    let len = g.n * g.c * hw;
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    out.spare_capacity_mut()[..len]
+        .par_chunks_mut(g.c * hw)
+        .enumerate()
+        .for_each_init(
+            || (vec![0.0f32; o * g.oh * owp], vec![0.0f32; hw * cl]),
+            |(padded, pixels), (ni, dst)| {
+                let image = &grad[ni * o * p..][..o * p];
+                for (row, from) in image.chunks_exact(g.ow).enumerate() {
+                    padded[row * owp + left..][..g.ow].copy_from_slice(from);
+                }
+                pixels.fill(0.0);
+                // SAFETY: AVX-512 is present (checked above); the tiles read `padded`
+                // inside its rows (`left` and `owp` above) and `wk` inside its `kk o`
+                // rows of `cl`, and write `pixels` (`[h w, cl]`) inside.
+                unsafe { x86::gather_image(padded, (owp, left), &wk, g, (o, cl), pixels) };
+                for (ci, plane) in dst.chunks_exact_mut(hw).enumerate() {
+                    for (d, px) in plane.iter_mut().zip(pixels.chunks_exact(cl)) {
+                        d.write(px[ci]);
+                    }
+                }
+            },
+        );
+    // SAFETY: every image's planes were written in full above.
+    unsafe { out.set_len(len) };
+    Some(out)
+}
+
+/// Pixels a tile of [`conv_input_grad`] takes at most.
+const TILE_PIXELS: usize = 8;
+
 /// One image's `p` output rows of `o` channels, tile by tile.
 ///
 /// # Safety
@@ -191,8 +267,125 @@ struct Tile<'a> {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::Tile;
+    use super::{ConvGeom, Tile};
     use std::arch::x86_64::*;
+
+    /// One image of [`super::conv_input_grad`], added into `pixels` (`[h w, cl]`, zeroed)
+    /// from the image's gradient planes padded to rows of `owp` (`left` zeros first).
+    ///
+    /// # Safety
+    /// AVX-512F present; the slices as [`super::conv_input_grad`] passes them.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn gather_image(
+        padded: &[f32],
+        (owp, left): (usize, usize),
+        wk: &[f32],
+        g: &ConvGeom,
+        (o, cl): (usize, usize),
+        pixels: &mut [f32],
+    ) {
+        let s = g.stride;
+        let plane = g.oh * owp;
+        // (the tap's weights, the padded gradient at the class's first pixel's column)
+        let mut taps: Vec<(*const f32, *const f32)> = Vec::with_capacity(g.kh * g.kw);
+        for iy in 0..g.h {
+            for px in 0..s.min(g.w) {
+                taps.clear();
+                for ky in 0..g.kh {
+                    let Some(ny) = (iy + g.pad).checked_sub(ky) else {
+                        continue;
+                    };
+                    if ny % s != 0 || ny / s >= g.oh {
+                        continue;
+                    }
+                    for kx in 0..g.kw {
+                        let nx = (px + g.pad) as isize - kx as isize;
+                        if nx.rem_euclid(s as isize) != 0 {
+                            continue;
+                        }
+                        let col = (left as isize + nx.div_euclid(s as isize)) as usize;
+                        taps.push((
+                            wk.as_ptr().add((ky * g.kw + kx) * o * cl),
+                            padded.as_ptr().add((ny / s) * owp + col),
+                        ));
+                    }
+                }
+                if taps.is_empty() {
+                    continue;
+                }
+                let count = (g.w - px).div_ceil(s);
+                let out = pixels.as_mut_ptr().add((iy * g.w + px) * cl);
+                let mut cv = 0;
+                while cv < cl / 16 {
+                    let (nv, mr) = match cl / 16 - cv {
+                        2.. => (2, 8),
+                        _ => (1, 8),
+                    };
+                    for t0 in (0..count).step_by(mr) {
+                        let run = TileT {
+                            taps: &taps,
+                            first: t0,
+                            rows: (count - t0).min(mr),
+                            o,
+                            cl,
+                            plane,
+                            cv: 16 * cv,
+                            out,
+                            step: s * cl,
+                        };
+                        match nv {
+                            2 => tile_t::<8, 2>(run),
+                            _ => tile_t::<8, 1>(run),
+                        }
+                    }
+                    cv += nv;
+                }
+            }
+        }
+    }
+
+    /// A tile of [`gather_image`]: pixels `first..first + rows` of a row's class (each
+    /// `step` floats after the last in `out`), channels from `cv`.
+    struct TileT<'a> {
+        taps: &'a [(*const f32, *const f32)],
+        first: usize,
+        rows: usize,
+        o: usize,
+        cl: usize,
+        plane: usize,
+        cv: usize,
+        out: *mut f32,
+        step: usize,
+    }
+
+    /// `MR` pixels x `16 NV` channels of [`gather_image`] (the first `t.rows` stored):
+    /// for each tap in kernel order, its column entries summed over the output channels
+    /// in registers, then added to the pixels' sums.
+    #[inline(always)]
+    unsafe fn tile_t<const MR: usize, const NV: usize>(t: TileT) {
+        for &(wp, gp) in t.taps {
+            let (wp, gp) = (wp.add(t.cv), gp.add(t.first));
+            let mut sums = [[_mm512_setzero_ps(); NV]; MR];
+            for oi in 0..t.o {
+                let w: [__m512; NV] =
+                    std::array::from_fn(|v| _mm512_loadu_ps(wp.add(oi * t.cl + 16 * v)));
+                let gr = gp.add(oi * t.plane);
+                for (j, sums) in sums.iter_mut().enumerate() {
+                    let x = _mm512_set1_ps(*gr.add(j));
+                    for v in 0..NV {
+                        sums[v] = _mm512_fmadd_ps(w[v], x, sums[v]);
+                    }
+                }
+            }
+            for (j, sums) in sums.iter().enumerate().take(t.rows) {
+                let at = t.out.add((t.first + j) * t.step + t.cv);
+                for (v, &sum) in sums.iter().enumerate() {
+                    let d = at.add(16 * v);
+                    _mm512_storeu_ps(d, _mm512_add_ps(_mm512_loadu_ps(d), sum));
+                }
+            }
+        }
+    }
 
     /// `MR` pixels x `16 NV` channels: for each tap in order, one weight row and a
     /// broadcast pixel per output pixel, fused into the running sums.
@@ -287,6 +480,54 @@ mod tests {
             let yt = product(Mat::rows(&patches(&x, &g), k), Mat::t(&w, k), np, o, k);
             let want = kernels::transpose_each(&yt, n, np / n, o, Some(&b));
             let got = conv(&x, &g, &w, &b, o).expect("these products sum in order");
+            let same = want
+                .iter()
+                .zip(&got)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "geometry {i}: {:?} vs {:?}", &want[..4], &got[..4]);
+        }
+    }
+
+    /// The gathered input gradient is col2im of the columns' product bit for bit.
+    #[test]
+    fn gathered_input_gradients_are_col2im_of_the_product_bit_for_bit() {
+        if Isa::detect() != Some(Isa::Avx512) {
+            eprintln!("skipped: no AVX-512 on this CPU");
+            return;
+        }
+        // (n, c, h, w, k, stride, pad, o)
+        for (i, &(n, c, h, wd, kw, stride, pad, o)) in [
+            (32, 16, 16, 16, 3, 2, 1, 32),
+            (32, 32, 8, 8, 3, 2, 1, 64),
+            (32, 64, 4, 4, 3, 2, 1, 64),
+            (8, 64, 14, 14, 4, 2, 1, 128),
+            (5, 17, 9, 7, 3, 1, 1, 17),
+            (3, 40, 11, 10, 5, 3, 2, 20),
+            (2, 16, 6, 6, 2, 1, 0, 3),
+            (4, 96, 23, 21, 5, 2, 0, 24),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let g = ConvGeom {
+                n,
+                c,
+                h,
+                w: wd,
+                kh: kw,
+                kw,
+                stride,
+                pad,
+                oh: (h + 2 * pad - kw) / stride + 1,
+                ow: (wd + 2 * pad - kw) / stride + 1,
+            };
+            let (k, np, p) = (g.k(), g.cols(), g.oh * g.ow);
+            let grad = filled(n * o * p, 2 * i as u32 + 1);
+            let w = filled(o * k, 2 * i as u32 + 2);
+            let gt = kernels::swap01(&grad, n, o, p, None);
+            let dcols = product(Mat::t(&w, k), Mat::rows(&gt, np), k, np, o);
+            let want = kernels::col2im(&dcols, &g);
+            let got = conv_input_grad(&grad, &w, &g, o).expect("this product sums in order");
             let same = want
                 .iter()
                 .zip(&got)

@@ -589,9 +589,16 @@ impl CustomOp3 for ConvTranspose2dOp {
             kernels::per_channel_mut(&mut y, g.c, g.h * g.w, |c, v| *v += b[c]);
             return Ok((CpuStorage::F32(y), (g.n, g.c, g.h, g.w).into()));
         }
-        let xt = kernels::swap01(x, g.n, cin, g.oh * g.ow, None);
-        let cols = kernels::product(Mat::t(w, g.k()), Mat::rows(&xt, np), g.k(), np, cin);
-        let mut y = kernels::col2im(&cols, &g);
+        // The columns are not needed again (the gradients are computed from the output's),
+        // so they are formed tile by tile in registers where that gives the same bits.
+        let mut y = match super::direct::conv_input_grad(x, w, &g, cin) {
+            Some(y) => y,
+            None => {
+                let xt = kernels::swap01(x, g.n, cin, g.oh * g.ow, None);
+                let cols = kernels::product(Mat::t(w, g.k()), Mat::rows(&xt, np), g.k(), np, cin);
+                kernels::col2im(&cols, &g)
+            }
+        };
         kernels::per_channel_mut(&mut y, g.c, g.h * g.w, |c, v| *v += b[c]);
         Ok((CpuStorage::F32(y), (g.n, g.c, g.h, g.w).into()))
     }
