@@ -438,8 +438,46 @@ mod tests {
             .collect()
     }
 
-    /// The direct convolution is the patches' product (then the bias) bit for bit, on geometries with
-    /// padding, strides, channel counts off the vector width and pixels past a tile.
+    /// A square kernel's geometry on `[n, c, h, w]` images.
+    fn geometry(
+        n: usize,
+        c: usize,
+        (h, w): (usize, usize),
+        k: usize,
+        stride: usize,
+        pad: usize,
+    ) -> ConvGeom {
+        ConvGeom {
+            n,
+            c,
+            h,
+            w,
+            kh: k,
+            kw: k,
+            stride,
+            pad,
+            oh: (h + 2 * pad - k) / stride + 1,
+            ow: (w + 2 * pad - k) / stride + 1,
+        }
+    }
+
+    fn assert_same_bits(geometry: usize, want: &[f32], got: &[f32]) {
+        assert_eq!(want.len(), got.len(), "geometry {geometry}: lengths");
+        let same = want
+            .iter()
+            .zip(got)
+            .all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(
+            same,
+            "geometry {geometry}: {:?} vs {:?}",
+            &want[..4],
+            &got[..4]
+        );
+    }
+
+    /// The direct convolution is the patches' product (then the bias) bit for bit, on
+    /// geometries with padding, strides, channel counts off the vector width and pixels
+    /// past a tile.
     #[test]
     fn direct_rows_are_the_patch_product_bit_for_bit() {
         if Isa::detect() != Some(Isa::Avx512) {
@@ -461,18 +499,7 @@ mod tests {
         .iter()
         .enumerate()
         {
-            let g = ConvGeom {
-                n,
-                c,
-                h,
-                w: wd,
-                kh: kw,
-                kw,
-                stride,
-                pad,
-                oh: (h + 2 * pad - kw) / stride + 1,
-                ow: (wd + 2 * pad - kw) / stride + 1,
-            };
+            let g = geometry(n, c, (h, wd), kw, stride, pad);
             let (k, np) = (g.k(), g.cols());
             let x = filled(n * c * h * wd, 2 * i as u32 + 1);
             let w = filled(o * k, 2 * i as u32 + 2);
@@ -480,11 +507,7 @@ mod tests {
             let yt = product(Mat::rows(&patches(&x, &g), k), Mat::t(&w, k), np, o, k);
             let want = kernels::transpose_each(&yt, n, np / n, o, Some(&b));
             let got = conv(&x, &g, &w, &b, o).expect("these products sum in order");
-            let same = want
-                .iter()
-                .zip(&got)
-                .all(|(a, b)| a.to_bits() == b.to_bits());
-            assert!(same, "geometry {i}: {:?} vs {:?}", &want[..4], &got[..4]);
+            assert_same_bits(i, &want, &got);
         }
     }
 
@@ -509,18 +532,7 @@ mod tests {
         .iter()
         .enumerate()
         {
-            let g = ConvGeom {
-                n,
-                c,
-                h,
-                w: wd,
-                kh: kw,
-                kw,
-                stride,
-                pad,
-                oh: (h + 2 * pad - kw) / stride + 1,
-                ow: (wd + 2 * pad - kw) / stride + 1,
-            };
+            let g = geometry(n, c, (h, wd), kw, stride, pad);
             let (k, np, p) = (g.k(), g.cols(), g.oh * g.ow);
             let grad = filled(n * o * p, 2 * i as u32 + 1);
             let w = filled(o * k, 2 * i as u32 + 2);
@@ -528,11 +540,7 @@ mod tests {
             let dcols = product(Mat::t(&w, k), Mat::rows(&gt, np), k, np, o);
             let want = kernels::col2im(&dcols, &g);
             let got = conv_input_grad(&grad, &w, &g, o).expect("this product sums in order");
-            let same = want
-                .iter()
-                .zip(&got)
-                .all(|(a, b)| a.to_bits() == b.to_bits());
-            assert!(same, "geometry {i}: {:?} vs {:?}", &want[..4], &got[..4]);
+            assert_same_bits(i, &want, &got);
         }
     }
 
