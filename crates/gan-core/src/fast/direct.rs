@@ -11,7 +11,7 @@
 //!
 //! A transposed convolution's forward pass (the adjoint of a convolution) is the other
 //! way round: gemm forms a column matrix (`o kh kw` rows, 4-16 times the output) that
-//! col2im then scatters into the image; [`conv_input_grad`] gathers each output pixel's
+//! col2im then scatters into the image; [`conv_adjoint`] gathers each output pixel's
 //! terms from the input instead, in registers.
 //!
 //! The bits are gemm's: for a sum of 3 to 512 terms gemm runs one block of its
@@ -127,7 +127,7 @@ pub(crate) fn conv(x: &[f32], g: &ConvGeom, w: &[f32], b: &[f32], o: usize) -> O
 /// them) and adds them to the pixels' sums tap by tap in kernel order, as col2im adds
 /// them. Columns a tile reaches past the edges read zeros (a zero-padded copy of `grad`);
 /// a zero term leaves a sum's bits as they are (a sum from +0 is never -0).
-pub(crate) fn conv_input_grad(grad: &[f32], w: &[f32], g: &ConvGeom, o: usize) -> Option<Vec<f32>> {
+pub(crate) fn conv_adjoint(grad: &[f32], w: &[f32], g: &ConvGeom, o: usize) -> Option<Vec<f32>> {
     let (k, p, kk, s) = (g.k(), g.oh * g.ow, g.kh * g.kw, g.stride);
     if Isa::detect() != Some(Isa::Avx512) || !in_order(k, g.cols(), o) || g.c < 16 {
         return None;
@@ -183,7 +183,8 @@ pub(crate) fn conv_input_grad(grad: &[f32], w: &[f32], g: &ConvGeom, o: usize) -
     Some(out)
 }
 
-/// Pixels a tile of [`conv_input_grad`] takes at most.
+/// Pixels of a tile of [`conv_adjoint`] (the padded rows leave room for a whole one
+/// past a row's last pixel).
 const TILE_PIXELS: usize = 8;
 
 /// One image's `p` output rows of `o` channels, tile by tile.
@@ -270,11 +271,11 @@ mod x86 {
     use super::{ConvGeom, Tile};
     use std::arch::x86_64::*;
 
-    /// One image of [`super::conv_input_grad`], added into `pixels` (`[h w, cl]`, zeroed)
+    /// One image of [`super::conv_adjoint`], added into `pixels` (`[h w, cl]`, zeroed)
     /// from the image's gradient planes padded to rows of `owp` (`left` zeros first).
     ///
     /// # Safety
-    /// AVX-512F present; the slices as [`super::conv_input_grad`] passes them.
+    /// AVX-512F present; the slices as [`super::conv_adjoint`] passes them.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn gather_image(
         padded: &[f32],
@@ -317,15 +318,12 @@ mod x86 {
                 let out = pixels.as_mut_ptr().add((iy * g.w + px) * cl);
                 let mut cv = 0;
                 while cv < cl / 16 {
-                    let (nv, mr) = match cl / 16 - cv {
-                        2.. => (2, 8),
-                        _ => (1, 8),
-                    };
-                    for t0 in (0..count).step_by(mr) {
+                    let nv = (cl / 16 - cv).min(2);
+                    for t0 in (0..count).step_by(super::TILE_PIXELS) {
                         let run = TileT {
                             taps: &taps,
                             first: t0,
-                            rows: (count - t0).min(mr),
+                            rows: (count - t0).min(super::TILE_PIXELS),
                             o,
                             cl,
                             plane,
@@ -334,8 +332,8 @@ mod x86 {
                             step: s * cl,
                         };
                         match nv {
-                            2 => tile_t::<8, 2>(run),
-                            _ => tile_t::<8, 1>(run),
+                            2 => tile_t::<{ super::TILE_PIXELS }, 2>(run),
+                            _ => tile_t::<{ super::TILE_PIXELS }, 1>(run),
                         }
                     }
                     cv += nv;
@@ -511,9 +509,9 @@ mod tests {
         }
     }
 
-    /// The gathered input gradient is col2im of the columns' product bit for bit.
+    /// The gathered adjoint is col2im of the columns' product bit for bit.
     #[test]
-    fn gathered_input_gradients_are_col2im_of_the_product_bit_for_bit() {
+    fn gathered_adjoints_are_col2im_of_the_product_bit_for_bit() {
         if Isa::detect() != Some(Isa::Avx512) {
             eprintln!("skipped: no AVX-512 on this CPU");
             return;
@@ -539,7 +537,7 @@ mod tests {
             let gt = kernels::swap01(&grad, n, o, p, None);
             let dcols = product(Mat::t(&w, k), Mat::rows(&gt, np), k, np, o);
             let want = kernels::col2im(&dcols, &g);
-            let got = conv_input_grad(&grad, &w, &g, o).expect("this product sums in order");
+            let got = conv_adjoint(&grad, &w, &g, o).expect("this product sums in order");
             assert_same_bits(i, &want, &got);
         }
     }

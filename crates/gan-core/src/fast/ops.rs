@@ -591,7 +591,7 @@ impl CustomOp3 for ConvTranspose2dOp {
         }
         // The columns are not needed again (the gradients are computed from the output's),
         // so they are formed tile by tile in registers where that gives the same bits.
-        let mut y = match super::direct::conv_input_grad(x, w, &g, cin) {
+        let mut y = match super::direct::conv_adjoint(x, w, &g, cin) {
             Some(y) => y,
             None => {
                 let xt = kernels::swap01(x, g.n, cin, g.oh * g.ow, None);
