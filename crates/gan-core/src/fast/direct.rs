@@ -33,7 +33,13 @@ pub(crate) fn in_order(m: usize, n: usize, k: usize) -> bool {
         Some((step, blocks)) => [step, n - (blocks - 1) * step],
         None => [n, n],
     };
-    (3..=512).contains(&k) && m > 1 && widths.iter().all(|&w| w > 1 && m * w > 256)
+    widths.iter().all(|&w| sums_in_order(m, w, k))
+}
+
+/// Whether gemm, called on the `m x n x k` product single-threaded, sums every element
+/// in order from zero (as [`in_order`], for one block of columns).
+pub(crate) fn sums_in_order(m: usize, n: usize, k: usize) -> bool {
+    (3..=512).contains(&k) && m > 1 && n > 1 && m * n > 256
 }
 
 /// `[n, o, oh, ow]`: the convolution plus the bias `b`, bit for bit the product of

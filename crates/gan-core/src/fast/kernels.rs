@@ -373,6 +373,27 @@ impl ConvGeom {
     /// entries, a few thousand for this project's layers: computed once per call, it
     /// turns im2col and col2im into a gather and a scatter over flat planes, with no
     /// per-row bounds arithmetic (which dominated on 7x7 and 14x14 images).
+    /// The output pixels `o` (of `outs`) whose tap `k` reads inside `size` input pixels:
+    /// `pad <= o stride + k < size + pad`.
+    fn inside(&self, k: usize, size: usize, outs: usize) -> std::ops::Range<usize> {
+        let lo = self.pad.saturating_sub(k).div_ceil(self.stride);
+        let hi = (size + self.pad).saturating_sub(k).div_ceil(self.stride);
+        lo.min(outs)..hi.clamp(lo.min(outs), outs)
+    }
+
+    /// Each kernel tap's [`TapSpan`], taps row-major.
+    fn spans(&self) -> Vec<TapSpan> {
+        let (pad, w) = (self.pad as isize, self.w as isize);
+        (0..self.kh)
+            .flat_map(|ki| (0..self.kw).map(move |kj| (ki, kj)))
+            .map(|(ki, kj)| TapSpan {
+                rows: self.inside(ki, self.h, self.oh),
+                cols: self.inside(kj, self.w, self.ow),
+                at: (ki as isize - pad) * w + kj as isize - pad,
+            })
+            .collect()
+    }
+
     fn taps(&self) -> Vec<u32> {
         let mut t = Vec::with_capacity(self.kh * self.kw * self.oh * self.ow);
         for ki in 0..self.kh {
@@ -580,6 +601,125 @@ pub(crate) fn col2im(cols: &[f32], g: &ConvGeom) -> Vec<f32> {
     // SAFETY: the tasks cover every (image, channel) plane, each zeroed and then written.
     unsafe { out.set_len(len) };
     out
+}
+
+/// [`col2im`] of the product `w^T x cols` (`w` row-major `[depth, c kh kw]`, `cols`
+/// row-major `[depth, n oh ow]`): a convolution's input gradient, or a transposed
+/// convolution's forward pass. The column matrix, four to sixteen times the result, is
+/// formed a block of images at a time on each thread and scattered while it is still in
+/// the cache, instead of written out whole and read back; it is formed pixel-major, with
+/// a tap's channels side by side, so that each of the scatter's additions is a vector of
+/// `c` channels into a pixel-major copy of the image. `None` where the products would not
+/// sum in order ([`super::direct::in_order`]): only there are the blocks' products the
+/// whole one's bits.
+pub(crate) fn col2im_of_product(
+    w: &[f32],
+    cols: &[f32],
+    g: &ConvGeom,
+    depth: usize,
+) -> Option<Vec<f32>> {
+    use super::direct::{in_order, sums_in_order};
+    let (k, p, np, hw, kk, c) = (g.k(), g.oh * g.ow, g.cols(), g.h * g.w, g.kh * g.kw, g.c);
+    let block = IMAGES_PER_TASK.min(g.n.div_ceil(threads())).max(1);
+    let last = g.n.saturating_sub((g.n.div_ceil(block).max(1) - 1) * block);
+    let blocks_in_order = [block.min(g.n), last]
+        .iter()
+        .all(|&images| sums_in_order(images * p, k, depth));
+    if !in_order(k, np, depth) || !blocks_in_order {
+        return None;
+    }
+    assert_eq!(
+        w.len(),
+        depth * k,
+        "col2im_of_product: weight and shape disagree"
+    );
+    assert_eq!(
+        cols.len(),
+        depth * np,
+        "col2im_of_product: columns and shape disagree"
+    );
+    // The weight's columns by tap, then channel.
+    let mut wt = vec![0f32; depth * k];
+    for (from, to) in w.chunks_exact(k).zip(wt.chunks_exact_mut(k)) {
+        for (ci, taps) in from.chunks_exact(kk).enumerate() {
+            for (tap, &v) in taps.iter().enumerate() {
+                to[tap * c + ci] = v;
+            }
+        }
+    }
+    let spans = g.spans();
+    let len = g.n * c * hw;
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    out.spare_capacity_mut()[..len]
+        .par_chunks_mut(block * c * hw)
+        .enumerate()
+        .for_each_init(
+            || (Vec::new(), vec![0f32; hw * c]),
+            |(part, pixels), (bi, dst)| {
+                let nc = dst.len() / (c * hw) * p;
+                part.clear();
+                part.reserve(nc * k);
+                // SAFETY: `part` has room for `nc x k` entries, which gemm writes in full
+                // without reading; the block's `nc` columns of `cols` (read as their
+                // transpose: row stride 1, column stride `np`) start at column
+                // `bi block p` and lie inside it, and `wt` is `[depth, k]`.
+                unsafe {
+                    gemm_part(
+                        part.as_mut_ptr(),
+                        k,
+                        false,
+                        (cols.as_ptr().add(bi * block * p), 1, np),
+                        (wt.as_ptr(), k, 1),
+                        (nc, k, depth),
+                        gemm::Parallelism::None,
+                    );
+                    part.set_len(nc * k);
+                }
+                for (image, rows) in dst.chunks_exact_mut(c * hw).zip(part.chunks_exact(p * k)) {
+                    wide(|| scatter_pixels(pixels, rows, g, &spans));
+                    for (ci, plane) in image.chunks_exact_mut(hw).enumerate() {
+                        for (d, px) in plane.iter_mut().zip(pixels.chunks_exact(c)) {
+                            d.write(px[ci]);
+                        }
+                    }
+                }
+            },
+        );
+    count_flops(k, np, depth);
+    // SAFETY: every image's planes were written in full above.
+    unsafe { out.set_len(len) };
+    Some(out)
+}
+
+/// Where a kernel tap's column entries land in an image: the output rows and columns
+/// whose pixel it reads inside the image, and the offset `at` such that output pixel
+/// `(oy, ox)` reads input pixel `oy stride w + ox stride + at`.
+#[derive(Debug, Clone)]
+struct TapSpan {
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+    at: isize,
+}
+
+/// One image of [`col2im_of_product`]: `pixels` (`[h w, c]`) zeroed, then each output
+/// pixel's row of `rows` (`[oh ow, kh kw c]`) added tap by tap in kernel order into the
+/// input pixels its taps read, `c` channels at a time. A tap meets each input pixel at
+/// most once, so every pixel receives its terms in col2im's order.
+#[inline(always)]
+fn scatter_pixels(pixels: &mut [f32], rows: &[f32], g: &ConvGeom, spans: &[TapSpan]) {
+    let (c, k) = (g.c, g.k());
+    pixels.fill(0.0);
+    for (tap, span) in spans.iter().enumerate() {
+        for oy in span.rows.clone() {
+            for ox in span.cols.clone() {
+                let to = (((oy * g.w + ox) * g.stride) as isize + span.at) as usize;
+                let from = &rows[(oy * g.ow + ox) * k + tap * c..][..c];
+                for (d, &v) in pixels[to * c..][..c].iter_mut().zip(from) {
+                    *d += v;
+                }
+            }
+        }
+    }
 }
 
 /// Images per task of [`col2im`]: enough for long runs of reads, few enough that a
@@ -1149,6 +1289,57 @@ mod tests {
                 .fold(0f32, f32::max);
             assert!(worst < 1e-4, "{name}: accumulation off by {worst}");
         }
+    }
+
+    /// The blocked product and scatter give col2im of the whole product, bit for bit, on
+    /// blocks of several sizes (a narrower last one), strides 1-3, padding and channel
+    /// counts from 1 to 70; a product that does not sum in order is left to the caller.
+    #[test]
+    fn col2im_of_the_product_is_col2im_of_the_whole_product_bit_for_bit() {
+        let mut s = 0x9e37_79b9_7f4a_7c15u64;
+        let geom = |n, c, h, k, stride, pad| ConvGeom {
+            n,
+            c,
+            h,
+            w: h + 2,
+            kh: k,
+            kw: k,
+            stride,
+            pad,
+            oh: (h + 2 * pad - k) / stride + 1,
+            ow: (h + 2 + 2 * pad - k) / stride + 1,
+        };
+        for (g, depth) in [
+            (geom(5, 32, 14, 4, 2, 1), 64),
+            (geom(9, 64, 7, 3, 1, 1), 64),
+            (geom(3, 1, 28, 4, 2, 1), 32),
+            (geom(17, 3, 9, 5, 1, 2), 40),
+            (geom(4, 70, 6, 3, 3, 0), 7),
+            (geom(2, 16, 10, 2, 2, 0), 300),
+        ] {
+            let w = values(&mut s, depth * g.k());
+            let cols = values(&mut s, depth * g.cols());
+            let whole = product(
+                Mat::t(&w, g.k()),
+                Mat::rows(&cols, g.cols()),
+                g.k(),
+                g.cols(),
+                depth,
+            );
+            let want = col2im(&whole, &g);
+            let got = col2im_of_product(&w, &cols, &g, depth).expect("sums in order");
+            assert_eq!(got.len(), want.len());
+            assert!(
+                got.iter()
+                    .zip(&want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{g:?} depth {depth}"
+            );
+        }
+        // Over 512 terms gemm sums in blocks whose size depends on the cache.
+        let g = geom(2, 4, 6, 3, 1, 1);
+        let (w, cols) = (values(&mut s, 600 * g.k()), values(&mut s, 600 * g.cols()));
+        assert!(col2im_of_product(&w, &cols, &g, 600).is_none());
     }
 
     /// Patches are im2col's matrix transposed and col2im is the scatter-add loop over the

@@ -475,8 +475,12 @@ impl CustomOp3 for Conv2dOp {
                 None
             };
             let dx = wanted(x, || {
-                let dcols = kernels::product(Mat::t(wd, g.k()), Mat::rows(&gt, np), g.k(), np, o);
-                cpu(kernels::col2im(&dcols, &g), x.shape())
+                let dx = kernels::col2im_of_product(wd, &gt, &g, o).unwrap_or_else(|| {
+                    let dcols =
+                        kernels::product(Mat::t(wd, g.k()), Mat::rows(&gt, np), g.k(), np, o);
+                    kernels::col2im(&dcols, &g)
+                });
+                cpu(dx, x.shape())
             })?;
             Ok((dx, dw, db))
         })
@@ -595,8 +599,11 @@ impl CustomOp3 for ConvTranspose2dOp {
             Some(y) => y,
             None => {
                 let xt = kernels::swap01(x, g.n, cin, g.oh * g.ow, None);
-                let cols = kernels::product(Mat::t(w, g.k()), Mat::rows(&xt, np), g.k(), np, cin);
-                kernels::col2im(&cols, &g)
+                kernels::col2im_of_product(w, &xt, &g, cin).unwrap_or_else(|| {
+                    let cols =
+                        kernels::product(Mat::t(w, g.k()), Mat::rows(&xt, np), g.k(), np, cin);
+                    kernels::col2im(&cols, &g)
+                })
             }
         };
         kernels::per_channel_mut(&mut y, g.c, g.h * g.w, |c, v| *v += b[c]);
