@@ -474,14 +474,88 @@ pub(crate) fn patches(x: &[f32], g: &ConvGeom) -> Vec<f32> {
     let taps = transpose_u32(&g.taps(), kk, p);
     // SAFETY: chunk `ni` is image `ni`'s `p` rows of `k = c * kk` elements, each written
     // by `patch_rows`.
-    unsafe {
-        par_filled(len, p * k, |ni, chunk| match g.kw {
-            3 => patch_rows::<3>(x, g, &taps, ni, chunk),
-            4 => patch_rows::<4>(x, g, &taps, ni, chunk),
-            5 => patch_rows::<5>(x, g, &taps, ni, chunk),
-            _ => patch_rows::<0>(x, g, &taps, ni, chunk),
-        })
+    unsafe { par_filled(len, p * k, |ni, chunk| patch_image(x, g, &taps, ni, chunk)) }
+}
+
+/// Image `ni`'s patch rows, `taps` the tap table by output pixel.
+fn patch_image(x: &[f32], g: &ConvGeom, taps: &[u32], ni: usize, chunk: &mut [MaybeUninit<f32>]) {
+    match g.kw {
+        3 => patch_rows::<3>(x, g, taps, ni, chunk),
+        4 => patch_rows::<4>(x, g, taps, ni, chunk),
+        5 => patch_rows::<5>(x, g, taps, ni, chunk),
+        _ => patch_rows::<0>(x, g, taps, ni, chunk),
     }
+}
+
+/// The size of the blocks in which gemm sums the terms of an `m x n x k` product, as
+/// `gemm_threads` runs it: each element is its first block's sum (from zero, one fused
+/// multiply-add per term in order), then each further block's sum added to it (gemm-common
+/// 0.19, `gemm_basic_generic`: `kernel_params`' `kc`, or at most 512 terms for outputs of
+/// at most 64 x 64). `None` where that is not known for certain: a micro-kernel other
+/// than AVX-512's (its 64 x 6 tile enters the block size), gemm's other paths (outer
+/// products, matrix-vector, small outputs) for the product or one of its blocks, a last
+/// block under three terms, or threads whose column blocks would be blocked differently.
+pub(crate) fn depth_block(m: usize, n: usize, k: usize) -> Option<usize> {
+    if super::packed::Isa::detect() != Some(super::packed::Isa::Avx512) || m < 2 || k < 3 {
+        return None;
+    }
+    let widths = match column_split(m, n, k, threads()) {
+        Some((step, blocks)) => [step, n - (blocks - 1) * step],
+        None => [n, n],
+    };
+    let kc = |w: usize| match m <= 64 && w <= 64 {
+        true => k.min(512),
+        false => gemm_common::cache::kernel_params(m, w, k, 64, 6, std::mem::size_of::<f32>()).kc,
+    };
+    let block = kc(widths[0]);
+    let last = k - (k.div_ceil(block) - 1) * block;
+    let same = widths.iter().all(|&w| kc(w) == block && w > 1 && m * w > 256);
+    (same && last >= 3).then_some(block)
+}
+
+/// `dst[m, K] (+)= a[m, N*P] x patches(x)`, a convolution's weight gradient (`a` the
+/// output's gradient), without the whole patch matrix: the patch rows of one block of
+/// gemm's sum ([`depth_block`]) at a time, each block's product added to `dst` as gemm
+/// adds the blocks of the whole product, so the bits are the whole product's. The
+/// blocks (a few megabytes) stay in the cache between forming and use, where the whole
+/// matrix (tens of megabytes) went out to memory and back. Returns false, doing nothing,
+/// where the blocks are not known.
+pub(crate) fn patch_product(
+    dst: &mut [f32],
+    accumulate: bool,
+    a: Mat,
+    x: &[f32],
+    g: &ConvGeom,
+    m: usize,
+) -> bool {
+    let (k, p, np) = (g.k(), g.oh * g.ow, g.cols());
+    let Some(block) = depth_block(m, k, np) else {
+        return false;
+    };
+    assert!(g.h * g.w < u32::MAX as usize, "image too large for the tap table");
+    let taps = transpose_u32(&g.taps(), g.kh * g.kw, p);
+    let mut rows: Vec<f32> = Vec::new();
+    for (i, from) in (0..np).step_by(block).enumerate() {
+        let to = (from + block).min(np);
+        let (first, images) = (from / p, (to - 1) / p + 1 - from / p);
+        rows.clear();
+        rows.reserve(images * p * k);
+        // SAFETY: each image's `p k` chunk is written in full by `patch_image`.
+        unsafe {
+            rows.spare_capacity_mut()[..images * p * k]
+                .par_chunks_mut(p * k)
+                .enumerate()
+                .for_each(|(j, chunk)| patch_image(x, g, &taps, first + j, chunk));
+            rows.set_len(images * p * k);
+        }
+        let part = Mat {
+            data: &a.data[from * a.cs..],
+            ..a
+        };
+        let patches = Mat::rows(&rows[(from - first * p) * k..], k);
+        matmul(dst, accumulate || i > 0, part, patches, m, k, to - from);
+    }
+    true
 }
 
 /// Image `ni`'s patch rows for [`patches`]. A patch wholly inside the image is `kh` runs
@@ -1290,6 +1364,56 @@ mod tests {
                 .fold(0f32, f32::max);
             assert!(worst < 1e-4, "{name}: accumulation off by {worst}");
         }
+    }
+
+    /// The weight gradient from blocks of patch rows is the whole product's, bit for bit,
+    /// overwriting or adding, where gemm blocks its sum by `kernel_params` and where it
+    /// takes 512 terms at a time (outputs of at most 64 x 64), with a shorter last block.
+    #[test]
+    fn weight_gradients_from_blocks_of_patches_are_the_whole_products_bits() {
+        if super::super::packed::Isa::detect() != Some(super::super::packed::Isa::Avx512) {
+            eprintln!("skipped: the blocked weight gradient runs on AVX-512 only");
+            return;
+        }
+        let mut s = 0x2545_f491_4f6c_dd1du64;
+        let geom = |n, c, h, k, stride, pad| ConvGeom {
+            n,
+            c,
+            h,
+            w: h,
+            kh: k,
+            kw: k,
+            stride,
+            pad,
+            oh: (h + 2 * pad - k) / stride + 1,
+            ow: (h + 2 * pad - k) / stride + 1,
+        };
+        for (g, m) in [
+            (geom(30, 32, 14, 4, 2, 1), 64),
+            (geom(23, 64, 7, 3, 1, 1), 64),
+            (geom(40, 4, 7, 3, 1, 1), 48),
+            (geom(13, 16, 12, 5, 1, 2), 100),
+            (geom(3, 8, 9, 3, 2, 0), 20),
+        ] {
+            assert!(depth_block(m, g.k(), g.cols()).is_some(), "{g:?}");
+            let x = values(&mut s, g.n * g.c * g.h * g.w);
+            let a = values(&mut s, m * g.cols());
+            let whole = patches(&x, &g);
+            for accumulate in [false, true] {
+                let start = values(&mut s, m * g.k());
+                let mut want = start.clone();
+                let c = Mat::rows(&whole, g.k());
+                matmul(&mut want, accumulate, Mat::rows(&a, g.cols()), c, m, g.k(), g.cols());
+                let mut got = start.clone();
+                assert!(patch_product(&mut got, accumulate, Mat::rows(&a, g.cols()), &x, &g, m));
+                assert!(
+                    got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{g:?} accumulate {accumulate}"
+                );
+            }
+        }
+        // A single row (gemm's matrix-vector path) is left to the caller.
+        assert!(depth_block(1, 64, 5000).is_none());
     }
 
     /// The blocked product and scatter give col2im of the whole product, bit for bit, on

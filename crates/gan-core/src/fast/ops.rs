@@ -423,11 +423,13 @@ impl CustomOp3 for Conv2dOp {
         let (x, w, b) = (data(s1, l1)?, data(s2, l2)?, data(s3, l3)?);
         let g = conv_geom(l1.dims(), l2.dims(), self.spec)?;
         let o = l2.dims()[0];
-        // Without a weight gradient to come, the patches have no use after the product:
-        // read the image in place (the same bits).
+        // Without a weight gradient to come, or one formed from blocks of patches
+        // ([`kernels::patch_product`]), the patches have no use after the product: read
+        // the image in place (the same bits).
+        let blocked = kernels::depth_block(o, g.k(), g.cols()).is_some();
         let direct = match self.unfolded {
-            None => super::direct::conv(x, &g, w, b, o),
-            Some(_) => None,
+            Some(_) if !blocked => None,
+            _ => super::direct::conv(x, &g, w, b, o),
         };
         let y = match direct {
             Some(y) => y,
@@ -462,7 +464,22 @@ impl CustomOp3 for Conv2dOp {
             // [N, O, P] -> [O, N*P], the layout of the forward product.
             let gt = kernels::swap01(gr, g.n, o, p, None);
             let db = wanted(b, || cpu(kernels::channel_sums(gr, g.n, o, p), o))?;
-            let dw = if w.track_op() {
+            let dw = if !w.track_op() {
+                None
+            } else if kept.is_none() && kernels::depth_block(o, g.k(), np).is_some() {
+                // dW = g x patches, from blocks of patch rows.
+                let a = Mat::rows(&gt, np);
+                let write = |dst: &mut [f32], acc| {
+                    assert!(kernels::patch_product(dst, acc, a, xd, &g, o));
+                };
+                if grads::collect(w, write) {
+                    None
+                } else {
+                    let mut dw = vec![0f32; o * g.k()];
+                    write(&mut dw, false);
+                    Some(cpu(dw, w.shape())?)
+                }
+            } else {
                 let unfolded = kept.unwrap_or_else(|| Unfolded::new(xd, &g, o));
                 // dW = g x cols^T
                 let (a, c) = (Mat::rows(&gt, np), unfolded.cols(&g).transposed());
@@ -471,8 +488,6 @@ impl CustomOp3 for Conv2dOp {
                 } else {
                     Some(cpu(kernels::product(a, c, o, g.k(), np), w.shape())?)
                 }
-            } else {
-                None
             };
             let dx = wanted(x, || {
                 let dx = kernels::col2im_of_product(wd, &gt, &g, o).unwrap_or_else(|| {
