@@ -496,10 +496,15 @@ fn patch_image(x: &[f32], g: &ConvGeom, taps: &[u32], ni: usize, chunk: &mut [Ma
 /// products, matrix-vector, small outputs) for the product or one of its blocks, a last
 /// block under three terms, or threads whose column blocks would be blocked differently.
 pub(crate) fn depth_block(m: usize, n: usize, k: usize) -> Option<usize> {
+    depth_block_on(m, n, k, threads())
+}
+
+/// [`depth_block`] for a product run on `threads` threads.
+fn depth_block_on(m: usize, n: usize, k: usize, threads: usize) -> Option<usize> {
     if super::packed::Isa::detect() != Some(super::packed::Isa::Avx512) || m < 2 || k < 3 {
         return None;
     }
-    let widths = match column_split(m, n, k, threads()) {
+    let widths = match column_split(m, n, k, threads) {
         Some((step, blocks)) => [step, n - (blocks - 1) * step],
         None => [n, n],
     };
@@ -509,8 +514,90 @@ pub(crate) fn depth_block(m: usize, n: usize, k: usize) -> Option<usize> {
     };
     let block = kc(widths[0]);
     let last = k - (k.div_ceil(block) - 1) * block;
-    let same = widths.iter().all(|&w| kc(w) == block && w > 1 && m * w > 256);
+    let same = widths
+        .iter()
+        .all(|&w| kc(w) == block && w > 1 && m * w > 256);
     (same && last >= 3).then_some(block)
+}
+
+/// `[n, o, oh, ow]`: the convolution of `x` by `w` (`[o, K]`) plus `b`, bit for bit the
+/// whole patch matrix's product then [`transpose_each`], from the patches of a block of
+/// images at a time on each thread, multiplied while they are still in the cache. For
+/// sums of any length: each block's product sums in gemm's blocks of the whole one
+/// ([`depth_block`]). `None` where those are not known, or for one output channel.
+pub(crate) fn patch_convolve(
+    x: &[f32],
+    g: &ConvGeom,
+    w: &[f32],
+    b: Option<&[f32]>,
+    o: usize,
+) -> Option<Vec<f32>> {
+    let (k, p, np) = (g.k(), g.oh * g.ow, g.cols());
+    let images = IMAGES_PER_TASK.min(g.n.div_ceil(threads())).max(1);
+    let last =
+        g.n.saturating_sub((g.n.div_ceil(images).max(1) - 1) * images);
+    let whole = depth_block(np, o, k)?;
+    let blocks_alike = [images.min(g.n), last]
+        .iter()
+        .all(|&i| i * p > 64 && depth_block_on(i * p, o, k, 1) == Some(whole));
+    if o < 2 || !blocks_alike {
+        return None;
+    }
+    assert_eq!(w.len(), o * k, "patch_convolve: weight and shape disagree");
+    assert!(
+        g.h * g.w < u32::MAX as usize,
+        "image too large for the tap table"
+    );
+    let taps = transpose_u32(&g.taps(), g.kh * g.kw, p);
+    let len = g.n * o * p;
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    out.spare_capacity_mut()[..len]
+        .par_chunks_mut(images * o * p)
+        .enumerate()
+        .for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(rows, y), (bi, dst)| {
+                let nb = dst.len() / (o * p);
+                rows.clear();
+                rows.reserve(nb * p * k);
+                y.clear();
+                y.reserve(nb * p * o);
+                // SAFETY: each image's `p k` patch rows are written in full by
+                // `patch_image`; gemm writes all `nb p x o` entries of `y` without
+                // reading them, from `rows` (`[nb p, k]`) and `w` read as its transpose.
+                unsafe {
+                    for (j, chunk) in rows.spare_capacity_mut()[..nb * p * k]
+                        .chunks_exact_mut(p * k)
+                        .enumerate()
+                    {
+                        patch_image(x, g, &taps, bi * images + j, chunk);
+                    }
+                    rows.set_len(nb * p * k);
+                    gemm_part(
+                        y.as_mut_ptr(),
+                        o,
+                        false,
+                        (rows.as_ptr(), k, 1),
+                        (w.as_ptr(), 1, k),
+                        (nb * p, o, k),
+                        gemm::Parallelism::None,
+                    );
+                    y.set_len(nb * p * o);
+                }
+                for (image, yi) in dst.chunks_exact_mut(o * p).zip(y.chunks_exact(p * o)) {
+                    for (c, plane) in image.chunks_exact_mut(p).enumerate() {
+                        let add = b.map_or(0.0, |b| b[c]);
+                        for (d, r) in plane.iter_mut().zip(yi.chunks_exact(o)) {
+                            d.write(r[c] + add);
+                        }
+                    }
+                }
+            },
+        );
+    count_flops(np, o, k);
+    // SAFETY: every image's planes were written in full above.
+    unsafe { out.set_len(len) };
+    Some(out)
 }
 
 /// `dst[m, K] (+)= a[m, N*P] x patches(x)`, a convolution's weight gradient (`a` the
@@ -532,7 +619,10 @@ pub(crate) fn patch_product(
     let Some(block) = depth_block(m, k, np) else {
         return false;
     };
-    assert!(g.h * g.w < u32::MAX as usize, "image too large for the tap table");
+    assert!(
+        g.h * g.w < u32::MAX as usize,
+        "image too large for the tap table"
+    );
     let taps = transpose_u32(&g.taps(), g.kh * g.kw, p);
     let mut rows: Vec<f32> = Vec::new();
     for (i, from) in (0..np).step_by(block).enumerate() {
@@ -1366,6 +1456,60 @@ mod tests {
         }
     }
 
+    /// The convolution from blocks of patches is the whole patch matrix's product, bit for
+    /// bit, for sums of up to 512 terms and of more (blocked by gemm), with and without a
+    /// bias, with a narrower last block of images.
+    #[test]
+    fn convolutions_from_blocks_of_patches_are_the_whole_products_bits() {
+        if super::super::packed::Isa::detect() != Some(super::super::packed::Isa::Avx512) {
+            eprintln!("skipped: the blocked convolution runs on AVX-512 only");
+            return;
+        }
+        let mut s = 0x6a09_e667_f3bc_c909u64;
+        let geom = |n, c, h, k, stride, pad| ConvGeom {
+            n,
+            c,
+            h,
+            w: h + 1,
+            kh: k,
+            kw: k,
+            stride,
+            pad,
+            oh: (h + 2 * pad - k) / stride + 1,
+            ow: (h + 1 + 2 * pad - k) / stride + 1,
+        };
+        for (g, o) in [
+            (geom(19, 64, 7, 3, 1, 1), 64),
+            (geom(9, 40, 12, 5, 1, 2), 24),
+            (geom(13, 32, 14, 4, 2, 1), 64),
+            (geom(5, 3, 28, 3, 1, 1), 16),
+        ] {
+            let x = values(&mut s, g.n * g.c * g.h * g.w);
+            let w = values(&mut s, o * g.k());
+            let b = values(&mut s, o);
+            let p = g.oh * g.ow;
+            let whole = patches(&x, &g);
+            let y = product(
+                Mat::rows(&whole, g.k()),
+                Mat::t(&w, g.k()),
+                g.cols(),
+                o,
+                g.k(),
+            );
+            for bias in [Some(&b[..]), None] {
+                let want = transpose_each(&y, g.n, p, o, bias);
+                let got = patch_convolve(&x, &g, &w, bias, o).expect("blocks known");
+                assert!(
+                    got.iter()
+                        .zip(&want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{g:?} bias {}",
+                    bias.is_some()
+                );
+            }
+        }
+    }
+
     /// The weight gradient from blocks of patch rows is the whole product's, bit for bit,
     /// overwriting or adding, where gemm blocks its sum by `kernel_params` and where it
     /// takes 512 terms at a time (outputs of at most 64 x 64), with a shorter last block.
@@ -1403,11 +1547,28 @@ mod tests {
                 let start = values(&mut s, m * g.k());
                 let mut want = start.clone();
                 let c = Mat::rows(&whole, g.k());
-                matmul(&mut want, accumulate, Mat::rows(&a, g.cols()), c, m, g.k(), g.cols());
+                matmul(
+                    &mut want,
+                    accumulate,
+                    Mat::rows(&a, g.cols()),
+                    c,
+                    m,
+                    g.k(),
+                    g.cols(),
+                );
                 let mut got = start.clone();
-                assert!(patch_product(&mut got, accumulate, Mat::rows(&a, g.cols()), &x, &g, m));
+                assert!(patch_product(
+                    &mut got,
+                    accumulate,
+                    Mat::rows(&a, g.cols()),
+                    &x,
+                    &g,
+                    m
+                ));
                 assert!(
-                    got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    got.iter()
+                        .zip(&want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
                     "{g:?} accumulate {accumulate}"
                 );
             }

@@ -429,7 +429,8 @@ impl CustomOp3 for Conv2dOp {
         let blocked = kernels::depth_block(o, g.k(), g.cols()).is_some();
         let direct = match self.unfolded {
             Some(_) if !blocked => None,
-            _ => super::direct::conv(x, &g, w, b, o),
+            _ => super::direct::conv(x, &g, w, b, o)
+                .or_else(|| kernels::patch_convolve(x, &g, w, Some(b), o)),
         };
         let y = match direct {
             Some(y) => y,
@@ -641,15 +642,38 @@ impl CustomOp3 for ConvTranspose2dOp {
                 return Self::projection_bwd(&g, (x, w, b), (xd, wd, gr));
             }
             // The gradients are the forward pass and weight gradient of the convolution
-            // this one is the adjoint of, on the output's gradient.
-            let gcols = Unfolded::new(gr, &g, cin);
+            // this one is the adjoint of, on the output's gradient: from the image in
+            // place and blocks of patches where those give the whole patch matrix's bits.
+            let gcols = std::cell::OnceCell::new();
+            let unfolded = || gcols.get_or_init(|| Unfolded::new(gr, &g, cin));
             let db = wanted(b, || {
                 cpu(kernels::channel_sums(gr, g.n, g.c, g.h * g.w), g.c)
             })?;
-            let dx = wanted(x, || cpu(gcols.convolve(wd, None, cin, &g), x.shape()))?;
-            let dw = if w.track_op() {
+            let dx = wanted(x, || {
+                // `transpose_each` adds +0 where there is no bias; so does a zero bias.
+                let dx = super::direct::conv(gr, &g, wd, &vec![0.0; cin], cin)
+                    .or_else(|| kernels::patch_convolve(gr, &g, wd, None, cin))
+                    .unwrap_or_else(|| unfolded().convolve(wd, None, cin, &g));
+                cpu(dx, x.shape())
+            })?;
+            let dw = if !w.track_op() {
+                None
+            } else if kernels::depth_block(cin, g.k(), np).is_some() {
                 let xt = kernels::swap01(xd, g.n, cin, p, None);
-                let (a, c) = (Mat::rows(&xt, np), gcols.cols(&g).transposed());
+                let a = Mat::rows(&xt, np);
+                let write = |dst: &mut [f32], acc| {
+                    assert!(kernels::patch_product(dst, acc, a, gr, &g, cin));
+                };
+                if grads::collect(w, write) {
+                    None
+                } else {
+                    let mut dw = vec![0f32; cin * g.k()];
+                    write(&mut dw, false);
+                    Some(cpu(dw, w.shape())?)
+                }
+            } else {
+                let xt = kernels::swap01(xd, g.n, cin, p, None);
+                let (a, c) = (Mat::rows(&xt, np), unfolded().cols(&g).transposed());
                 if grads::collect(w, |dst, acc| {
                     kernels::matmul(dst, acc, a, c, cin, g.k(), np)
                 }) {
@@ -657,8 +681,6 @@ impl CustomOp3 for ConvTranspose2dOp {
                 } else {
                     Some(cpu(kernels::product(a, c, cin, g.k(), np), w.shape())?)
                 }
-            } else {
-                None
             };
             Ok((dx, dw, db))
         })
