@@ -477,8 +477,35 @@ pub(crate) fn patches(x: &[f32], g: &ConvGeom) -> Vec<f32> {
     unsafe { par_filled(len, p * k, |ni, chunk| patch_image(x, g, &taps, ni, chunk)) }
 }
 
-/// Image `ni`'s patch rows, `taps` the tap table by output pixel.
+/// Image `ni`'s patch rows, `taps` the tap table by output pixel. With padding and a
+/// kernel width of 3 to 5, from a zero-padded copy of the image, in which every patch
+/// is runs of whole rows: the border patches (half of a 7x7 output with padding 1) no
+/// longer read the table an element at a time.
 fn patch_image(x: &[f32], g: &ConvGeom, taps: &[u32], ni: usize, chunk: &mut [MaybeUninit<f32>]) {
+    thread_local! {
+        static PADDED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    if g.pad > 0 && (3..=5).contains(&g.kw) {
+        let (hp, wp, hw) = (g.h + 2 * g.pad, g.w + 2 * g.pad, g.h * g.w);
+        let padded_geom = ConvGeom {
+            n: 1,
+            h: hp,
+            w: wp,
+            pad: 0,
+            ..*g
+        };
+        return PADDED.with_borrow_mut(|padded| {
+            padded.clear();
+            padded.resize(g.c * hp * wp, 0.0);
+            let image = &x[ni * g.c * hw..][..g.c * hw];
+            for (from, to) in image.chunks_exact(hw).zip(padded.chunks_exact_mut(hp * wp)) {
+                for (row, src) in from.chunks_exact(g.w).enumerate() {
+                    to[(row + g.pad) * wp + g.pad..][..g.w].copy_from_slice(src);
+                }
+            }
+            patch_image(padded, &padded_geom, &[], 0, chunk)
+        });
+    }
     match g.kw {
         3 => patch_rows::<3>(x, g, taps, ni, chunk),
         4 => patch_rows::<4>(x, g, taps, ni, chunk),
