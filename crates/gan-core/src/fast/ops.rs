@@ -469,17 +469,7 @@ impl CustomOp3 for Conv2dOp {
                 None
             } else if kept.is_none() && kernels::depth_block(o, g.k(), np).is_some() {
                 // dW = g x patches, from blocks of patch rows.
-                let a = Mat::rows(&gt, np);
-                let write = |dst: &mut [f32], acc| {
-                    assert!(kernels::patch_product(dst, acc, a, xd, &g, o));
-                };
-                if grads::collect(w, write) {
-                    None
-                } else {
-                    let mut dw = vec![0f32; o * g.k()];
-                    write(&mut dw, false);
-                    Some(cpu(dw, w.shape())?)
-                }
+                patch_weight_grad(w, Mat::rows(&gt, np), xd, &g, o)?
             } else {
                 let unfolded = kept.unwrap_or_else(|| Unfolded::new(xd, &g, o));
                 // dW = g x cols^T
@@ -501,6 +491,27 @@ impl CustomOp3 for Conv2dOp {
             Ok((dx, dw, db))
         })
     }
+}
+
+/// The weight gradient `a [m, N*P] x patches(image)` from blocks of patch rows
+/// ([`kernels::patch_product`], whose blocks the caller has checked with
+/// [`kernels::depth_block`]), written into the collector's buffer where one is active.
+fn patch_weight_grad(
+    w: &Tensor,
+    a: Mat,
+    image: &[f32],
+    g: &ConvGeom,
+    m: usize,
+) -> Result<Option<Tensor>> {
+    let write = |dst: &mut [f32], acc| {
+        assert!(kernels::patch_product(dst, acc, a, image, g, m));
+    };
+    if grads::collect(w, write) {
+        return Ok(None);
+    }
+    let mut dw = vec![0f32; m * g.k()];
+    write(&mut dw, false);
+    Ok(Some(cpu(dw, w.shape())?))
 }
 
 /// 2-D convolution of `x [N, C, H, W]` with `w [O, C, K, K]` plus `b [O]`.
@@ -660,17 +671,7 @@ impl CustomOp3 for ConvTranspose2dOp {
                 None
             } else if kernels::depth_block(cin, g.k(), np).is_some() {
                 let xt = kernels::swap01(xd, g.n, cin, p, None);
-                let a = Mat::rows(&xt, np);
-                let write = |dst: &mut [f32], acc| {
-                    assert!(kernels::patch_product(dst, acc, a, gr, &g, cin));
-                };
-                if grads::collect(w, write) {
-                    None
-                } else {
-                    let mut dw = vec![0f32; cin * g.k()];
-                    write(&mut dw, false);
-                    Some(cpu(dw, w.shape())?)
-                }
+                patch_weight_grad(w, Mat::rows(&xt, np), gr, &g, cin)?
             } else {
                 let xt = kernels::swap01(xd, g.n, cin, p, None);
                 let (a, c) = (Mat::rows(&xt, np), unfolded().cols(&g).transposed());
