@@ -428,7 +428,7 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fast::kernels::{patches, product, Mat};
+    use crate::fast::kernels::{geometry, patches, product, Mat};
 
     fn filled(len: usize, seed: u32) -> Vec<f32> {
         let mut s = seed.wrapping_mul(2_654_435_761).max(1);
@@ -440,29 +440,6 @@ mod tests {
                 (s >> 8) as f32 / (1u32 << 23) as f32 * 2.0 - 1.0
             })
             .collect()
-    }
-
-    /// A square kernel's geometry on `[n, c, h, w]` images.
-    fn geometry(
-        n: usize,
-        c: usize,
-        (h, w): (usize, usize),
-        k: usize,
-        stride: usize,
-        pad: usize,
-    ) -> ConvGeom {
-        ConvGeom {
-            n,
-            c,
-            h,
-            w,
-            kh: k,
-            kw: k,
-            stride,
-            pad,
-            oh: (h + 2 * pad - k) / stride + 1,
-            ow: (w + 2 * pad - k) / stride + 1,
-        }
     }
 
     fn assert_same_bits(geometry: usize, want: &[f32], got: &[f32]) {

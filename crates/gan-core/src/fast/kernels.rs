@@ -1427,6 +1427,30 @@ pub(crate) fn values(s: &mut u64, len: usize) -> Vec<f32> {
         .collect()
 }
 
+/// A square kernel's geometry on `[n, c, h, w]` images, for the tests.
+#[cfg(test)]
+pub(crate) fn geometry(
+    n: usize,
+    c: usize,
+    (h, w): (usize, usize),
+    k: usize,
+    stride: usize,
+    pad: usize,
+) -> ConvGeom {
+    ConvGeom {
+        n,
+        c,
+        h,
+        w,
+        kh: k,
+        kw: k,
+        stride,
+        pad,
+        oh: (h + 2 * pad - k) / stride + 1,
+        ow: (w + 2 * pad - k) / stride + 1,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1493,18 +1517,7 @@ mod tests {
             return;
         }
         let mut s = 0x6a09_e667_f3bc_c909u64;
-        let geom = |n, c, h, k, stride, pad| ConvGeom {
-            n,
-            c,
-            h,
-            w: h + 1,
-            kh: k,
-            kw: k,
-            stride,
-            pad,
-            oh: (h + 2 * pad - k) / stride + 1,
-            ow: (h + 1 + 2 * pad - k) / stride + 1,
-        };
+        let geom = |n, c, h, k, stride, pad| geometry(n, c, (h, h + 1), k, stride, pad);
         for (g, o) in [
             (geom(19, 64, 7, 3, 1, 1), 64),
             (geom(9, 40, 12, 5, 1, 2), 24),
@@ -1547,18 +1560,7 @@ mod tests {
             return;
         }
         let mut s = 0x2545_f491_4f6c_dd1du64;
-        let geom = |n, c, h, k, stride, pad| ConvGeom {
-            n,
-            c,
-            h,
-            w: h,
-            kh: k,
-            kw: k,
-            stride,
-            pad,
-            oh: (h + 2 * pad - k) / stride + 1,
-            ow: (h + 2 * pad - k) / stride + 1,
-        };
+        let geom = |n, c, h, k, stride, pad| geometry(n, c, (h, h), k, stride, pad);
         for (g, m) in [
             (geom(30, 32, 14, 4, 2, 1), 64),
             (geom(23, 64, 7, 3, 1, 1), 64),
@@ -1610,18 +1612,7 @@ mod tests {
     #[test]
     fn col2im_of_the_product_is_col2im_of_the_whole_product_bit_for_bit() {
         let mut s = 0x9e37_79b9_7f4a_7c15u64;
-        let geom = |n, c, h, k, stride, pad| ConvGeom {
-            n,
-            c,
-            h,
-            w: h + 2,
-            kh: k,
-            kw: k,
-            stride,
-            pad,
-            oh: (h + 2 * pad - k) / stride + 1,
-            ow: (h + 2 + 2 * pad - k) / stride + 1,
-        };
+        let geom = |n, c, h, k, stride, pad| geometry(n, c, (h, h + 2), k, stride, pad);
         for (g, depth) in [
             (geom(5, 32, 14, 4, 2, 1), 64),
             (geom(9, 64, 7, 3, 1, 1), 64),
@@ -1670,21 +1661,7 @@ mod tests {
     fn patches_and_col2im_follow_the_geometry_and_give_the_products_bits() {
         let mut s = 0x2545_f491_4f6c_dd1du64;
         let mut fill = |len: usize| values(&mut s, len);
-        let geom = |n, c, h, k, stride, pad| {
-            let oh = (h + 2 * pad - k) / stride + 1;
-            ConvGeom {
-                n,
-                c,
-                h,
-                w: h + 1,
-                kh: k,
-                kw: k,
-                stride,
-                pad,
-                oh,
-                ow: (h + 1 + 2 * pad - k) / stride + 1,
-            }
-        };
+        let geom = |n, c, h, k, stride, pad| geometry(n, c, (h, h + 1), k, stride, pad);
         for g in [
             geom(2, 3, 7, 3, 2, 1),
             geom(3, 2, 9, 4, 3, 2),
