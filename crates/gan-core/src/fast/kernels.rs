@@ -368,11 +368,6 @@ impl ConvGeom {
             .filter(|&i| i < size)
     }
 
-    /// For each kernel tap `(ki, kj)` (row-major) and output pixel `(oy, ox)`: the input
-    /// pixel `iy * w + ix` it reads, or `u32::MAX` where it meets padding. `kh*kw*oh*ow`
-    /// entries, a few thousand for this project's layers: computed once per call, it
-    /// turns im2col and col2im into a gather and a scatter over flat planes, with no
-    /// per-row bounds arithmetic (which dominated on 7x7 and 14x14 images).
     /// The output pixels `o` (of `outs`) whose tap `k` reads inside `size` input pixels:
     /// `pad <= o stride + k < size + pad`.
     fn inside(&self, k: usize, size: usize, outs: usize) -> std::ops::Range<usize> {
@@ -394,6 +389,11 @@ impl ConvGeom {
             .collect()
     }
 
+    /// For each kernel tap `(ki, kj)` (row-major) and output pixel `(oy, ox)`: the input
+    /// pixel `iy * w + ix` it reads, or `u32::MAX` where it meets padding. `kh*kw*oh*ow`
+    /// entries, a few thousand for this project's layers: computed once per call, it
+    /// turns im2col and col2im into a gather and a scatter over flat planes, with no
+    /// per-row bounds arithmetic (which dominated on 7x7 and 14x14 images).
     fn taps(&self) -> Vec<u32> {
         let mut t = Vec::with_capacity(self.kh * self.kw * self.oh * self.ow);
         for ki in 0..self.kh {
@@ -560,11 +560,9 @@ pub(crate) fn patch_convolve(
     o: usize,
 ) -> Option<Vec<f32>> {
     let (k, p, np) = (g.k(), g.oh * g.ow, g.cols());
-    let images = IMAGES_PER_TASK.min(g.n.div_ceil(threads())).max(1);
-    let last =
-        g.n.saturating_sub((g.n.div_ceil(images).max(1) - 1) * images);
+    let (images, last) = image_blocks(g.n);
     let whole = depth_block(np, o, k)?;
-    let blocks_alike = [images.min(g.n), last]
+    let blocks_alike = [images, last]
         .iter()
         .all(|&i| i * p > 64 && depth_block_on(i * p, o, k, 1) == Some(whole));
     if o < 2 || !blocks_alike {
@@ -812,9 +810,8 @@ pub(crate) fn col2im_of_product(
 ) -> Option<Vec<f32>> {
     use super::direct::{in_order, sums_in_order};
     let (k, p, np, hw, kk, c) = (g.k(), g.oh * g.ow, g.cols(), g.h * g.w, g.kh * g.kw, g.c);
-    let block = IMAGES_PER_TASK.min(g.n.div_ceil(threads())).max(1);
-    let last = g.n.saturating_sub((g.n.div_ceil(block).max(1) - 1) * block);
-    let blocks_in_order = [block.min(g.n), last]
+    let (block, last) = image_blocks(g.n);
+    let blocks_in_order = [block, last]
         .iter()
         .all(|&images| sums_in_order(images * p, k, depth));
     if c < 16 || !in_order(k, np, depth) || !blocks_in_order {
@@ -912,6 +909,19 @@ fn scatter_pixels(pixels: &mut [f32], rows: &[f32], g: &ConvGeom, spans: &[TapSp
             }
         }
     }
+}
+
+/// The blocks of images [`patch_convolve`] and [`col2im_of_product`] give each task:
+/// `(images, last)`, the images of a block and of the last (narrower) one. Up to
+/// [`IMAGES_PER_TASK`], fewer where the batch would not otherwise reach every thread.
+fn image_blocks(n: usize) -> (usize, usize) {
+    let images = IMAGES_PER_TASK
+        .min(n.div_ceil(threads()))
+        .clamp(1, n.max(1));
+    (
+        images,
+        n.saturating_sub((n.div_ceil(images).max(1) - 1) * images),
+    )
 }
 
 /// Images per task of [`col2im`]: enough for long runs of reads, few enough that a
