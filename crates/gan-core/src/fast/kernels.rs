@@ -518,17 +518,24 @@ fn patch_image(x: &[f32], g: &ConvGeom, taps: &[u32], ni: usize, chunk: &mut [Ma
 /// `gemm_threads` runs it: each element is its first block's sum (from zero, one fused
 /// multiply-add per term in order), then each further block's sum added to it (gemm-common
 /// 0.19, `gemm_basic_generic`: `kernel_params`' `kc`, or at most 512 terms for outputs of
-/// at most 64 x 64). `None` where that is not known for certain: a micro-kernel other
-/// than AVX-512's (its 64 x 6 tile enters the block size), gemm's other paths (outer
-/// products, matrix-vector, small outputs) for the product or one of its blocks, a last
-/// block under three terms, or threads whose column blocks would be blocked differently.
+/// at most 64 x 64). The micro-kernel's tile enters the block size: 64 x 6 with
+/// AVX-512, 16 x 6 with AVX2 and FMA. `None` where that is not known for certain: gemm's
+/// scalar kernel, its other paths (outer products, matrix-vector, small outputs) for the
+/// product or one of its blocks, a last block under three terms, or threads whose column
+/// blocks would be blocked differently.
 pub(crate) fn depth_block(m: usize, n: usize, k: usize) -> Option<usize> {
     depth_block_on(m, n, k, threads())
 }
 
 /// [`depth_block`] for a product run on `threads` threads.
 fn depth_block_on(m: usize, n: usize, k: usize, threads: usize) -> Option<usize> {
-    if super::packed::Isa::detect() != Some(super::packed::Isa::Avx512) || m < 2 || k < 3 {
+    use super::packed::Isa;
+    let mr = match Isa::detect() {
+        Some(Isa::Avx512) => 64,
+        Some(Isa::Avx2) => 16,
+        None => return None,
+    };
+    if m < 2 || k < 3 {
         return None;
     }
     let widths = match column_split(m, n, k, threads) {
@@ -537,7 +544,7 @@ fn depth_block_on(m: usize, n: usize, k: usize, threads: usize) -> Option<usize>
     };
     let kc = |w: usize| match m <= 64 && w <= 64 {
         true => k.min(512),
-        false => gemm_common::cache::kernel_params(m, w, k, 64, 6, std::mem::size_of::<f32>()).kc,
+        false => gemm_common::cache::kernel_params(m, w, k, mr, 6, std::mem::size_of::<f32>()).kc,
     };
     let block = kc(widths[0]);
     let last = k - (k.div_ceil(block) - 1) * block;
@@ -1522,8 +1529,8 @@ mod tests {
     /// bias, with a narrower last block of images.
     #[test]
     fn convolutions_from_blocks_of_patches_are_the_whole_products_bits() {
-        if super::super::packed::Isa::detect() != Some(super::super::packed::Isa::Avx512) {
-            eprintln!("skipped: the blocked convolution runs on AVX-512 only");
+        if super::super::packed::Isa::detect().is_none() {
+            eprintln!("skipped: the blocked convolution runs on AVX-512 or AVX2 only");
             return;
         }
         let mut s = 0x6a09_e667_f3bc_c909u64;
@@ -1565,8 +1572,8 @@ mod tests {
     /// takes 512 terms at a time (outputs of at most 64 x 64), with a shorter last block.
     #[test]
     fn weight_gradients_from_blocks_of_patches_are_the_whole_products_bits() {
-        if super::super::packed::Isa::detect() != Some(super::super::packed::Isa::Avx512) {
-            eprintln!("skipped: the blocked weight gradient runs on AVX-512 only");
+        if super::super::packed::Isa::detect().is_none() {
+            eprintln!("skipped: the blocked weight gradient runs on AVX-512 or AVX2 only");
             return;
         }
         let mut s = 0x2545_f491_4f6c_dd1du64;
