@@ -6,8 +6,10 @@
 //! weights frozen, those two passes were a quarter of the step (docs/BENCHMARKS.md).
 //! Where no weight gradient is wanted the patches have no other use, so the kernel here
 //! multiplies straight from a zero-padded copy of each image: `mr` output pixels times
-//! `16 nv` output channels held in registers, each step of the sum one weight vector and
-//! `mr` broadcast pixels.
+//! `nv` vectors of output channels held in registers, each step of the sum one weight
+//! vector and `mr` broadcast pixels. The kernels are written once over [`x86::Simd`]
+//! and compiled for AVX-512 (16 lanes) and for AVX2 (8 lanes, half as many registers:
+//! smaller tiles).
 //!
 //! A transposed convolution's forward pass (the adjoint of a convolution) is the other
 //! way round: gemm forms a column matrix (`o kh kw` rows, 4-16 times the output) that
@@ -45,10 +47,11 @@ pub(crate) fn sums_in_order(m: usize, n: usize, k: usize) -> bool {
 /// `[n, o, oh, ow]`: the convolution plus the bias `b`, bit for bit the product of
 /// [`super::kernels::patches`] by the kernel's transpose then
 /// [`super::kernels::transpose_each`] with the bias; `None` where that product would not
-/// sum in order ([`in_order`]) or the CPU lacks AVX-512.
+/// sum in order ([`in_order`]) or the CPU has neither AVX-512 nor AVX2.
 pub(crate) fn conv(x: &[f32], g: &ConvGeom, w: &[f32], b: &[f32], o: usize) -> Option<Vec<f32>> {
     let (k, p) = (g.k(), g.oh * g.ow);
-    if Isa::detect() != Some(Isa::Avx512) || !in_order(g.cols(), o, k) {
+    let isa = Isa::detect()?;
+    if !in_order(g.cols(), o, k) {
         return None;
     }
     assert_eq!(w.len(), o * k, "direct conv: weight and shape disagree");
@@ -59,7 +62,7 @@ pub(crate) fn conv(x: &[f32], g: &ConvGeom, w: &[f32], b: &[f32], o: usize) -> O
         "direct conv: input and shape disagree"
     );
     let (hp, wp) = (g.h + 2 * g.pad, g.w + 2 * g.pad);
-    let lanes = o.div_ceil(16) * 16;
+    let lanes = o.next_multiple_of(width(isa));
     // The weight's transpose, each step of the sum one row of `lanes` (zero-padded).
     let mut wt = vec![0.0f32; k * lanes];
     for (oi, row) in w.chunks_exact(k).enumerate() {
@@ -103,11 +106,19 @@ pub(crate) fn conv(x: &[f32], g: &ConvGeom, w: &[f32], b: &[f32], o: usize) -> O
                         &padded[..]
                     }
                 };
-                // SAFETY: AVX-512 is present (checked above); every tap of every output
-                // pixel lies inside the padded image (`(oh - 1) stride + kh <= h + 2
-                // pad`, the same across), `wt` holds `k` rows of `lanes`, and `rows` is
-                // `p` rows of `o`, each written in full by the tiles.
-                unsafe { image_rows(src, &taps, &starts, &wt, lanes, o, rows) };
+                let tiles = Image {
+                    src,
+                    taps: &taps,
+                    starts: &starts,
+                    wt: &wt,
+                    lanes,
+                    o,
+                };
+                // SAFETY: `isa` is this CPU's; every tap of every output pixel lies
+                // inside the padded image (`(oh - 1) stride + kh <= h + 2 pad`, the same
+                // across), `wt` holds `k` rows of `lanes` (whole vectors of `isa`), and
+                // `rows` is `p` rows of `o`, each written in full by the tiles.
+                unsafe { image_rows(isa, &tiles, rows) };
                 // [P, O] to [O, P] plus the bias, as `transpose_each` adds it.
                 for (c, plane) in dst.chunks_exact_mut(p).enumerate() {
                     for (d, r) in plane.iter_mut().zip(rows.chunks_exact(o)) {
@@ -125,17 +136,18 @@ pub(crate) fn conv(x: &[f32], g: &ConvGeom, w: &[f32], b: &[f32], o: usize) -> O
 /// forward pass of a transposed convolution, without its bias), bit for bit
 /// [`super::kernels::col2im`] of the product of the kernel's transpose by `grad`'s
 /// columns; `None` where that product would not sum in order ([`in_order`]), the result
-/// has fewer than 16 channels or the CPU lacks AVX-512.
+/// has fewer than 16 channels or the CPU has neither AVX-512 nor AVX2.
 ///
 /// Pixels of one row whose columns share a remainder modulo the stride meet the same
-/// taps, at consecutive columns of `grad`: a tile of them times 16-channel vectors forms
+/// taps, at consecutive columns of `grad`: a tile of them times vectors of channels forms
 /// each tap's column entries in registers (the sum over `o` in order, as gemm forms
 /// them) and adds them to the pixels' sums tap by tap in kernel order, as col2im adds
 /// them. Columns a tile reaches past the edges read zeros (a zero-padded copy of `grad`);
 /// a zero term leaves a sum's bits as they are (a sum from +0 is never -0).
 pub(crate) fn conv_adjoint(grad: &[f32], w: &[f32], g: &ConvGeom, o: usize) -> Option<Vec<f32>> {
     let (k, p, kk, s) = (g.k(), g.oh * g.ow, g.kh * g.kw, g.stride);
-    if Isa::detect() != Some(Isa::Avx512) || !in_order(k, g.cols(), o) || g.c < 16 {
+    let isa = Isa::detect()?;
+    if !in_order(k, g.cols(), o) || g.c < 16 {
         return None;
     }
     assert_eq!(w.len(), o * k, "direct conv: weight and shape disagree");
@@ -145,7 +157,7 @@ pub(crate) fn conv_adjoint(grad: &[f32], w: &[f32], g: &ConvGeom, o: usize) -> O
         "direct conv: gradient and shape disagree"
     );
     // The weight by tap, then output channel, the input channels in a row of `cl`.
-    let cl = g.c.next_multiple_of(16);
+    let cl = g.c.next_multiple_of(width(isa));
     let mut wk = vec![0.0f32; kk * o * cl];
     for (oi, row) in w.chunks_exact(k).enumerate() {
         for (ci, taps) in row.chunks_exact(kk).enumerate() {
@@ -159,6 +171,13 @@ pub(crate) fn conv_adjoint(grad: &[f32], w: &[f32], g: &ConvGeom, o: usize) -> O
     let left = (g.kw - 1).div_ceil(s);
     let reach = (g.w - 1 + g.pad) / s + 1;
     let owp = left + reach.max(g.ow) + TILE_PIXELS;
+    // A tile reads its pixels' columns from every one of the `o` gradient planes: with
+    // AVX2 (Zen 3's 32 KB L1) the gather lost to gemm and col2im where one image's
+    // padded planes outgrow 32 KB (InfoGAN's 128 x 7 x 16: generation 8% slower) and
+    // won below (DCGAN's 64-plane layer, the energy model's critic).
+    if isa == Isa::Avx2 && o * g.oh * owp * std::mem::size_of::<f32>() > 32 << 10 {
+        return None;
+    }
     let hw = g.h * g.w;
     let len = g.n * g.c * hw;
     let mut out: Vec<f32> = Vec::with_capacity(len);
@@ -173,10 +192,10 @@ pub(crate) fn conv_adjoint(grad: &[f32], w: &[f32], g: &ConvGeom, o: usize) -> O
                     padded[row * owp + left..][..g.ow].copy_from_slice(from);
                 }
                 pixels.fill(0.0);
-                // SAFETY: AVX-512 is present (checked above); the tiles read `padded`
-                // inside its rows (`left` and `owp` above) and `wk` inside its `kk o`
-                // rows of `cl`, and write `pixels` (`[h w, cl]`) inside.
-                unsafe { x86::gather_image(padded, (owp, left), &wk, g, (o, cl), pixels) };
+                // SAFETY: `isa` is this CPU's; the tiles read `padded` inside its rows
+                // (`left` and `owp` above) and `wk` inside its `kk o` rows of `cl` (whole
+                // vectors of `isa`), and write `pixels` (`[h w, cl]`) inside.
+                unsafe { gather_image(isa, padded, (owp, left), &wk, g, (o, cl), pixels) };
                 for (ci, plane) in dst.chunks_exact_mut(hw).enumerate() {
                     for (d, px) in plane.iter_mut().zip(pixels.chunks_exact(cl)) {
                         d.write(px[ci]);
@@ -189,74 +208,69 @@ pub(crate) fn conv_adjoint(grad: &[f32], w: &[f32], g: &ConvGeom, o: usize) -> O
     Some(out)
 }
 
-/// Pixels of a tile of [`conv_adjoint`] (the padded rows leave room for a whole one
-/// past a row's last pixel).
+/// Pixels of a tile of [`conv_adjoint`] at most (the padded rows leave room for a whole
+/// one past a row's last pixel).
 const TILE_PIXELS: usize = 8;
 
-/// One image's `p` output rows of `o` channels, tile by tile.
-///
-/// # Safety
-/// As in [`conv`].
-#[cfg(target_arch = "x86_64")]
-unsafe fn image_rows(
-    src: &[f32],
-    taps: &[usize],
-    starts: &[usize],
-    wt: &[f32],
-    lanes: usize,
-    o: usize,
-    dst: &mut [f32],
-) {
-    let (vectors, out) = (lanes / 16, dst.as_mut_ptr());
-    let mut v0 = 0;
-    while v0 < vectors {
-        let nv = match vectors - v0 {
-            4.. => 4,
-            2 | 3 => 2,
-            _ => 1,
-        };
-        let run = |mr: usize, pix: usize| Tile {
-            src: src.as_ptr(),
-            taps,
-            wt: wt.as_ptr().add(16 * v0),
-            lanes,
-            out: out.add(pix * o + 16 * v0),
-            ldo: o,
-            rows: mr.min(starts.len() - pix),
-            cols: o - 16 * v0,
-        };
-        match nv {
-            4 => {
-                for pix in (0..starts.len()).step_by(4) {
-                    x86::tile::<4, 4>(run(4, pix), &starts[pix..]);
-                }
-            }
-            2 => {
-                for pix in (0..starts.len()).step_by(8) {
-                    x86::tile::<8, 2>(run(8, pix), &starts[pix..]);
-                }
-            }
-            _ => {
-                for pix in (0..starts.len()).step_by(8) {
-                    x86::tile::<8, 1>(run(8, pix), &starts[pix..]);
-                }
-            }
-        }
-        v0 += nv;
+/// Lanes of `isa`'s vectors: the weights' rows are padded to whole vectors of them.
+fn width(isa: Isa) -> usize {
+    match isa {
+        Isa::Avx512 => 16,
+        Isa::Avx2 => 8,
     }
 }
 
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn image_rows(
-    _: &[f32],
-    _: &[usize],
-    _: &[usize],
-    _: &[f32],
-    _: usize,
-    _: usize,
-    _: &mut [f32],
+/// What the tiles of one image of [`conv`] read: the (padded) image, each tap's offset
+/// in it, each output pixel's first tap, and the weight's transpose in rows of `lanes`.
+struct Image<'a> {
+    src: &'a [f32],
+    taps: &'a [usize],
+    starts: &'a [usize],
+    wt: &'a [f32],
+    lanes: usize,
+    o: usize,
+}
+
+/// One image's `p` output rows of `o` channels into `dst`, tile by tile.
+///
+/// # Safety
+/// As in [`conv`]: `isa` present, `lanes` whole vectors of it.
+unsafe fn image_rows(isa: Isa, image: &Image, dst: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    match isa {
+        Isa::Avx512 => x86::image_rows_avx512(image, dst),
+        Isa::Avx2 => x86::image_rows_avx2(image, dst),
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!(
+        "no direct convolution off x86-64: {isa:?} {}",
+        image.o + dst.len()
+    )
+}
+
+/// One image of [`conv_adjoint`], added into `pixels`.
+///
+/// # Safety
+/// As in [`conv_adjoint`]: `isa` present, `cl` whole vectors of it.
+unsafe fn gather_image(
+    isa: Isa,
+    padded: &[f32],
+    (owp, left): (usize, usize),
+    wk: &[f32],
+    g: &ConvGeom,
+    (o, cl): (usize, usize),
+    pixels: &mut [f32],
 ) {
-    unreachable!("no direct convolution off x86-64")
+    #[cfg(target_arch = "x86_64")]
+    match isa {
+        Isa::Avx512 => x86::gather_image_avx512(padded, (owp, left), wk, g, (o, cl), pixels),
+        Isa::Avx2 => x86::gather_image_avx2(padded, (owp, left), wk, g, (o, cl), pixels),
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!(
+        "no direct convolution off x86-64: {isa:?} {}",
+        padded.len() + owp + left + wk.len() + g.n + o + cl + pixels.len()
+    )
 }
 
 /// One kernel call: `rows` output pixels (their first taps at `starts`) times the
@@ -274,16 +288,233 @@ struct Tile<'a> {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{ConvGeom, Tile};
+    use super::{ConvGeom, Image, Tile};
     use std::arch::x86_64::*;
+
+    /// The vector operations of the kernels, for one instruction set. Each is inlined
+    /// into a function compiled for that set (`image_rows_avx2` and the like), so that
+    /// one generic kernel becomes both sets' code.
+    pub(super) trait Simd {
+        /// Floats per vector.
+        const LANES: usize;
+        type V: Copy;
+        unsafe fn zero() -> Self::V;
+        unsafe fn load(p: *const f32) -> Self::V;
+        unsafe fn splat(x: f32) -> Self::V;
+        /// `a b + c`, rounded once (as gemm's micro-kernels).
+        unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+        unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
+        unsafe fn store(p: *mut f32, v: Self::V);
+        /// Stores the first `n` lanes (`1 <= n <= LANES`).
+        unsafe fn store_first(p: *mut f32, v: Self::V, n: usize);
+    }
+
+    /// AVX-512F: 16 lanes, 32 registers.
+    pub(super) struct Avx512;
+
+    /// AVX2 and FMA: 8 lanes, 16 registers.
+    pub(super) struct Avx2;
+
+    impl Simd for Avx512 {
+        const LANES: usize = 16;
+        type V = __m512;
+        #[inline(always)]
+        unsafe fn zero() -> __m512 {
+            _mm512_setzero_ps()
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> __m512 {
+            _mm512_loadu_ps(p)
+        }
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> __m512 {
+            _mm512_set1_ps(x)
+        }
+        #[inline(always)]
+        unsafe fn fma(a: __m512, b: __m512, c: __m512) -> __m512 {
+            _mm512_fmadd_ps(a, b, c)
+        }
+        #[inline(always)]
+        unsafe fn add(a: __m512, b: __m512) -> __m512 {
+            _mm512_add_ps(a, b)
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut f32, v: __m512) {
+            _mm512_storeu_ps(p, v)
+        }
+        #[inline(always)]
+        unsafe fn store_first(p: *mut f32, v: __m512, n: usize) {
+            _mm512_mask_storeu_ps(p, ((1u32 << n) - 1) as __mmask16, v)
+        }
+    }
+
+    impl Simd for Avx2 {
+        const LANES: usize = 8;
+        type V = __m256;
+        #[inline(always)]
+        unsafe fn zero() -> __m256 {
+            _mm256_setzero_ps()
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> __m256 {
+            _mm256_loadu_ps(p)
+        }
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> __m256 {
+            _mm256_set1_ps(x)
+        }
+        #[inline(always)]
+        unsafe fn fma(a: __m256, b: __m256, c: __m256) -> __m256 {
+            _mm256_fmadd_ps(a, b, c)
+        }
+        #[inline(always)]
+        unsafe fn add(a: __m256, b: __m256) -> __m256 {
+            _mm256_add_ps(a, b)
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut f32, v: __m256) {
+            _mm256_storeu_ps(p, v)
+        }
+        #[inline(always)]
+        unsafe fn store_first(p: *mut f32, v: __m256, n: usize) {
+            let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), lanes);
+            _mm256_maskstore_ps(p, mask, v)
+        }
+    }
+
+    /// [`image_rows`] for AVX-512.
+    ///
+    /// # Safety
+    /// AVX-512F present; as [`super::conv`] passes them.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn image_rows_avx512(image: &Image, dst: &mut [f32]) {
+        image_rows::<Avx512>(image, dst)
+    }
+
+    /// [`image_rows`] for AVX2.
+    ///
+    /// # Safety
+    /// AVX2 and FMA present; as [`super::conv`] passes them.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn image_rows_avx2(image: &Image, dst: &mut [f32]) {
+        image_rows::<Avx2>(image, dst)
+    }
+
+    /// One image's output rows, vectors of channels at a time: tiles of 16 accumulators
+    /// in AVX-512's 32 registers, of 12 or 8 in AVX2's 16.
+    #[inline(always)]
+    unsafe fn image_rows<S: Simd>(image: &Image, dst: &mut [f32]) {
+        let (vectors, out, o, starts) = (
+            image.lanes / S::LANES,
+            dst.as_mut_ptr(),
+            image.o,
+            image.starts,
+        );
+        let mut v0 = 0;
+        while v0 < vectors {
+            let run = |mr: usize, pix: usize| Tile {
+                src: image.src.as_ptr(),
+                taps: image.taps,
+                wt: image.wt.as_ptr().add(S::LANES * v0),
+                lanes: image.lanes,
+                out: out.add(pix * o + S::LANES * v0),
+                ldo: o,
+                rows: mr.min(starts.len() - pix),
+                cols: o - S::LANES * v0,
+            };
+            v0 += match (S::LANES, vectors - v0) {
+                (16, 4..) => rows_of::<S, 4, 4>(starts, run),
+                (16, 2..) => rows_of::<S, 8, 2>(starts, run),
+                (_, 2..) => rows_of::<S, 6, 2>(starts, run),
+                _ => rows_of::<S, 8, 1>(starts, run),
+            };
+        }
+    }
+
+    /// Tiles of `MR` pixels x `NV` vectors over all the pixels; `NV`, the vectors done.
+    #[inline(always)]
+    unsafe fn rows_of<'a, S: Simd, const MR: usize, const NV: usize>(
+        starts: &[usize],
+        run: impl Fn(usize, usize) -> Tile<'a>,
+    ) -> usize {
+        for pix in (0..starts.len()).step_by(MR) {
+            tile::<S, MR, NV>(run(MR, pix), &starts[pix..]);
+        }
+        NV
+    }
+
+    /// `MR` pixels x `NV` vectors: for each tap in order, one weight row and a broadcast
+    /// pixel per output pixel, fused into the running sums.
+    ///
+    /// # Safety
+    /// `S`'s instructions present; `t` as [`super::conv`] builds it, `starts` holding at
+    /// least `t.rows` entries.
+    #[inline(always)]
+    unsafe fn tile<S: Simd, const MR: usize, const NV: usize>(t: Tile, starts: &[usize]) {
+        // Pixels past the last are computed from the last one's taps and not stored.
+        let at: [usize; MR] = std::array::from_fn(|j| starts[j.min(t.rows - 1)]);
+        let mut acc = [[S::zero(); NV]; MR];
+        for (kk, &tap) in t.taps.iter().enumerate() {
+            let x = t.src.add(tap);
+            let w = t.wt.add(kk * t.lanes);
+            let mut wv = [S::zero(); NV];
+            for (v, wv) in wv.iter_mut().enumerate() {
+                *wv = S::load(w.add(S::LANES * v));
+            }
+            for (j, acc) in acc.iter_mut().enumerate() {
+                let a = S::splat(*x.add(at[j]));
+                for (acc, &wv) in acc.iter_mut().zip(&wv) {
+                    *acc = S::fma(a, wv, *acc);
+                }
+            }
+        }
+        for (j, acc) in acc.iter().enumerate().take(t.rows) {
+            for (v, &acc) in acc.iter().enumerate() {
+                let left = t.cols.saturating_sub(S::LANES * v).min(S::LANES);
+                if left > 0 {
+                    S::store_first(t.out.add(j * t.ldo + S::LANES * v), acc, left);
+                }
+            }
+        }
+    }
+
+    /// [`gather_image`] for AVX-512.
+    ///
+    /// # Safety
+    /// AVX-512F present; as [`super::conv_adjoint`] passes them.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn gather_image_avx512(
+        padded: &[f32],
+        (owp, left): (usize, usize),
+        wk: &[f32],
+        g: &ConvGeom,
+        (o, cl): (usize, usize),
+        pixels: &mut [f32],
+    ) {
+        gather_image::<Avx512>(padded, (owp, left), wk, g, (o, cl), pixels)
+    }
+
+    /// [`gather_image`] for AVX2.
+    ///
+    /// # Safety
+    /// AVX2 and FMA present; as [`super::conv_adjoint`] passes them.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn gather_image_avx2(
+        padded: &[f32],
+        (owp, left): (usize, usize),
+        wk: &[f32],
+        g: &ConvGeom,
+        (o, cl): (usize, usize),
+        pixels: &mut [f32],
+    ) {
+        gather_image::<Avx2>(padded, (owp, left), wk, g, (o, cl), pixels)
+    }
 
     /// One image of [`super::conv_adjoint`], added into `pixels` (`[h w, cl]`, zeroed)
     /// from the image's gradient planes padded to rows of `owp` (`left` zeros first).
-    ///
-    /// # Safety
-    /// AVX-512F present; the slices as [`super::conv_adjoint`] passes them.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn gather_image(
+    #[inline(always)]
+    unsafe fn gather_image<S: Simd>(
         padded: &[f32],
         (owp, left): (usize, usize),
         wk: &[f32],
@@ -323,23 +554,35 @@ mod x86 {
                 let count = (g.w - px).div_ceil(s);
                 let out = pixels.as_mut_ptr().add((iy * g.w + px) * cl);
                 let mut cv = 0;
-                while cv < cl / 16 {
-                    let nv = (cl / 16 - cv).min(2);
-                    for t0 in (0..count).step_by(super::TILE_PIXELS) {
+                while cv < cl / S::LANES {
+                    let nv = (cl / S::LANES - cv).min(2);
+                    // 16 accumulators in AVX-512's 32 registers. In AVX2's 16 at most 12,
+                    // on as few pixels as the class needs: a class of 7 pixels (a 14-pixel
+                    // row at stride 2) as tiles of 4 (8 pixels' work), not of 6 (12).
+                    let mr = match (S::LANES, nv) {
+                        (8, 2) => count.div_ceil(count.div_ceil(6)),
+                        _ => super::TILE_PIXELS,
+                    };
+                    for t0 in (0..count).step_by(mr) {
                         let run = TileT {
                             taps: &taps,
                             first: t0,
-                            rows: (count - t0).min(super::TILE_PIXELS),
+                            rows: (count - t0).min(mr),
                             o,
                             cl,
                             plane,
-                            cv: 16 * cv,
+                            cv: S::LANES * cv,
                             out,
                             step: s * cl,
                         };
-                        match nv {
-                            2 => tile_t::<{ super::TILE_PIXELS }, 2>(run),
-                            _ => tile_t::<{ super::TILE_PIXELS }, 1>(run),
+                        match (S::LANES, nv, mr) {
+                            (8, 2, 6) => tile_t::<S, 6, 2>(run),
+                            (8, 2, 5) => tile_t::<S, 5, 2>(run),
+                            (8, 2, 4) => tile_t::<S, 4, 2>(run),
+                            (8, 2, 3) => tile_t::<S, 3, 2>(run),
+                            (8, 2, _) => tile_t::<S, 2, 2>(run),
+                            (_, 2, _) => tile_t::<S, { super::TILE_PIXELS }, 2>(run),
+                            _ => tile_t::<S, { super::TILE_PIXELS }, 1>(run),
                         }
                     }
                     cv += nv;
@@ -362,63 +605,32 @@ mod x86 {
         step: usize,
     }
 
-    /// `MR` pixels x `16 NV` channels of [`gather_image`] (the first `t.rows` stored):
-    /// for each tap in kernel order, its column entries summed over the output channels
-    /// in registers, then added to the pixels' sums.
+    /// `MR` pixels x `NV` vectors of channels of [`gather_image`] (the first `t.rows`
+    /// stored): for each tap in kernel order, its column entries summed over the output
+    /// channels in registers, then added to the pixels' sums.
     #[inline(always)]
-    unsafe fn tile_t<const MR: usize, const NV: usize>(t: TileT) {
+    unsafe fn tile_t<S: Simd, const MR: usize, const NV: usize>(t: TileT) {
         for &(wp, gp) in t.taps {
             let (wp, gp) = (wp.add(t.cv), gp.add(t.first));
-            let mut sums = [[_mm512_setzero_ps(); NV]; MR];
+            let mut sums = [[S::zero(); NV]; MR];
             for oi in 0..t.o {
-                let w: [__m512; NV] =
-                    std::array::from_fn(|v| _mm512_loadu_ps(wp.add(oi * t.cl + 16 * v)));
+                let mut w = [S::zero(); NV];
+                for (v, w) in w.iter_mut().enumerate() {
+                    *w = S::load(wp.add(oi * t.cl + S::LANES * v));
+                }
                 let gr = gp.add(oi * t.plane);
                 for (j, sums) in sums.iter_mut().enumerate() {
-                    let x = _mm512_set1_ps(*gr.add(j));
-                    for v in 0..NV {
-                        sums[v] = _mm512_fmadd_ps(w[v], x, sums[v]);
+                    let x = S::splat(*gr.add(j));
+                    for (sum, &w) in sums.iter_mut().zip(&w) {
+                        *sum = S::fma(w, x, *sum);
                     }
                 }
             }
             for (j, sums) in sums.iter().enumerate().take(t.rows) {
                 let at = t.out.add((t.first + j) * t.step + t.cv);
                 for (v, &sum) in sums.iter().enumerate() {
-                    let d = at.add(16 * v);
-                    _mm512_storeu_ps(d, _mm512_add_ps(_mm512_loadu_ps(d), sum));
-                }
-            }
-        }
-    }
-
-    /// `MR` pixels x `16 NV` channels: for each tap in order, one weight row and a
-    /// broadcast pixel per output pixel, fused into the running sums.
-    ///
-    /// # Safety
-    /// AVX-512F present; `t` as [`super::conv`] builds it, `starts` holding at least
-    /// `t.rows` entries.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn tile<const MR: usize, const NV: usize>(t: Tile, starts: &[usize]) {
-        // Pixels past the last are computed from the last one's taps and not stored.
-        let at: [usize; MR] = std::array::from_fn(|j| starts[j.min(t.rows - 1)]);
-        let mut acc = [[_mm512_setzero_ps(); NV]; MR];
-        for (kk, &tap) in t.taps.iter().enumerate() {
-            let x = t.src.add(tap);
-            let w = t.wt.add(kk * t.lanes);
-            let wv: [__m512; NV] = std::array::from_fn(|v| _mm512_loadu_ps(w.add(16 * v)));
-            for j in 0..MR {
-                let a = _mm512_set1_ps(*x.add(at[j]));
-                for v in 0..NV {
-                    acc[j][v] = _mm512_fmadd_ps(a, wv[v], acc[j][v]);
-                }
-            }
-        }
-        for (j, acc) in acc.iter().enumerate().take(t.rows) {
-            for (v, &acc) in acc.iter().enumerate() {
-                let left = t.cols.saturating_sub(16 * v).min(16);
-                if left > 0 {
-                    let mask = ((1u32 << left) - 1) as __mmask16;
-                    _mm512_mask_storeu_ps(t.out.add(j * t.ldo + 16 * v), mask, acc);
+                    let d = at.add(S::LANES * v);
+                    S::store(d, S::add(S::load(d), sum));
                 }
             }
         }
@@ -461,8 +673,8 @@ mod tests {
     /// past a tile.
     #[test]
     fn direct_rows_are_the_patch_product_bit_for_bit() {
-        if Isa::detect() != Some(Isa::Avx512) {
-            eprintln!("skipped: no AVX-512 on this CPU");
+        if Isa::detect().is_none() {
+            eprintln!("skipped: neither AVX-512 nor AVX2 on this CPU");
             return;
         }
         // (n, c, h, w, k, stride, pad, o)
@@ -495,11 +707,12 @@ mod tests {
     /// The gathered adjoint is col2im of the columns' product bit for bit.
     #[test]
     fn gathered_adjoints_are_col2im_of_the_product_bit_for_bit() {
-        if Isa::detect() != Some(Isa::Avx512) {
-            eprintln!("skipped: no AVX-512 on this CPU");
+        if Isa::detect().is_none() {
+            eprintln!("skipped: neither AVX-512 nor AVX2 on this CPU");
             return;
         }
         // (n, c, h, w, k, stride, pad, o)
+        let mut declined = Vec::new();
         for (i, &(n, c, h, wd, kw, stride, pad, o)) in [
             (32, 16, 16, 16, 3, 2, 1, 32),
             (32, 32, 8, 8, 3, 2, 1, 64),
@@ -520,9 +733,14 @@ mod tests {
             let gt = kernels::swap01(&grad, n, o, p, None);
             let dcols = product(Mat::t(&w, k), Mat::rows(&gt, np), k, np, o);
             let want = kernels::col2im(&dcols, &g);
-            let got = conv_adjoint(&grad, &w, &g, o).expect("this product sums in order");
-            assert_same_bits(i, &want, &got);
+            match conv_adjoint(&grad, &w, &g, o) {
+                Some(got) => assert_same_bits(i, &want, &got),
+                // AVX2 leaves the layers whose gradient planes outgrow 32 KB to gemm.
+                None if Isa::detect() == Some(Isa::Avx2) => declined.push(i),
+                None => panic!("geometry {i}: this product sums in order"),
+            }
         }
+        assert!(declined.len() <= 1, "declined {declined:?}");
     }
 
     #[test]
