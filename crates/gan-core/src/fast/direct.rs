@@ -136,7 +136,8 @@ pub(crate) fn conv(x: &[f32], g: &ConvGeom, w: &[f32], b: &[f32], o: usize) -> O
 /// forward pass of a transposed convolution, without its bias), bit for bit
 /// [`super::kernels::col2im`] of the product of the kernel's transpose by `grad`'s
 /// columns; `None` where that product would not sum in order ([`in_order`]), the result
-/// has fewer than 16 channels or the CPU has neither AVX-512 nor AVX2.
+/// has fewer than 16 channels, the CPU has neither AVX-512 nor AVX2, or (AVX2) one image's
+/// gradient planes outgrow 32 KB.
 ///
 /// Pixels of one row whose columns share a remainder modulo the stride meet the same
 /// taps, at consecutive columns of `grad`: a tile of them times vectors of channels forms
