@@ -316,73 +316,76 @@ mod x86 {
     /// AVX2 and FMA: 8 lanes, 16 registers.
     pub(super) struct Avx2;
 
-    impl Simd for Avx512 {
-        const LANES: usize = 16;
-        type V = __m512;
-        #[inline(always)]
-        unsafe fn zero() -> __m512 {
-            _mm512_setzero_ps()
-        }
-        #[inline(always)]
-        unsafe fn load(p: *const f32) -> __m512 {
-            _mm512_loadu_ps(p)
-        }
-        #[inline(always)]
-        unsafe fn splat(x: f32) -> __m512 {
-            _mm512_set1_ps(x)
-        }
-        #[inline(always)]
-        unsafe fn fma(a: __m512, b: __m512, c: __m512) -> __m512 {
-            _mm512_fmadd_ps(a, b, c)
-        }
-        #[inline(always)]
-        unsafe fn add(a: __m512, b: __m512) -> __m512 {
-            _mm512_add_ps(a, b)
-        }
-        #[inline(always)]
-        unsafe fn store(p: *mut f32, v: __m512) {
-            _mm512_storeu_ps(p, v)
-        }
-        #[inline(always)]
-        unsafe fn store_first(p: *mut f32, v: __m512, n: usize) {
-            _mm512_mask_storeu_ps(p, ((1u32 << n) - 1) as __mmask16, v)
-        }
+    /// `Simd` for one instruction set: its vector type, its intrinsics, its masked store.
+    macro_rules! simd {
+        ($set:ident, $lanes:literal, $v:ty, [$zero:ident, $load:ident, $splat:ident,
+         $fma:ident, $add:ident, $store:ident], |$p:ident, $x:ident, $n:ident| $first:block) => {
+            impl Simd for $set {
+                const LANES: usize = $lanes;
+                type V = $v;
+                #[inline(always)]
+                unsafe fn zero() -> $v {
+                    $zero()
+                }
+                #[inline(always)]
+                unsafe fn load(p: *const f32) -> $v {
+                    $load(p)
+                }
+                #[inline(always)]
+                unsafe fn splat(x: f32) -> $v {
+                    $splat(x)
+                }
+                #[inline(always)]
+                unsafe fn fma(a: $v, b: $v, c: $v) -> $v {
+                    $fma(a, b, c)
+                }
+                #[inline(always)]
+                unsafe fn add(a: $v, b: $v) -> $v {
+                    $add(a, b)
+                }
+                #[inline(always)]
+                unsafe fn store(p: *mut f32, v: $v) {
+                    $store(p, v)
+                }
+                #[inline(always)]
+                unsafe fn store_first($p: *mut f32, $x: $v, $n: usize) $first
+            }
+        };
     }
 
-    impl Simd for Avx2 {
-        const LANES: usize = 8;
-        type V = __m256;
-        #[inline(always)]
-        unsafe fn zero() -> __m256 {
-            _mm256_setzero_ps()
-        }
-        #[inline(always)]
-        unsafe fn load(p: *const f32) -> __m256 {
-            _mm256_loadu_ps(p)
-        }
-        #[inline(always)]
-        unsafe fn splat(x: f32) -> __m256 {
-            _mm256_set1_ps(x)
-        }
-        #[inline(always)]
-        unsafe fn fma(a: __m256, b: __m256, c: __m256) -> __m256 {
-            _mm256_fmadd_ps(a, b, c)
-        }
-        #[inline(always)]
-        unsafe fn add(a: __m256, b: __m256) -> __m256 {
-            _mm256_add_ps(a, b)
-        }
-        #[inline(always)]
-        unsafe fn store(p: *mut f32, v: __m256) {
-            _mm256_storeu_ps(p, v)
-        }
-        #[inline(always)]
-        unsafe fn store_first(p: *mut f32, v: __m256, n: usize) {
+    simd!(
+        Avx512,
+        16,
+        __m512,
+        [
+            _mm512_setzero_ps,
+            _mm512_loadu_ps,
+            _mm512_set1_ps,
+            _mm512_fmadd_ps,
+            _mm512_add_ps,
+            _mm512_storeu_ps
+        ],
+        |p, v, n| { _mm512_mask_storeu_ps(p, ((1u32 << n) - 1) as __mmask16, v) }
+    );
+
+    simd!(
+        Avx2,
+        8,
+        __m256,
+        [
+            _mm256_setzero_ps,
+            _mm256_loadu_ps,
+            _mm256_set1_ps,
+            _mm256_fmadd_ps,
+            _mm256_add_ps,
+            _mm256_storeu_ps
+        ],
+        |p, v, n| {
             let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
             let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), lanes);
             _mm256_maskstore_ps(p, mask, v)
         }
-    }
+    );
 
     /// [`image_rows`] for AVX-512.
     ///
