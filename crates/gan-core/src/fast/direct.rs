@@ -196,7 +196,21 @@ pub(crate) fn conv_adjoint(grad: &[f32], w: &[f32], g: &ConvGeom, o: usize) -> O
                 // SAFETY: `isa` is this CPU's; the tiles read `padded` inside its rows
                 // (`left` and `owp` above) and `wk` inside its `kk o` rows of `cl` (whole
                 // vectors of `isa`), and write `pixels` (`[h w, cl]`) inside.
-                unsafe { gather_image(isa, padded, (owp, left), &wk, g, (o, cl), pixels) };
+                unsafe {
+                    gather_image(
+                        isa,
+                        &Planes {
+                            padded,
+                            owp,
+                            left,
+                            wk: &wk,
+                            g,
+                            o,
+                            cl,
+                        },
+                        pixels,
+                    )
+                };
                 for (ci, plane) in dst.chunks_exact_mut(hw).enumerate() {
                     for (d, px) in plane.iter_mut().zip(pixels.chunks_exact(cl)) {
                         d.write(px[ci]);
@@ -249,28 +263,32 @@ unsafe fn image_rows(isa: Isa, image: &Image, dst: &mut [f32]) {
     )
 }
 
+/// What one image of [`conv_adjoint`] reads: its gradient planes padded to rows of `owp`
+/// (`left` zeros first), the weight by tap and output channel in rows of `cl`.
+struct Planes<'a> {
+    padded: &'a [f32],
+    owp: usize,
+    left: usize,
+    wk: &'a [f32],
+    g: &'a ConvGeom,
+    o: usize,
+    cl: usize,
+}
+
 /// One image of [`conv_adjoint`], added into `pixels`.
 ///
 /// # Safety
 /// As in [`conv_adjoint`]: `isa` present, `cl` whole vectors of it.
-unsafe fn gather_image(
-    isa: Isa,
-    padded: &[f32],
-    (owp, left): (usize, usize),
-    wk: &[f32],
-    g: &ConvGeom,
-    (o, cl): (usize, usize),
-    pixels: &mut [f32],
-) {
+unsafe fn gather_image(isa: Isa, planes: &Planes, pixels: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     match isa {
-        Isa::Avx512 => x86::gather_image_avx512(padded, (owp, left), wk, g, (o, cl), pixels),
-        Isa::Avx2 => x86::gather_image_avx2(padded, (owp, left), wk, g, (o, cl), pixels),
+        Isa::Avx512 => x86::gather_image_avx512(planes, pixels),
+        Isa::Avx2 => x86::gather_image_avx2(planes, pixels),
     }
     #[cfg(not(target_arch = "x86_64"))]
     unreachable!(
         "no direct convolution off x86-64: {isa:?} {}",
-        padded.len() + owp + left + wk.len() + g.n + o + cl + pixels.len()
+        planes.o + pixels.len()
     )
 }
 
@@ -289,7 +307,7 @@ struct Tile<'a> {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{ConvGeom, Image, Tile};
+    use super::{Image, Planes, Tile};
     use std::arch::x86_64::*;
 
     /// The vector operations of the kernels, for one instruction set. Each is inlined
@@ -488,15 +506,8 @@ mod x86 {
     /// # Safety
     /// AVX-512F present; as [`super::conv_adjoint`] passes them.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn gather_image_avx512(
-        padded: &[f32],
-        (owp, left): (usize, usize),
-        wk: &[f32],
-        g: &ConvGeom,
-        (o, cl): (usize, usize),
-        pixels: &mut [f32],
-    ) {
-        gather_image::<Avx512>(padded, (owp, left), wk, g, (o, cl), pixels)
+    pub(super) unsafe fn gather_image_avx512(planes: &Planes, pixels: &mut [f32]) {
+        gather_image::<Avx512>(planes, pixels)
     }
 
     /// [`gather_image`] for AVX2.
@@ -504,28 +515,22 @@ mod x86 {
     /// # Safety
     /// AVX2 and FMA present; as [`super::conv_adjoint`] passes them.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn gather_image_avx2(
-        padded: &[f32],
-        (owp, left): (usize, usize),
-        wk: &[f32],
-        g: &ConvGeom,
-        (o, cl): (usize, usize),
-        pixels: &mut [f32],
-    ) {
-        gather_image::<Avx2>(padded, (owp, left), wk, g, (o, cl), pixels)
+    pub(super) unsafe fn gather_image_avx2(planes: &Planes, pixels: &mut [f32]) {
+        gather_image::<Avx2>(planes, pixels)
     }
 
-    /// One image of [`super::conv_adjoint`], added into `pixels` (`[h w, cl]`, zeroed)
-    /// from the image's gradient planes padded to rows of `owp` (`left` zeros first).
+    /// One image of [`super::conv_adjoint`], added into `pixels` (`[h w, cl]`, zeroed).
     #[inline(always)]
-    unsafe fn gather_image<S: Simd>(
-        padded: &[f32],
-        (owp, left): (usize, usize),
-        wk: &[f32],
-        g: &ConvGeom,
-        (o, cl): (usize, usize),
-        pixels: &mut [f32],
-    ) {
+    unsafe fn gather_image<S: Simd>(planes: &Planes, pixels: &mut [f32]) {
+        let &Planes {
+            padded,
+            owp,
+            left,
+            wk,
+            g,
+            o,
+            cl,
+        } = planes;
         let s = g.stride;
         let plane = g.oh * owp;
         // (the tap's weights, the padded gradient at the class's first pixel's column)
