@@ -157,6 +157,18 @@ pub(crate) fn conv_adjoint(grad: &[f32], w: &[f32], g: &ConvGeom, o: usize) -> O
         g.n * o * p,
         "direct conv: gradient and shape disagree"
     );
+    // Gradient rows padded by `left` zeros (the most a tap reaches before column 0)
+    // and enough after for the last column a pixel reaches plus a whole tile.
+    let left = (g.kw - 1).div_ceil(s);
+    let reach = (g.w - 1 + g.pad) / s + 1;
+    let owp = left + reach.max(g.ow) + TILE_PIXELS;
+    // A tile reads its pixels' columns from every one of the `o` gradient planes: with
+    // AVX2 (Zen 3's 32 KB L1) the gather lost to gemm and col2im where one image's
+    // padded planes outgrow 32 KB (InfoGAN's 128 x 7 x 18 floats, 64.5 KB: generation 8% slower) and
+    // won below (DCGAN's 64-plane layer, the energy model's critic).
+    if isa == Isa::Avx2 && o * g.oh * owp * std::mem::size_of::<f32>() > 32 << 10 {
+        return None;
+    }
     // The weight by tap, then output channel, the input channels in a row of `cl`.
     let cl = g.c.next_multiple_of(width(isa));
     let mut wk = vec![0.0f32; kk * o * cl];
@@ -166,18 +178,6 @@ pub(crate) fn conv_adjoint(grad: &[f32], w: &[f32], g: &ConvGeom, o: usize) -> O
                 wk[(tap * o + oi) * cl + ci] = v;
             }
         }
-    }
-    // Gradient rows padded by `left` zeros (the most a tap reaches before column 0)
-    // and enough after for the last column a pixel reaches plus a whole tile.
-    let left = (g.kw - 1).div_ceil(s);
-    let reach = (g.w - 1 + g.pad) / s + 1;
-    let owp = left + reach.max(g.ow) + TILE_PIXELS;
-    // A tile reads its pixels' columns from every one of the `o` gradient planes: with
-    // AVX2 (Zen 3's 32 KB L1) the gather lost to gemm and col2im where one image's
-    // padded planes outgrow 32 KB (InfoGAN's 128 x 7 x 16: generation 8% slower) and
-    // won below (DCGAN's 64-plane layer, the energy model's critic).
-    if isa == Isa::Avx2 && o * g.oh * owp * std::mem::size_of::<f32>() > 32 << 10 {
-        return None;
     }
     let hw = g.h * g.w;
     let len = g.n * g.c * hw;
