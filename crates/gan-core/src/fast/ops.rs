@@ -493,9 +493,10 @@ impl CustomOp3 for Conv2dOp {
     }
 }
 
-/// The weight gradient `a [m, N*P] x patches(image)` from blocks of patch rows
-/// ([`kernels::patch_product`], whose blocks the caller has checked with
-/// [`kernels::depth_block`]), written into the collector's buffer where one is active.
+/// The weight gradient `a [m, N*P] x patches(image)` read from the image in place
+/// ([`super::direct::weight_grad`]) or from blocks of patch rows
+/// ([`kernels::patch_product`]), whose blocks the caller has checked with
+/// [`kernels::depth_block`]; written into the collector's buffer where one is active.
 fn patch_weight_grad(
     w: &Tensor,
     a: Mat,
@@ -504,7 +505,10 @@ fn patch_weight_grad(
     m: usize,
 ) -> Result<Option<Tensor>> {
     let write = |dst: &mut [f32], acc| {
-        assert!(kernels::patch_product(dst, acc, a, image, g, m));
+        assert!(
+            super::direct::weight_grad(dst, acc, a, image, g, m)
+                || kernels::patch_product(dst, acc, a, image, g, m)
+        );
     };
     if grads::collect(w, write) {
         return Ok(None);
