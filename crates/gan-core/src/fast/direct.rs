@@ -626,8 +626,8 @@ mod x86 {
 
     /// One image's output rows, vectors of channels at a time: tiles of up to 24
     /// accumulators in AVX-512's 32 registers (6 pixels x 4 vectors, gemm's own tile
-    /// shape: DCGAN's 64 -> 128 layer in 0.70-0.75 of the patches' one-thread time,
-    /// against 0.79-0.89 with tiles of 4 x 4), of 12 or 8 in AVX2's 16.
+    /// shape: DCGAN's 64 -> 128 layer in 0.70-0.79 of the patches' one-thread time,
+    /// against 0.79-0.93 with tiles of 4 x 4), of 12 or 8 in AVX2's 16.
     #[inline(always)]
     unsafe fn image_rows<S: Simd>(image: &Image, dst: &mut [f32]) {
         let (vectors, out, o, starts) = (
