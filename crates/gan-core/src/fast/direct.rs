@@ -606,23 +606,43 @@ mod x86 {
         }
     );
 
-    /// [`image_rows`] for AVX-512.
-    ///
-    /// # Safety
-    /// AVX-512F present; as [`super::conv`] passes them.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn image_rows_avx512(image: &Image, dst: &mut [f32]) {
-        image_rows::<Avx512>(image, dst)
+    /// The target-feature entry points of a kernel generic over [`Simd`], one for
+    /// AVX-512 and one for AVX2: inlined into each, the kernel becomes that set's code.
+    macro_rules! entry_points {
+        ($kernel:ident($arg:ident: $ty:ty), $avx512:ident, $avx2:ident, $caller:literal) => {
+            #[doc = concat!("`", stringify!($kernel), "` for AVX-512.")]
+            ///
+            /// # Safety
+            #[doc = concat!("AVX-512F present; the arguments as ", $caller, " builds them.")]
+            #[target_feature(enable = "avx512f")]
+            pub(super) unsafe fn $avx512($arg: &$ty, out: &mut [f32]) {
+                $kernel::<Avx512>($arg, out)
+            }
+
+            #[doc = concat!("`", stringify!($kernel), "` for AVX2.")]
+            ///
+            /// # Safety
+            #[doc = concat!("AVX2 and FMA present; the arguments as ", $caller, " builds them.")]
+            #[target_feature(enable = "avx2,fma")]
+            pub(super) unsafe fn $avx2($arg: &$ty, out: &mut [f32]) {
+                $kernel::<Avx2>($arg, out)
+            }
+        };
     }
 
-    /// [`image_rows`] for AVX2.
-    ///
-    /// # Safety
-    /// AVX2 and FMA present; as [`super::conv`] passes them.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn image_rows_avx2(image: &Image, dst: &mut [f32]) {
-        image_rows::<Avx2>(image, dst)
-    }
+    entry_points!(image_rows(image: Image), image_rows_avx512, image_rows_avx2, "`conv`");
+    entry_points!(
+        gather_image(planes: Planes),
+        gather_image_avx512,
+        gather_image_avx2,
+        "`conv_adjoint`"
+    );
+    entry_points!(
+        column_sums(terms: Terms),
+        column_sums_avx512,
+        column_sums_avx2,
+        "`weight_grad`"
+    );
 
     /// One image's output rows, vectors of channels at a time: tiles of up to 24
     /// accumulators in AVX-512's 32 registers (6 pixels x 4 vectors, gemm's own tile
@@ -717,42 +737,6 @@ mod x86 {
                 }
             }
         }
-    }
-
-    /// [`gather_image`] for AVX-512.
-    ///
-    /// # Safety
-    /// AVX-512F present; as [`super::conv_adjoint`] passes them.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn gather_image_avx512(planes: &Planes, pixels: &mut [f32]) {
-        gather_image::<Avx512>(planes, pixels)
-    }
-
-    /// [`gather_image`] for AVX2.
-    ///
-    /// # Safety
-    /// AVX2 and FMA present; as [`super::conv_adjoint`] passes them.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn gather_image_avx2(planes: &Planes, pixels: &mut [f32]) {
-        gather_image::<Avx2>(planes, pixels)
-    }
-
-    /// [`super::column_sums`] for AVX-512.
-    ///
-    /// # Safety
-    /// AVX-512F present; as [`super::weight_grad`] passes them.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn column_sums_avx512(terms: &Terms, sums: &mut [f32]) {
-        column_sums::<Avx512>(terms, sums)
-    }
-
-    /// [`super::column_sums`] for AVX2.
-    ///
-    /// # Safety
-    /// AVX2 and FMA present; as [`super::weight_grad`] passes them.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn column_sums_avx2(terms: &Terms, sums: &mut [f32]) {
-        column_sums::<Avx2>(terms, sums)
     }
 
     /// A tile's columns, vectors of `m` at a time: 4 x 6 accumulators in AVX-512's 32
