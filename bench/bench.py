@@ -133,10 +133,11 @@ class Phase(NamedTuple):
     retain_graph: keep the graph after backward, because a later phase of the step
         backpropagates through part of it again (the Rust model hands tensors on with
         Step::put, graphs and all).
-    own_grads_only: backward with inputs = the weights of `nets` alone. Needed where the
-        graph reaches a network an earlier phase of the step has already stepped in place:
-        PyTorch refuses to backpropagate through its saved weights (candle computes those
-        gradients and throws them away)."""
+    own_grads_only: backward with inputs = the weights of `nets` alone, as the engine's
+        Collector::backward_for does for every phase: no gradients for other networks the
+        graph reaches. Needed where the graph reaches a network an earlier phase of the
+        step has already stepped in place (PyTorch refuses to backpropagate through its
+        saved weights), and leaner wherever it reaches one at all."""
 
     name: str
     nets: Sequence[str]
@@ -526,13 +527,14 @@ class Vaegan(EncDec):
     0.01, beta 1): the VAE's En and De and DCGAN's discriminator (width 32, one logit) as
     Dis. Three phases from one forward pass, made in the en phase and handed on:
     - en (steps En): x~ = De(z~), z~ reparameterised from En(x); x^ = De(z), z ~ N(0, I);
-      loss ||x~ - x||^2 + beta KL. Its backward also fills De's gradients (thrown away,
-      as candle's does), and keeps the graph for the de phase.
+      loss ||x~ - x||^2 + beta KL. Backward into En's weights alone (through De, without
+      De's weight gradients, as gan-core's Collector::backward_for), keeping the graph
+      for the de phase.
     - de (steps De): Dis, frozen, on x~ and on x^ (two passes); loss gamma * the en
       phase's reconstruction error (its graph, not recomputed) + BCE(Dis(x~), 1) +
       BCE(Dis(x^), 1). Backward into De's weights alone: the graph also reaches En,
-      whose weights the en phase's Adam has changed in place (candle backpropagates into
-      them anyway and throws the gradients away; PyTorch would refuse).
+      whose weights the en phase's Adam has changed in place (PyTorch would refuse to
+      backpropagate through them; gan-core hands En's branch zeros instead).
     - dis (steps Dis): Dis on x, on x~ detached and on x^ detached (three passes); loss
       BCE(Dis(x), 1) + BCE(Dis(x~), 0) + BCE(Dis(x^), 0).
     Generation: De on z ~ N(0, I)."""
@@ -546,7 +548,7 @@ class Vaegan(EncDec):
         self.nets["dis"] = self.dis
         self.lr["dis"] = 2e-4
         self.phases = [
-            Phase("en", ["en"], self.en_loss, retain_graph=True),
+            Phase("en", ["en"], self.en_loss, retain_graph=True, own_grads_only=True),
             Phase("de", ["de"], self.de_loss, frozen=["dis"], own_grads_only=True),
             Phase("dis", ["dis"], self.dis_loss),
         ]
@@ -1143,7 +1145,9 @@ def measure(name, batch, warmup, steps, freeze_d):
                     p.requires_grad_(False)
             loss = ph.loss(*args)
             if ph.own_grads_only:
-                torch.autograd.backward(loss, inputs=own[ph.name])
+                torch.autograd.backward(
+                    loss, inputs=own[ph.name], retain_graph=ph.retain_graph
+                )
             else:
                 loss.backward(retain_graph=ph.retain_graph)
             for k in ph.frozen:

@@ -123,6 +123,68 @@ fn each_backward_pass_starts_afresh() {
     assert_close("plain", plain.get(net.fc.weight()).unwrap(), &first);
 }
 
+/// A backward pass for one layer's variables (a phase of the engine stepping one
+/// network whose graph runs through others) gives those the whole pass's gradients bit
+/// for bit and computes none for the others: upstream of the wanted layer (through it
+/// to the layer before), downstream (the branch below it handed zeros) and in between.
+#[test]
+fn backward_for_some_variables_gives_theirs_and_no_others() {
+    let vars = VarMap::new();
+    let net = Net::new(&vars).unwrap();
+    let collector = Collector::new();
+    collector.backward(&net.loss(2).unwrap()).unwrap();
+    let whole: Vec<Vec<u32>> = net
+        .weights()
+        .iter()
+        .map(|w| bits(&collector.gradient(w).unwrap().unwrap()).unwrap())
+        .collect();
+    let data = vars.data().lock().unwrap();
+    for (i, layer) in ["fc", "up", "conv"].iter().enumerate() {
+        let (weight, bias) = (
+            data[&format!("{layer}.weight")].clone(),
+            data[&format!("{layer}.bias")].clone(),
+        );
+        let plain = net.loss(2).unwrap().backward().unwrap();
+        let whole_bias = bits(plain.get(bias.as_tensor()).unwrap()).unwrap();
+        let grads = collector
+            .backward_for(&net.loss(2).unwrap(), [weight.id(), bias.id()])
+            .unwrap();
+        let own = collector.gradient(weight.as_tensor()).unwrap();
+        assert_eq!(
+            bits(&own.expect("collected")).unwrap(),
+            whole[i],
+            "{layer} weight"
+        );
+        assert_eq!(
+            bits(grads.get(bias.as_tensor()).unwrap()).unwrap(),
+            whole_bias,
+            "{layer} bias"
+        );
+        for (other, w) in ["fc", "up", "conv"].iter().zip(net.weights()) {
+            if other != layer {
+                assert!(
+                    collector.gradient(w).unwrap().is_none() && grads.get(w).is_none(),
+                    "backward for {layer}: {other}'s weight took a gradient"
+                );
+                let b = data[&format!("{other}.bias")].as_tensor();
+                assert!(
+                    grads.get(b).is_none(),
+                    "backward for {layer}: {other}'s bias took a gradient"
+                );
+            }
+        }
+    }
+    // Wanting every variable is the plain pass.
+    let all: Vec<_> = data.values().map(|v| v.id()).collect();
+    collector.backward_for(&net.loss(2).unwrap(), all).unwrap();
+    for (w, whole) in net.weights().iter().zip(&whole) {
+        assert_eq!(
+            &bits(&collector.gradient(w).unwrap().unwrap()).unwrap(),
+            whole
+        );
+    }
+}
+
 #[test]
 fn adam_on_collected_gradients_matches_adam_on_candles() {
     let config = AdamConfig {

@@ -442,7 +442,16 @@ impl<'m> Trainer<'m> {
                 )
             }
             record.insert(format!("{}_loss", phase.name), loss);
-            let grads = self.grads.backward(&out.loss)?;
+            // Gradients for the phase's own networks alone: its graph may also reach
+            // another network's weights (VAE-GAN's De phase reaches En through x~).
+            let own = self
+                .model
+                .networks()
+                .into_iter()
+                .filter(|(name, _)| phase.networks.contains(name))
+                .flat_map(|(_, vars)| vars.all_vars())
+                .map(|v| v.id());
+            let grads = self.grads.backward_for(&out.loss, own)?;
             for net in &phase.networks {
                 self.opts
                     .get_mut(*net)

@@ -34,7 +34,7 @@
 //! ```
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use candle_core::backprop::GradStore;
@@ -52,6 +52,64 @@ type Buffers = Arc<Mutex<HashMap<TensorId, Buffer>>>;
 thread_local! {
     /// The collector of the backward pass running on this thread, if any.
     static ACTIVE: RefCell<Option<Buffers>> = const { RefCell::new(None) };
+    /// The variables the backward pass running on this thread wants gradients of, where
+    /// its graph also reaches others ([`Collector::backward_for`]).
+    static WANTED: RefCell<Option<Wanted>> = const { RefCell::new(None) };
+}
+
+/// The wanted variables, and what is known of which tensors lead to one of them.
+struct Wanted {
+    vars: HashSet<TensorId>,
+    reaches: HashMap<TensorId, bool>,
+}
+
+/// Whether the backward pass running on this thread needs the gradient of `t`, an input
+/// of an op whose backward is being computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Need {
+    /// Nothing upstream of `t` takes a gradient, or `t` is a variable the pass does not want.
+    No,
+    /// Only variables the pass does not want lie upstream: candle still expects a
+    /// gradient for `t` (a zero one changes nothing the pass is asked for).
+    Zeros,
+    /// Compute it.
+    Yes,
+}
+
+/// What the backward pass running on this thread needs of `t`'s gradient.
+pub(crate) fn need(t: &Tensor) -> Need {
+    if !t.track_op() {
+        return Need::No;
+    }
+    WANTED.with(|w| {
+        let mut w = w.borrow_mut();
+        let Some(w) = w.as_mut() else {
+            return Need::Yes;
+        };
+        if t.is_variable() {
+            return if w.vars.contains(&t.id()) {
+                Need::Yes
+            } else {
+                Need::No
+            };
+        }
+        if let Some(&r) = w.reaches.get(&t.id()) {
+            return if r { Need::Yes } else { Need::Zeros };
+        }
+        // A walk of `t`'s graph; where it meets no wanted variable, neither does any
+        // tensor on the way, which later ops of the pass then find here.
+        let nodes = t.sorted_nodes();
+        if nodes
+            .iter()
+            .any(|n| n.is_variable() && w.vars.contains(&n.id()))
+        {
+            w.reaches.insert(t.id(), true);
+            Need::Yes
+        } else {
+            w.reaches.extend(nodes.iter().map(|n| (n.id(), false)));
+            Need::Zeros
+        }
+    })
 }
 
 /// Gradient buffers of weight variables, one per variable, reused across steps.
@@ -70,10 +128,43 @@ impl Collector {
     /// layers kept here instead of in the returned store. Gradients collected by an
     /// earlier call are forgotten.
     pub fn backward(&self, loss: &Tensor) -> Result<GradStore> {
+        self.run(loss, None)
+    }
+
+    /// [`Collector::backward`] for the gradients of the variables in `wanted` alone, as
+    /// PyTorch's `backward(inputs=...)`: where the graph also reaches other variables
+    /// (another network's, not frozen), gan-core's layers compute no weight gradient for
+    /// them, and a branch of the graph that leads to none of `wanted` is handed zeros
+    /// instead of its gradient (its products skipped). The gradients of `wanted` are
+    /// those of [`Collector::backward`], bit for bit; the returned store may hold
+    /// gradients of other variables (ops outside gan-core's layers), zero or partial:
+    /// read only those of `wanted`.
+    pub fn backward_for(
+        &self,
+        loss: &Tensor,
+        wanted: impl IntoIterator<Item = TensorId>,
+    ) -> Result<GradStore> {
+        let vars: HashSet<TensorId> = wanted.into_iter().collect();
+        // One walk of the graph, to leave passes that reach only wanted variables as
+        // they were.
+        let others = loss
+            .sorted_nodes()
+            .iter()
+            .any(|n| n.is_variable() && !vars.contains(&n.id()));
+        let wanted = others.then(|| Wanted {
+            vars,
+            reaches: HashMap::new(),
+        });
+        self.run(loss, wanted)
+    }
+
+    fn run(&self, loss: &Tensor, wanted: Option<Wanted>) -> Result<GradStore> {
         for b in self.buffers.lock().unwrap().values_mut() {
             b.written = false;
         }
-        with_active(Some(self.buffers.clone()), || loss.backward())
+        with_wanted(wanted, || {
+            with_active(Some(self.buffers.clone()), || loss.backward())
+        })
     }
 
     /// Runs `f` on the gradient of `var` collected by the last [`Collector::backward`],
@@ -104,9 +195,23 @@ fn with_active<R>(active: Option<Buffers>, f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// Runs `f` with no collector active on this thread, restoring the caller's afterwards.
+/// Runs `f` with `wanted` as this thread's wanted variables, restoring the caller's
+/// afterwards.
+fn with_wanted<R>(wanted: Option<Wanted>, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<Wanted>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            WANTED.with(|w| *w.borrow_mut() = self.0.take());
+        }
+    }
+    let _restore = Restore(WANTED.with(|w| std::mem::replace(&mut *w.borrow_mut(), wanted)));
+    f()
+}
+
+/// Runs `f` with no collector active on this thread (and no variables singled out as
+/// wanted), restoring the caller's afterwards.
 pub(crate) fn without_collector<R>(f: impl FnOnce() -> R) -> R {
-    with_active(None, f)
+    with_wanted(None, || with_active(None, f))
 }
 
 /// Lets `write` produce the gradient of the weight variable `w` straight into its

@@ -21,7 +21,7 @@ use candle_core::{
     D,
 };
 
-use crate::fast::grads;
+use crate::fast::grads::{self, Need};
 use crate::fast::kernels::{self, ConvGeom, Mat};
 use crate::fast::packed;
 
@@ -56,12 +56,23 @@ fn cpu(v: Vec<f32>, shape: impl Into<Shape>) -> Result<Tensor> {
     Tensor::from_vec(v, shape, &Device::Cpu)
 }
 
-/// The gradient of an input, computed only when something upstream needs it.
+/// The gradient of an input, computed only where the backward pass needs it
+/// ([`grads::need`]): none where nothing upstream takes one (or `t` is a variable the
+/// pass does not want), zeros where only variables it does not want lie upstream.
 fn wanted(t: &Tensor, f: impl FnOnce() -> Result<Tensor>) -> Result<Option<Tensor>> {
-    if t.track_op() {
-        f().map(Some)
-    } else {
-        Ok(None)
+    wanted_or_collected(t, || f().map(Some))
+}
+
+/// [`wanted`] for a weight's gradient, which `f` may write into the collector instead
+/// of returning it.
+fn wanted_or_collected(
+    t: &Tensor,
+    f: impl FnOnce() -> Result<Option<Tensor>>,
+) -> Result<Option<Tensor>> {
+    match grads::need(t) {
+        Need::No => Ok(None),
+        Need::Zeros => t.zeros_like().map(Some),
+        Need::Yes => f(),
     }
 }
 
@@ -137,14 +148,13 @@ impl CustomOp3 for LinearOp {
             } else {
                 (Mat::t(g, o), Mat::rows(xd, i), o, i)
             };
-            let dw = if grads::collect(w, |dst, acc| kernels::matmul(dst, acc, a, c, rows, cols, n))
-            {
-                None
-            } else {
-                wanted(w, || {
-                    cpu(kernels::product(a, c, rows, cols, n), (rows, cols))
-                })?
-            };
+            let dw = wanted_or_collected(w, || {
+                if grads::collect(w, |dst, acc| kernels::matmul(dst, acc, a, c, rows, cols, n)) {
+                    Ok(None)
+                } else {
+                    cpu(kernels::product(a, c, rows, cols, n), (rows, cols)).map(Some)
+                }
+            })?;
             let db = wanted(b, || cpu(kernels::channel_sums(g, n, o, 1), o))?;
             Ok((dx, dw, db))
         })
@@ -465,21 +475,20 @@ impl CustomOp3 for Conv2dOp {
             // [N, O, P] -> [O, N*P], the layout of the forward product.
             let gt = kernels::swap01(gr, g.n, o, p, None);
             let db = wanted(b, || cpu(kernels::channel_sums(gr, g.n, o, p), o))?;
-            let dw = if !w.track_op() {
-                None
-            } else if kept.is_none() && kernels::depth_block(o, g.k(), np).is_some() {
-                // dW = g x patches, from blocks of patch rows.
-                patch_weight_grad(w, Mat::rows(&gt, np), xd, &g, o)?
-            } else {
+            let dw = wanted_or_collected(w, || {
+                if kept.is_none() && kernels::depth_block(o, g.k(), np).is_some() {
+                    // dW = g x patches, from blocks of patch rows.
+                    return patch_weight_grad(w, Mat::rows(&gt, np), xd, &g, o);
+                }
                 let unfolded = kept.unwrap_or_else(|| Unfolded::new(xd, &g, o));
                 // dW = g x cols^T
                 let (a, c) = (Mat::rows(&gt, np), unfolded.cols(&g).transposed());
                 if grads::collect(w, |dst, acc| kernels::matmul(dst, acc, a, c, o, g.k(), np)) {
-                    None
+                    Ok(None)
                 } else {
-                    Some(cpu(kernels::product(a, c, o, g.k(), np), w.shape())?)
+                    cpu(kernels::product(a, c, o, g.k(), np), w.shape()).map(Some)
                 }
-            };
+            })?;
             let dx = wanted(x, || {
                 let dx = kernels::col2im_of_product(wd, &gt, &g, o).unwrap_or_else(|| {
                     let dcols =
@@ -584,18 +593,16 @@ impl ConvTranspose2dOp {
             let dx = kernels::product(Mat::rows(gr, g.k()), Mat::t(wd, g.k()), g.n, cin, g.k());
             cpu(dx, x.shape())
         })?;
-        let dw = if w.track_op() {
+        let dw = wanted_or_collected(w, || {
             let (a, c) = (Mat::t(xd, cin), Mat::rows(gr, g.k()));
             if grads::collect(w, |dst, acc| {
                 kernels::matmul(dst, acc, a, c, cin, g.k(), g.n)
             }) {
-                None
+                Ok(None)
             } else {
-                Some(cpu(kernels::product(a, c, cin, g.k(), g.n), w.shape())?)
+                cpu(kernels::product(a, c, cin, g.k(), g.n), w.shape()).map(Some)
             }
-        } else {
-            None
-        };
+        })?;
         Ok((dx, dw, db))
     }
 }
@@ -671,22 +678,20 @@ impl CustomOp3 for ConvTranspose2dOp {
                     .unwrap_or_else(|| unfolded().convolve(wd, None, cin, &g));
                 cpu(dx, x.shape())
             })?;
-            let dw = if !w.track_op() {
-                None
-            } else if kernels::depth_block(cin, g.k(), np).is_some() {
+            let dw = wanted_or_collected(w, || {
                 let xt = kernels::swap01(xd, g.n, cin, p, None);
-                patch_weight_grad(w, Mat::rows(&xt, np), gr, &g, cin)?
-            } else {
-                let xt = kernels::swap01(xd, g.n, cin, p, None);
+                if kernels::depth_block(cin, g.k(), np).is_some() {
+                    return patch_weight_grad(w, Mat::rows(&xt, np), gr, &g, cin);
+                }
                 let (a, c) = (Mat::rows(&xt, np), unfolded().cols(&g).transposed());
                 if grads::collect(w, |dst, acc| {
                     kernels::matmul(dst, acc, a, c, cin, g.k(), np)
                 }) {
-                    None
+                    Ok(None)
                 } else {
-                    Some(cpu(kernels::product(a, c, cin, g.k(), np), w.shape())?)
+                    cpu(kernels::product(a, c, cin, g.k(), np), w.shape()).map(Some)
                 }
-            };
+            })?;
             Ok((dx, dw, db))
         })
     }
