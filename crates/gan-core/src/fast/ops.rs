@@ -490,11 +490,13 @@ impl CustomOp3 for Conv2dOp {
                 }
             })?;
             let dx = wanted(x, || {
-                let dx = kernels::col2im_of_product(wd, &gt, &g, o).unwrap_or_else(|| {
-                    let dcols =
-                        kernels::product(Mat::t(wd, g.k()), Mat::rows(&gt, np), g.k(), np, o);
-                    kernels::col2im(&dcols, &g)
-                });
+                let dx = super::direct::conv_adjoint(gr, wd, &g, o)
+                    .or_else(|| kernels::col2im_of_product(wd, &gt, &g, o))
+                    .unwrap_or_else(|| {
+                        let dcols =
+                            kernels::product(Mat::t(wd, g.k()), Mat::rows(&gt, np), g.k(), np, o);
+                        kernels::col2im(&dcols, &g)
+                    });
                 cpu(dx, x.shape())
             })?;
             Ok((dx, dw, db))
