@@ -243,7 +243,7 @@ pub(crate) fn conv_adjoint(grad: &[f32], w: &[f32], g: &ConvGeom, o: usize) -> O
 }
 
 /// `dst[m, K] (+)= a[m, N P] x patches(x)`: a convolution's weight gradient (`a` the
-/// output's gradient) read from a zero-padded copy of the images instead of patch rows,
+/// output's gradient, given in the output's layout `[N, m, P]`) read from a zero-padded copy of the images instead of patch rows,
 /// bit for bit [`kernels::patch_product`]. The tile is gemm's own (vectors of `m` times
 /// 6 columns of the kernel), each term one vector of `a`'s transpose and a broadcast
 /// pixel at the column's offset from the output pixel's corner; each of gemm's blocks
@@ -257,7 +257,7 @@ pub(crate) fn conv_adjoint(grad: &[f32], w: &[f32], g: &ConvGeom, o: usize) -> O
 pub(crate) fn weight_grad(
     dst: &mut [f32],
     accumulate: bool,
-    a: kernels::Mat,
+    a: &[f32],
     x: &[f32],
     g: &ConvGeom,
     m: usize,
@@ -282,8 +282,9 @@ pub(crate) fn weight_grad(
         g.n * g.c * g.h * g.w,
         "weight gradient: input and shape disagree"
     );
-    assert!(
-        (m - 1) * a.rs + (np - 1) * a.cs < a.data.len(),
+    assert_eq!(
+        a.len(),
+        m * np,
         "weight gradient: gradient and shape disagree"
     );
     let ml = m.next_multiple_of(width(isa));
@@ -337,15 +338,7 @@ pub(crate) fn weight_grad(
         at[..(q1 - q0) * ml]
             .par_chunks_mut(64 * ml)
             .enumerate()
-            .for_each(|(qb, rows)| {
-                let from = q0 + qb * 64;
-                for mi in 0..m {
-                    let row_of_a = &a.data[mi * a.rs..];
-                    for (qi, row) in rows.chunks_exact_mut(ml).enumerate() {
-                        row[mi] = row_of_a[(from + qi) * a.cs];
-                    }
-                }
-            });
+            .for_each(|(qb, rows)| transpose_into(a, q0 + qb * 64, rows, (m, ml, p)));
         let corners: Vec<usize> = (q0..q1)
             .map(|q| {
                 let (ni, pix) = (q / p - first, q % p);
@@ -382,6 +375,26 @@ pub(crate) fn weight_grad(
     });
     kernels::count_flops(m, k, np);
     true
+}
+
+/// Rows `from..` of the transpose of `a` (`[N, m, P]`, `P = p`) as `[N P, m]` into
+/// `rows` (each `ml` long, its first `m` written): one image's run of pixels at a time,
+/// each channel's run contiguous.
+fn transpose_into(a: &[f32], from: usize, rows: &mut [f32], (m, ml, p): (usize, usize, usize)) {
+    let count = rows.len() / ml;
+    let mut done = 0;
+    while done < count {
+        let (ni, pix) = ((from + done) / p, (from + done) % p);
+        let len = (p - pix).min(count - done);
+        let dst = &mut rows[done * ml..(done + len) * ml];
+        for mi in 0..m {
+            let src = &a[(ni * m + mi) * p + pix..][..len];
+            for (row, &v) in dst.chunks_exact_mut(ml).zip(src) {
+                row[mi] = v;
+            }
+        }
+        done += len;
+    }
 }
 
 /// Columns of the kernel in a tile of [`weight_grad`]: gemm's 6.
@@ -1046,7 +1059,8 @@ mod tests {
     /// The weight gradient read from the padded images is the whole patch matrix's
     /// product, bit for bit, overwriting or adding: DCGAN's 64 -> 128 layer (several of
     /// gemm's blocks), gradient rows off the vector width, strides 1-2, padding 0-2, last
-    /// tiles of fewer than 6 columns, the gradient read through a transpose.
+    /// tiles of fewer than 6 columns, the gradient in the output's layout (runs of pixels
+    /// that end with their image inside a block).
     #[test]
     fn weight_gradients_from_the_image_are_the_whole_products_bits() {
         if Isa::detect().is_none() {
@@ -1069,20 +1083,16 @@ mod tests {
             let x = kernels::values(&mut s, n * c * h * h);
             let a = kernels::values(&mut s, m * np);
             let whole = patches(&x, &g);
-            for (accumulate, transposed) in [(false, false), (true, false), (false, true)] {
-                // The gradient as `[m, np]` rows, or as the transpose of `[np, m]`.
-                let at = kernels::transpose_each(&a, 1, m, np, None);
-                let grad = match transposed {
-                    false => Mat::rows(&a, np),
-                    true => Mat::t(&at, m),
-                };
+            // The gradient `[m, np]` in the output's layout `[n, m, p]`.
+            let grad = kernels::swap01(&a, m, n, np / n, None);
+            for accumulate in [false, true] {
                 let start = kernels::values(&mut s, m * k);
                 let mut want = start.clone();
                 let c = Mat::rows(&whole, k);
-                kernels::matmul(&mut want, accumulate, grad, c, m, k, np);
+                kernels::matmul(&mut want, accumulate, Mat::rows(&a, np), c, m, k, np);
                 let mut got = start.clone();
                 assert!(
-                    weight_grad(&mut got, accumulate, grad, &x, &g, m),
+                    weight_grad(&mut got, accumulate, &grad, &x, &g, m),
                     "geometry {i}: blocks known"
                 );
                 assert_same_bits(i, &want, &got);
@@ -1094,8 +1104,7 @@ mod tests {
             let g = geometry(8, c, (h, h), 4, 2, 1);
             let (a, x) = (vec![0.0; m * g.cols()], vec![0.0; 8 * c * h * h]);
             let mut dst = vec![0.0; m * g.k()];
-            let grad = Mat::rows(&a, g.cols());
-            assert!(!weight_grad(&mut dst, false, grad, &x, &g, m), "{g:?}");
+            assert!(!weight_grad(&mut dst, false, &a, &x, &g, m), "{g:?}");
         }
     }
 

@@ -472,17 +472,19 @@ impl CustomOp3 for Conv2dOp {
             .and_then(|c| c.lock().unwrap().take());
         with_data(&[x, w, grad], |d| {
             let (xd, wd, gr) = (d[0], d[1], d[2]);
-            // [N, O, P] -> [O, N*P], the layout of the forward product.
-            let gt = kernels::swap01(gr, g.n, o, p, None);
+            // [N, O, P] -> [O, N*P], the layout of the forward product, where a kernel
+            // needs it.
+            let swapped = std::cell::OnceCell::new();
+            let gt = || swapped.get_or_init(|| kernels::swap01(gr, g.n, o, p, None));
             let db = wanted(b, || cpu(kernels::channel_sums(gr, g.n, o, p), o))?;
             let dw = wanted_or_collected(w, || {
                 if kept.is_none() && kernels::depth_block(o, g.k(), np).is_some() {
                     // dW = g x patches, from blocks of patch rows.
-                    return patch_weight_grad(w, Mat::rows(&gt, np), xd, &g, o);
+                    return patch_weight_grad(w, gr, xd, &g, o);
                 }
                 let unfolded = kept.unwrap_or_else(|| Unfolded::new(xd, &g, o));
                 // dW = g x cols^T
-                let (a, c) = (Mat::rows(&gt, np), unfolded.cols(&g).transposed());
+                let (a, c) = (Mat::rows(gt(), np), unfolded.cols(&g).transposed());
                 if grads::collect(w, |dst, acc| kernels::matmul(dst, acc, a, c, o, g.k(), np)) {
                     Ok(None)
                 } else {
@@ -491,10 +493,10 @@ impl CustomOp3 for Conv2dOp {
             })?;
             let dx = wanted(x, || {
                 let dx = super::direct::conv_adjoint(gr, wd, &g, o)
-                    .or_else(|| kernels::col2im_of_product(wd, &gt, &g, o))
+                    .or_else(|| kernels::col2im_of_product(wd, gt(), &g, o))
                     .unwrap_or_else(|| {
                         let dcols =
-                            kernels::product(Mat::t(wd, g.k()), Mat::rows(&gt, np), g.k(), np, o);
+                            kernels::product(Mat::t(wd, g.k()), Mat::rows(gt(), np), g.k(), np, o);
                         kernels::col2im(&dcols, &g)
                     });
                 cpu(dx, x.shape())
@@ -504,22 +506,24 @@ impl CustomOp3 for Conv2dOp {
     }
 }
 
-/// The weight gradient `a [m, N*P] x patches(image)` read from the image in place
-/// ([`super::direct::weight_grad`]) or from blocks of patch rows
-/// ([`kernels::patch_product`]), whose blocks the caller has checked with
-/// [`kernels::depth_block`]; written into the collector's buffer where one is active.
+/// The weight gradient `a [m, N*P] x patches(image)`, `a` given as `[N, m, P]` (the
+/// output's layout), read from the image in place ([`super::direct::weight_grad`]) or
+/// from blocks of patch rows ([`kernels::patch_product`], `a` transposed to `[m, N*P]`
+/// first), whose blocks the caller has checked with [`kernels::depth_block`]; written
+/// into the collector's buffer where one is active.
 fn patch_weight_grad(
     w: &Tensor,
-    a: Mat,
+    a: &[f32],
     image: &[f32],
     g: &ConvGeom,
     m: usize,
 ) -> Result<Option<Tensor>> {
     let write = |dst: &mut [f32], acc| {
-        assert!(
-            super::direct::weight_grad(dst, acc, a, image, g, m)
-                || kernels::patch_product(dst, acc, a, image, g, m)
-        );
+        if !super::direct::weight_grad(dst, acc, a, image, g, m) {
+            let at = kernels::swap01(a, g.n, m, g.oh * g.ow, None);
+            let rows = Mat::rows(&at, g.cols());
+            assert!(kernels::patch_product(dst, acc, rows, image, g, m));
+        }
     };
     if grads::collect(w, write) {
         return Ok(None);
@@ -681,10 +685,10 @@ impl CustomOp3 for ConvTranspose2dOp {
                 cpu(dx, x.shape())
             })?;
             let dw = wanted_or_collected(w, || {
-                let xt = kernels::swap01(xd, g.n, cin, p, None);
                 if kernels::depth_block(cin, g.k(), np).is_some() {
-                    return patch_weight_grad(w, Mat::rows(&xt, np), gr, &g, cin);
+                    return patch_weight_grad(w, xd, gr, &g, cin);
                 }
+                let xt = kernels::swap01(xd, g.n, cin, p, None);
                 let (a, c) = (Mat::rows(&xt, np), unfolded().cols(&g).transposed());
                 if grads::collect(w, |dst, acc| {
                     kernels::matmul(dst, acc, a, c, cin, g.k(), np)
