@@ -546,6 +546,11 @@ fn row_groups_carry_the_callers_frozen_and_inference_state() {
             par_rows(40, 32, |at, len| Ok((at, len))).unwrap(),
             vec![(0, 40)]
         );
+        // Large batches: groups under twice the minimum, several to a thread.
+        assert_eq!(
+            par_rows(256, 32, |at, len| Ok((at, len))).unwrap(),
+            vec![(0, 64), (64, 64), (128, 64), (192, 64)]
+        );
         // Frozen: the weights take no gradient, so the outputs track nothing.
         let tracked = |t: &[Tensor]| t.iter().map(|y| y.track_op()).collect::<Vec<_>>();
         let run = || par_rows(96, 32, |at, len| Ok(layer.forward(&x.narrow(0, at, len)?)?));

@@ -143,6 +143,7 @@ pub(crate) fn conv(x: &[f32], g: &ConvGeom, w: &[f32], b: &[f32], o: usize) -> O
         );
     // SAFETY: every image's planes were written in full above.
     unsafe { out.set_len(g.n * p * o) };
+    kernels::count_flops(g.cols(), o, k);
     Some(out)
 }
 
@@ -239,6 +240,7 @@ pub(crate) fn conv_adjoint(grad: &[f32], w: &[f32], g: &ConvGeom, o: usize) -> O
         );
     // SAFETY: every image's planes were written in full above.
     unsafe { out.set_len(len) };
+    kernels::count_flops(k, g.cols(), o);
     Some(out)
 }
 

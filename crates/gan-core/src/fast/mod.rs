@@ -54,14 +54,15 @@ pub fn isolated<R>(f: impl FnOnce() -> R) -> R {
 }
 
 /// Runs `f(start, len)` on consecutive groups of `n` rows (at least `min_rows` each) over
-/// rayon's threads and returns the groups' results in order; one group (one thread, or
-/// too few rows) runs here. Each group sees this thread's frozen flag and inference
+/// rayon's threads and returns the groups' results in order; a single group (one
+/// thread and a small batch, or too few rows) runs here. Each group sees this thread's frozen flag and inference
 /// section, so that its layers compute as they would here, and no gradient collector:
 /// not for use inside a backward pass.
 ///
 /// For work whose rows never meet, such as a search per image, where splitting the batch
 /// replaces the dozens of small parallel ops of every step (each a wake-up of the other
-/// threads) by one split per step. The groups depend only on `n`, `min_rows` and the
+/// threads) by one split per step. No group holds more than `2 min_rows` rows (large
+/// batches: several groups a thread). The groups depend only on `n`, `min_rows` and the
 /// thread count, so runs stay deterministic; whether a group's rows get the whole
 /// batch's bits depends on the shapes (gemm may block a long sum differently for fewer
 /// rows): for the energy model's searches they do (`dpredict`), for a 96-row product
@@ -72,7 +73,14 @@ pub fn par_rows<T: Send>(
     f: impl Fn(usize, usize) -> anyhow::Result<T> + Sync,
 ) -> anyhow::Result<Vec<T>> {
     use rayon::prelude::*;
-    let groups = rayon::current_num_threads().min(n / min_rows.max(1)).max(1);
+    // Groups of at most twice `min_rows`, several to a thread in large batches:
+    // each group's activations then stay in a core's cache (the energy model at batch
+    // 256, groups of 64 rows instead of 128: 0.92x the time on one thread, 0.96x on two).
+    let min_rows = min_rows.max(1);
+    let groups = rayon::current_num_threads()
+        .min(n / min_rows)
+        .max(n.div_ceil(2 * min_rows))
+        .max(1);
     if groups == 1 {
         return Ok(vec![f(0, n)?]);
     }
