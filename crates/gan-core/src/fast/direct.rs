@@ -166,8 +166,8 @@ pub(crate) fn conv_adjoint(grad: &[f32], w: &[f32], g: &ConvGeom, o: usize) -> O
     let isa = Isa::detect()?;
     // A row's pixels come in classes of `w / stride` (the tiles' pixels): for classes
     // under 6, the tiles of 8 ran mostly empty (the energy model's 8- and 4-pixel rows at
-    // stride 2, classes of 4 and 2: 1.1x and 1.4-1.9x gemm's time, one thread), where
-    // classes of 7 and 8 took 0.80-0.91x.
+    // stride 2, classes of 4 and 2: 1.1-1.2x and 1.4-1.9x the time of gemm and col2im,
+    // one thread, batches of 64 and 256), where classes of 7 and 8 took 0.76-0.91x.
     if !in_order(k, g.cols(), o) || g.c < 16 || g.w.div_ceil(g.stride) < 6 {
         return None;
     }
