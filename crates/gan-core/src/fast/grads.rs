@@ -36,6 +36,7 @@
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::thread::LocalKey;
 
 use candle_core::backprop::GradStore;
 use candle_core::{Device, Result, Tensor, TensorId};
@@ -183,29 +184,34 @@ impl Collector {
     }
 }
 
-/// Runs `f` with `active` as this thread's collector, restoring the caller's afterwards.
-fn with_active<R>(active: Option<Buffers>, f: impl FnOnce() -> R) -> R {
-    struct Restore(Option<Buffers>);
-    impl Drop for Restore {
+/// Runs `f` with `value` in the thread-local `slot`, restoring the caller's afterwards
+/// (also when `f` panics).
+fn with_slot<T: 'static, R>(
+    slot: &'static LocalKey<RefCell<Option<T>>>,
+    value: Option<T>,
+    f: impl FnOnce() -> R,
+) -> R {
+    struct Restore<T: 'static>(&'static LocalKey<RefCell<Option<T>>>, Option<T>);
+    impl<T> Drop for Restore<T> {
         fn drop(&mut self) {
-            ACTIVE.with(|a| *a.borrow_mut() = self.0.take());
+            let old = self.1.take();
+            self.0.with(|s| *s.borrow_mut() = old);
         }
     }
-    let _restore = Restore(ACTIVE.with(|a| std::mem::replace(&mut *a.borrow_mut(), active)));
+    let old = slot.with(|s| std::mem::replace(&mut *s.borrow_mut(), value));
+    let _restore = Restore(slot, old);
     f()
+}
+
+/// Runs `f` with `active` as this thread's collector, restoring the caller's afterwards.
+fn with_active<R>(active: Option<Buffers>, f: impl FnOnce() -> R) -> R {
+    with_slot(&ACTIVE, active, f)
 }
 
 /// Runs `f` with `wanted` as this thread's wanted variables, restoring the caller's
 /// afterwards.
 fn with_wanted<R>(wanted: Option<Wanted>, f: impl FnOnce() -> R) -> R {
-    struct Restore(Option<Wanted>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            WANTED.with(|w| *w.borrow_mut() = self.0.take());
-        }
-    }
-    let _restore = Restore(WANTED.with(|w| std::mem::replace(&mut *w.borrow_mut(), wanted)));
-    f()
+    with_slot(&WANTED, wanted, f)
 }
 
 /// Runs `f` with no collector active on this thread (and no variables singled out as
