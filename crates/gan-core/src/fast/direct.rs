@@ -184,8 +184,8 @@ pub(crate) fn conv_adjoint(grad: &[f32], w: &[f32], g: &ConvGeom, o: usize) -> O
     let owp = left + reach.max(g.ow) + TILE_PIXELS;
     // A tile reads its pixels' columns from every one of the `o` gradient planes: with
     // AVX2 (Zen 3's 32 KB L1) the gather lost to gemm and col2im where one image's
-    // padded planes outgrow 32 KB (InfoGAN's 128 x 7 x 18 floats, 64.5 KB: generation 8% slower) and
-    // won below (DCGAN's 64-plane layer, the energy model's critic).
+    // padded planes outgrow 32 KB (InfoGAN's 128 x 7 x 18 floats, 64.5 KB: generation 8%
+    // slower) and won below (DCGAN's 64-plane layer, the energy model's critic).
     if isa == Isa::Avx2 && o * g.oh * owp * std::mem::size_of::<f32>() > 32 << 10 {
         return None;
     }
@@ -245,8 +245,9 @@ pub(crate) fn conv_adjoint(grad: &[f32], w: &[f32], g: &ConvGeom, o: usize) -> O
 }
 
 /// `dst[m, K] (+)= a[m, N P] x patches(x)`: a convolution's weight gradient (`a` the
-/// output's gradient, given in the output's layout `[N, m, P]`) read from a zero-padded copy of the images instead of patch rows,
-/// bit for bit [`kernels::patch_product`]. The tile is gemm's own (vectors of `m` times
+/// output's gradient, given in the output's layout `[N, m, P]`) read from a zero-padded
+/// copy of the images instead of patch rows, bit for bit [`kernels::patch_product`] of
+/// `a`'s `[m, N P]` transpose. The tile is gemm's own (vectors of `m` times
 /// 6 columns of the kernel), each term one vector of `a`'s transpose and a broadcast
 /// pixel at the column's offset from the output pixel's corner; each of gemm's blocks
 /// of the sum ([`kernels::depth_block`]) is summed from zero and added as gemm adds it.

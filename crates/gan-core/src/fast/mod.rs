@@ -55,9 +55,9 @@ pub fn isolated<R>(f: impl FnOnce() -> R) -> R {
 
 /// Runs `f(start, len)` on consecutive groups of `n` rows (at least `min_rows` each) over
 /// rayon's threads and returns the groups' results in order; a single group (one
-/// thread and a small batch, or too few rows) runs here. Each group sees this thread's frozen flag and inference
-/// section, so that its layers compute as they would here, and no gradient collector:
-/// not for use inside a backward pass.
+/// thread and a small batch, or too few rows) runs here. Each group sees this thread's
+/// frozen flag and inference section, so that its layers compute as they would here,
+/// and no gradient collector: not for use inside a backward pass.
 ///
 /// For work whose rows never meet, such as a search per image, where splitting the batch
 /// replaces the dozens of small parallel ops of every step (each a wake-up of the other
