@@ -119,10 +119,60 @@ fn exp_avx2(x: &[f32], out: &mut [f32]) {
     exp_blocks(x, out)
 }
 
+/// Sixteen lanes a block in AVX-512 intrinsics: the compiler's code for [`exp_blocks`]
+/// checks each lane with a branch and looks the table up with a gather, a third of the
+/// time; here one compare checks a block and two two-table permutes and a blend look up
+/// all 32 entries from registers, the same operations on the same doubles (swish's
+/// forward pass over [32, 16, 16, 16] on one thread: 0.19 -> 0.10 ms).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
 fn exp_avx512(x: &[f32], out: &mut [f32]) {
-    exp_blocks(x, out)
+    use std::arch::x86_64::*;
+    const BLOCK: usize = 16;
+    let table = TABLE.as_ptr() as *const f64;
+    // SAFETY: the four loads read TABLE's 32 entries; each block's loads and stores
+    // stay within its 16 floats of `x` and `out`.
+    unsafe {
+        let tab = [0, 8, 16, 24].map(|i| _mm512_loadu_pd(table.add(i)));
+        let f = |bits: u64| _mm512_set1_pd(f64::from_bits(bits));
+        let (inv, shift) = (f(INV_LN2_N), f(SHIFT));
+        let (c0, c1, c2, one) = (f(C[0]), f(C[1]), f(C[2]), _mm512_set1_pd(1.0));
+        // Eight lanes in double precision, as `exp_plain` computes each.
+        let half = |v: __m256| {
+            let xd = _mm512_cvtps_pd(v);
+            let kd = _mm512_fmadd_pd(inv, xd, shift);
+            let ki = _mm512_castpd_si512(kd);
+            let kd = _mm512_sub_pd(kd, shift);
+            let r = _mm512_fmsub_pd(inv, xd, kd);
+            // TABLE[ki % 32]: bits 0-3 pick within a pair of registers, bit 4 the pair.
+            let low = _mm512_permutex2var_pd(tab[0], ki, tab[1]);
+            let high = _mm512_permutex2var_pd(tab[2], ki, tab[3]);
+            let upper = _mm512_test_epi64_mask(ki, _mm512_set1_epi64(16));
+            let t = _mm512_castpd_si512(_mm512_mask_blend_pd(upper, low, high));
+            let s = _mm512_castsi512_pd(_mm512_add_epi64(t, _mm512_slli_epi64::<47>(ki)));
+            let z = _mm512_fmadd_pd(c0, r, c1);
+            let r2 = _mm512_mul_pd(r, r);
+            let y = _mm512_fmadd_pd(c2, r, one);
+            _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_fmadd_pd(z, r2, y), s))
+        };
+        let mut xs = x.chunks_exact(BLOCK);
+        let mut os = out.chunks_exact_mut(BLOCK);
+        for (xb, ob) in (&mut xs).zip(&mut os) {
+            let v = _mm512_loadu_ps(xb.as_ptr());
+            let top = _mm512_and_si512(
+                _mm512_srli_epi32::<20>(_mm512_castps_si512(v)),
+                _mm512_set1_epi32(0x7ff),
+            );
+            if _mm512_cmplt_epu32_mask(top, _mm512_set1_epi32(SPECIAL_TOP as i32)) != 0xffff {
+                libm(xb, ob);
+                continue;
+            }
+            let upper = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+            _mm256_storeu_ps(ob.as_mut_ptr(), half(_mm512_castps512_ps256(v)));
+            _mm256_storeu_ps(ob.as_mut_ptr().add(8), half(upper));
+        }
+        exp_blocks(xs.remainder(), os.into_remainder());
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -247,6 +297,15 @@ mod tests {
             Path::Libm,
             "the fast path disagreed with glibc's expf"
         );
+        // A wrong AVX-512 kernel would fall back to the AVX2 one unseen.
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl") {
+            assert_eq!(
+                path(),
+                Path::Avx512,
+                "the AVX-512 kernel disagreed with glibc"
+            );
+        }
         // exp_plain itself (not the dispatch), on the inputs of one exponent's range
         // where a wrong constant or a lost fusion shows within a few thousand values.
         for i in 0..100_000u32 {
