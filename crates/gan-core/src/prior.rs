@@ -5,7 +5,10 @@
 
 use candle_core::{Device, Result, Tensor};
 use rand::{Rng as _, SeedableRng};
-use rand_distr::{Distribution, StandardNormal};
+
+mod normal;
+
+pub use normal::fill_standard_normal;
 
 /// The random number generator of the whole project: small, fast, and serialisable (its
 /// seed, stream and word position are its entire state).
@@ -108,9 +111,14 @@ impl LatentSpec {
         for block in &self.0 {
             let w = block.width();
             match *block {
-                Latent::Gaussian { .. } => fill(&mut data, n, width, offset, w, || {
-                    StandardNormal.sample(rng)
-                }),
+                Latent::Gaussian { .. } => {
+                    // Row after row, as `fill` draws, in one call.
+                    let mut draws = vec![0f32; n * w];
+                    fill_standard_normal(rng, &mut draws);
+                    for (row, d) in draws.chunks_exact(w.max(1)).enumerate() {
+                        data[row * width + offset..][..w].copy_from_slice(d);
+                    }
+                }
                 Latent::Uniform { low, high, .. } => {
                     if low.is_nan() || high.is_nan() || low >= high {
                         candle_core::bail!("uniform prior needs low < high, got [{low}, {high}]")
