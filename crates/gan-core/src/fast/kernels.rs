@@ -982,6 +982,26 @@ pub(crate) fn map_exp(
     }
 }
 
+/// `x[i].tanh()` of each element, bit for bit as [`map`] gives it, each block of
+/// elements taken at once by the vectorised [`super::tanhf::tanh_into`].
+pub(crate) fn map_tanh(x: &[f32]) -> Vec<f32> {
+    const BLOCK: usize = 256;
+    // SAFETY: each chunk is written element for element from `x`'s chunk at its place.
+    unsafe {
+        par_filled(x.len(), MAP_CHUNK, |i, o| {
+            let xs = &x[i * MAP_CHUNK..][..o.len()];
+            let mut t = [0f32; BLOCK];
+            for (xb, ob) in xs.chunks(BLOCK).zip(o.chunks_mut(BLOCK)) {
+                let t = &mut t[..xb.len()];
+                super::tanhf::tanh_into(xb, t);
+                for (ov, &tv) in ob.iter_mut().zip(t.iter()) {
+                    ov.write(tv);
+                }
+            }
+        })
+    }
+}
+
 /// `f` of each pair of elements of `x` and `y` (of one length), in chunks over the threads.
 pub(crate) fn map2(x: &[f32], y: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Send) -> Vec<f32> {
     assert_eq!(

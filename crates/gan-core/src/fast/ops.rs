@@ -1049,8 +1049,9 @@ fn tanh_rational(x: f32) -> f32 {
     p / q
 }
 
-/// `tanh` with its gradient over the threads: `exact`, libm's `tanhf` per element as
-/// candle computes it, so that training keeps candle's bits; otherwise the vectorising
+/// `tanh` with its gradient over the threads: `exact`, libm's `tanhf` bits as candle
+/// computes them (vectorised where the platform's `tanhf` is known: see
+/// [`super::tanhf`]), so that training keeps candle's bits; otherwise the vectorising
 /// rational approximation.
 struct TanhOp {
     exact: bool,
@@ -1064,7 +1065,7 @@ impl CustomOp1 for TanhOp {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = data(s, l)?;
         let y = match self.exact {
-            true => kernels::map(x, f32::tanh),
+            true => kernels::map_tanh(x),
             false => kernels::map(x, tanh_rational),
         };
         Ok((CpuStorage::F32(y), l.shape().clone()))
