@@ -262,8 +262,10 @@ const MAX_ONE_CHANNEL_KW: usize = 5;
 /// the end. A pixel's terms arrive in col2im's order (tap by tap in kernel order): rows of
 /// the gradient from the last, so that a pixel meets its kernel rows from the first, and
 /// within a row the columns from the last block for the same reason. The column matrix
-/// (16-25 times the image), its product and col2im's scatter are gone: the energy model's
-/// critic's input gradient at batch 32 from 0.29 ms to 0.05, one thread.
+/// (16-25 times the image), its product and col2im's scatter are gone: the backward pass
+/// of the energy model's first layer at batch 32 (its input gradient alone) 0.155 ->
+/// 0.089 ms, DCGAN's critic's at batch 64 0.234 -> 0.212 and at 256 1.9 -> 1.15, one
+/// thread.
 fn one_channel_adjoint(
     grad: &[f32],
     w: &[f32],
