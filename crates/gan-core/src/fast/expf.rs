@@ -16,6 +16,8 @@
 
 use std::sync::OnceLock;
 
+use super::twin::{Path, Twin};
+
 /// `2^(i/32)` as doubles, each minus `i << 47` in its bits, so that adding `k << 47`
 /// (k = 32 e + i) builds `2^e 2^(i/32)` (glibc's `__exp2f_data.tab`).
 const TABLE: [u64; 32] = [
@@ -175,25 +177,15 @@ fn exp_avx512(x: &[f32], out: &mut [f32]) {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Path {
-    Libm,
+/// libm's `expf` and the kernels.
+static TWIN: Twin = Twin {
+    libm: f32::exp,
     #[cfg(target_arch = "x86_64")]
-    Avx2,
+    avx2: (exp_avx2, true),
     #[cfg(target_arch = "x86_64")]
-    Avx512,
-}
-
-fn run(path: Path, x: &[f32], out: &mut [f32]) {
-    match path {
-        Path::Libm => libm(x, out),
-        // SAFETY: these paths are chosen only where the CPU has the features.
-        #[cfg(target_arch = "x86_64")]
-        Path::Avx2 => unsafe { exp_avx2(x, out) },
-        #[cfg(target_arch = "x86_64")]
-        Path::Avx512 => unsafe { exp_avx512(x, out) },
-    }
-}
+    avx512: exp_avx512,
+    probes,
+};
 
 /// Inputs the first call checks: a sweep of [-90, 90] and the edges of each branch.
 fn probes() -> Vec<f32> {
@@ -219,33 +211,13 @@ fn probes() -> Vec<f32> {
 /// The fastest path that gives libm's bits on the probes, chosen once.
 fn path() -> Path {
     static PATH: OnceLock<Path> = OnceLock::new();
-    *PATH.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let fma = is_x86_feature_detected!("fma") && is_x86_feature_detected!("avx2");
-            let wide =
-                fma && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl");
-            let x = probes();
-            let want: Vec<u32> = x.iter().map(|v| v.exp().to_bits()).collect();
-            let agrees = |p: Path| {
-                let mut out = vec![0.0; x.len()];
-                run(p, &x, &mut out);
-                out.iter().map(|v| v.to_bits()).eq(want.iter().copied())
-            };
-            for (usable, p) in [(wide, Path::Avx512), (fma, Path::Avx2)] {
-                if usable && agrees(p) {
-                    return p;
-                }
-            }
-        }
-        Path::Libm
-    })
+    *PATH.get_or_init(|| TWIN.choose())
 }
 
 /// `out[i] = x[i].exp()`, bit for bit, vectorised where the platform's `expf` is known.
 pub(crate) fn exp_into(x: &[f32], out: &mut [f32]) {
     assert_eq!(x.len(), out.len(), "exp_into: lengths differ");
-    run(path(), x, out)
+    TWIN.run(path(), x, out)
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ pub mod nn;
 pub mod ops;
 mod packed;
 mod tanhf;
+mod twin;
 
 /// Floating-point operations (a multiply and an add per term) of every matrix product
 /// the fast CPU ops have run in this process, convolutions' included. For benchmarks:

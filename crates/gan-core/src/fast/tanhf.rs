@@ -18,6 +18,8 @@
 
 use std::sync::OnceLock;
 
+use super::twin::{Path, Twin};
+
 /// fdlibm's `expm1f` constants: `ln2` split so that `k ln2_hi` is exact, its inverse,
 /// and the scaled coefficients of the rational approximation.
 const LN2_HI: f32 = f32::from_bits(0x3f31_7180);
@@ -185,25 +187,15 @@ fn tanh_avx512(x: &[f32], out: &mut [f32]) {
     tanh_blocks::<{ 2 * LANES }>(x, out)
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Path {
-    Libm,
+/// libm's `tanhf` and the kernels.
+static TWIN: Twin = Twin {
+    libm: f32::tanh,
     #[cfg(target_arch = "x86_64")]
-    Avx2,
+    avx2: (tanh_avx2, false),
     #[cfg(target_arch = "x86_64")]
-    Avx512,
-}
-
-fn run(path: Path, x: &[f32], out: &mut [f32]) {
-    match path {
-        Path::Libm => libm(x, out),
-        // SAFETY: these paths are chosen only where the CPU has the features.
-        #[cfg(target_arch = "x86_64")]
-        Path::Avx2 => unsafe { tanh_avx2(x, out) },
-        #[cfg(target_arch = "x86_64")]
-        Path::Avx512 => unsafe { tanh_avx512(x, out) },
-    }
-}
+    avx512: tanh_avx512,
+    probes,
+};
 
 /// Inputs the first call checks: a sweep of [-23, 23], one of small magnitudes, and
 /// the edges of each branch.
@@ -236,33 +228,13 @@ fn probes() -> Vec<f32> {
 /// The fastest path that gives libm's bits on the probes, chosen once.
 fn path() -> Path {
     static PATH: OnceLock<Path> = OnceLock::new();
-    *PATH.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let avx2 = is_x86_feature_detected!("avx2");
-            let wide =
-                avx2 && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl");
-            let x = probes();
-            let want: Vec<u32> = x.iter().map(|v| v.tanh().to_bits()).collect();
-            let agrees = |p: Path| {
-                let mut out = vec![0.0; x.len()];
-                run(p, &x, &mut out);
-                out.iter().map(|v| v.to_bits()).eq(want.iter().copied())
-            };
-            for (usable, p) in [(wide, Path::Avx512), (avx2, Path::Avx2)] {
-                if usable && agrees(p) {
-                    return p;
-                }
-            }
-        }
-        Path::Libm
-    })
+    *PATH.get_or_init(|| TWIN.choose())
 }
 
 /// `out[i] = x[i].tanh()`, bit for bit, vectorised where the platform's `tanhf` is known.
 pub(crate) fn tanh_into(x: &[f32], out: &mut [f32]) {
     assert_eq!(x.len(), out.len(), "tanh_into: lengths differ");
-    run(path(), x, out)
+    TWIN.run(path(), x, out)
 }
 
 #[cfg(test)]
@@ -315,23 +287,6 @@ mod tests {
         eprintln!("tanhf path: {:?}", path());
     }
 
-    /// The vectorised kernels this CPU can run, widest first.
-    fn kernels() -> Vec<Path> {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let mut k = vec![];
-            if is_x86_feature_detected!("avx2") {
-                if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl") {
-                    k.push(Path::Avx512);
-                }
-                k.push(Path::Avx2);
-            }
-            k
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        vec![]
-    }
-
     #[test]
     fn the_vectorised_path_is_glibcs_and_is_taken() {
         if !expected_fast() {
@@ -342,7 +297,7 @@ mod tests {
         // and a wrong AVX-512 kernel would fall back to the AVX2 one unseen.
         assert_eq!(
             Some(path()),
-            kernels().first().copied(),
+            TWIN.kernels().first().copied(),
             "the widest kernel disagreed with glibc's tanhf"
         );
         // A block test that sent finite floats to libm would give libm's bits, slowly.
@@ -369,7 +324,7 @@ mod tests {
             return;
         }
         use rayon::prelude::*;
-        let kernels = kernels();
+        let kernels = TWIN.kernels();
         // Per chunk of a million floats, the count of wrong results and the first few.
         let (bad, examples) = [0u32, 0x8000_0000]
             .into_par_iter()
@@ -387,7 +342,7 @@ mod tests {
                 let mut out = vec![0.0; x.len()];
                 let (mut bad, mut examples) = (0u64, vec![]);
                 for &p in &kernels {
-                    run(p, &x, &mut out);
+                    TWIN.run(p, &x, &mut out);
                     for i in 0..x.len() {
                         if out[i].to_bits() != want[i] || !plain(x[i]) {
                             bad += 1;
