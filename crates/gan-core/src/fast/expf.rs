@@ -16,7 +16,7 @@
 
 use std::sync::OnceLock;
 
-use super::twin::{Path, Twin};
+use super::twin::Twin;
 
 /// `2^(i/32)` as doubles, each minus `i << 47` in its bits, so that adding `k << 47`
 /// (k = 32 e + i) builds `2^e 2^(i/32)` (glibc's `__exp2f_data.tab`).
@@ -185,6 +185,7 @@ static TWIN: Twin = Twin {
     #[cfg(target_arch = "x86_64")]
     avx512: exp_avx512,
     probes,
+    chosen: OnceLock::new(),
 };
 
 /// Inputs the first call checks: a sweep of [-90, 90] and the edges of each branch.
@@ -208,21 +209,15 @@ fn probes() -> Vec<f32> {
     v
 }
 
-/// The fastest path that gives libm's bits on the probes, chosen once.
-fn path() -> Path {
-    static PATH: OnceLock<Path> = OnceLock::new();
-    *PATH.get_or_init(|| TWIN.choose())
-}
-
 /// `out[i] = x[i].exp()`, bit for bit, vectorised where the platform's `expf` is known.
 pub(crate) fn exp_into(x: &[f32], out: &mut [f32]) {
-    assert_eq!(x.len(), out.len(), "exp_into: lengths differ");
-    TWIN.run(path(), x, out)
+    TWIN.apply(x, out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fast::twin::Path;
 
     /// Whether this machine should have glibc's FMA `expf` (x86-64 Linux with glibc, a
     /// CPU with FMA and AVX2), which the fast path must then reproduce.
@@ -254,7 +249,7 @@ mod tests {
                 "exp({v:e}) = {o:e}, libm {want:e}"
             );
         }
-        eprintln!("expf path: {:?}", path());
+        eprintln!("expf path: {:?}", TWIN.path());
     }
 
     #[test]
@@ -265,7 +260,7 @@ mod tests {
         }
         // A probe that disagreed would have sent every call to libm, hiding the error.
         assert_ne!(
-            path(),
+            TWIN.path(),
             Path::Libm,
             "the fast path disagreed with glibc's expf"
         );
@@ -273,7 +268,7 @@ mod tests {
         #[cfg(target_arch = "x86_64")]
         if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl") {
             assert_eq!(
-                path(),
+                TWIN.path(),
                 Path::Avx512,
                 "the AVX-512 kernel disagreed with glibc"
             );

@@ -18,7 +18,7 @@
 
 use std::sync::OnceLock;
 
-use super::twin::{Path, Twin};
+use super::twin::Twin;
 
 /// fdlibm's `expm1f` constants: `ln2` split so that `k ln2_hi` is exact, its inverse,
 /// and the scaled coefficients of the rational approximation.
@@ -195,6 +195,7 @@ static TWIN: Twin = Twin {
     #[cfg(target_arch = "x86_64")]
     avx512: tanh_avx512,
     probes,
+    chosen: OnceLock::new(),
 };
 
 /// Inputs the first call checks: a sweep of [-23, 23], one of small magnitudes, and
@@ -225,16 +226,9 @@ fn probes() -> Vec<f32> {
     v
 }
 
-/// The fastest path that gives libm's bits on the probes, chosen once.
-fn path() -> Path {
-    static PATH: OnceLock<Path> = OnceLock::new();
-    *PATH.get_or_init(|| TWIN.choose())
-}
-
 /// `out[i] = x[i].tanh()`, bit for bit, vectorised where the platform's `tanhf` is known.
 pub(crate) fn tanh_into(x: &[f32], out: &mut [f32]) {
-    assert_eq!(x.len(), out.len(), "tanh_into: lengths differ");
-    TWIN.run(path(), x, out)
+    TWIN.apply(x, out)
 }
 
 #[cfg(test)]
@@ -284,7 +278,7 @@ mod tests {
         let mut out = vec![0.0; x.len()];
         tanh_into(&x, &mut out);
         assert_libms(&x, &out);
-        eprintln!("tanhf path: {:?}", path());
+        eprintln!("tanhf path: {:?}", TWIN.path());
     }
 
     #[test]
@@ -296,7 +290,7 @@ mod tests {
         // A probe that disagreed would have sent every call to libm, hiding the error,
         // and a wrong AVX-512 kernel would fall back to the AVX2 one unseen.
         assert_eq!(
-            Some(path()),
+            Some(TWIN.path()),
             TWIN.kernels().first().copied(),
             "the widest kernel disagreed with glibc's tanhf"
         );

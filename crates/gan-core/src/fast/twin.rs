@@ -3,6 +3,8 @@
 //! by comparing each with libm itself on probes, so that a kernel that differs anywhere
 //! there (another libm, another glibc, a CPU without FMA) is never used.
 
+use std::sync::OnceLock;
+
 /// Where a twin's calls go.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(super) enum Path {
@@ -29,9 +31,22 @@ pub(super) struct Twin {
     pub avx512: Kernel,
     /// The inputs the choice compares on: each branch's edges, specials, a sweep.
     pub probes: fn() -> Vec<f32>,
+    /// The path chosen, on first use.
+    pub chosen: OnceLock<Path>,
 }
 
 impl Twin {
+    /// `out[i] = libm(x[i])` for each element, bit for bit, by the path chosen.
+    pub fn apply(&self, x: &[f32], out: &mut [f32]) {
+        assert_eq!(x.len(), out.len(), "a libm twin's lengths differ");
+        self.run(self.path(), x, out)
+    }
+
+    /// The widest kernel that gives libm's bits on every probe, chosen once.
+    pub fn path(&self) -> Path {
+        *self.chosen.get_or_init(|| self.choose())
+    }
+
     /// `out[i] = libm(x[i])` by `path`.
     pub fn run(&self, path: Path, x: &[f32], out: &mut [f32]) {
         match path {
@@ -66,7 +81,7 @@ impl Twin {
     }
 
     /// The widest kernel that gives libm's bits on every probe; libm if none does.
-    pub fn choose(&self) -> Path {
+    fn choose(&self) -> Path {
         let x = (self.probes)();
         let want: Vec<u32> = x.iter().map(|&v| (self.libm)(v).to_bits()).collect();
         let agrees = |p: Path| {
