@@ -16,7 +16,7 @@
 
 use std::sync::OnceLock;
 
-use super::twin::Twin;
+use super::twin::{self, Twin};
 
 /// `2^(i/32)` as doubles, each minus `i << 47` in its bits, so that adding `k << 47`
 /// (k = 32 e + i) builds `2^e 2^(i/32)` (glibc's `__exp2f_data.tab`).
@@ -93,26 +93,7 @@ const LANES: usize = 8;
 
 #[inline(always)]
 fn exp_blocks(x: &[f32], out: &mut [f32]) {
-    let mut xs = x.chunks_exact(LANES);
-    let mut os = out.chunks_exact_mut(LANES);
-    for (xb, ob) in (&mut xs).zip(&mut os) {
-        if xb.iter().all(|&v| plain(v)) {
-            for (o, &v) in ob.iter_mut().zip(xb) {
-                *o = exp_plain(v);
-            }
-        } else {
-            libm(xb, ob);
-        }
-    }
-    libm(xs.remainder(), os.into_remainder());
-}
-
-/// libm's `expf`, one call per element.
-#[inline(always)]
-fn libm(x: &[f32], out: &mut [f32]) {
-    for (o, &v) in out.iter_mut().zip(x) {
-        *o = v.exp();
-    }
+    twin::blocks::<LANES>(x, out, plain, exp_plain, f32::exp)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -166,7 +147,7 @@ fn exp_avx512(x: &[f32], out: &mut [f32]) {
                 _mm512_set1_epi32(0x7ff),
             );
             if _mm512_cmplt_epu32_mask(top, _mm512_set1_epi32(SPECIAL_TOP as i32)) != 0xffff {
-                libm(xb, ob);
+                twin::each(xb, ob, f32::exp);
                 continue;
             }
             let upper = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));

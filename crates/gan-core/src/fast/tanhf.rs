@@ -18,7 +18,7 @@
 
 use std::sync::OnceLock;
 
-use super::twin::Twin;
+use super::twin::{self, Twin};
 
 /// fdlibm's `expm1f` constants: `ln2` split so that `k ln2_hi` is exact, its inverse,
 /// and the scaled coefficients of the rational approximation.
@@ -151,27 +151,7 @@ const LANES: usize = 8;
 
 #[inline(always)]
 fn tanh_blocks<const N: usize>(x: &[f32], out: &mut [f32]) {
-    let mut xs = x.chunks_exact(N);
-    let mut os = out.chunks_exact_mut(N);
-    for (xb, ob) in (&mut xs).zip(&mut os) {
-        // One test of the whole block, not a branch a lane.
-        if xb.iter().fold(true, |all, &v| all & plain(v)) {
-            for (o, &v) in ob.iter_mut().zip(xb) {
-                *o = tanh_plain(v);
-            }
-        } else {
-            libm(xb, ob);
-        }
-    }
-    libm(xs.remainder(), os.into_remainder());
-}
-
-/// libm's `tanhf`, one call per element.
-#[inline(always)]
-fn libm(x: &[f32], out: &mut [f32]) {
-    for (o, &v) in out.iter_mut().zip(x) {
-        *o = v.tanh();
-    }
+    twin::blocks::<N>(x, out, plain, tanh_plain, f32::tanh)
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -50,11 +50,7 @@ impl Twin {
     /// `out[i] = libm(x[i])` by `path`.
     pub fn run(&self, path: Path, x: &[f32], out: &mut [f32]) {
         match path {
-            Path::Libm => {
-                for (o, &v) in out.iter_mut().zip(x) {
-                    *o = (self.libm)(v);
-                }
-            }
+            Path::Libm => each(x, out, self.libm),
             // SAFETY: `kernels` offers these paths only where the CPU has the features.
             #[cfg(target_arch = "x86_64")]
             Path::Avx2 => unsafe { (self.avx2.0)(x, out) },
@@ -93,5 +89,38 @@ impl Twin {
             .into_iter()
             .find(|&p| agrees(p))
             .unwrap_or(Path::Libm)
+    }
+}
+
+/// `straight` of each element of every block of `N` whose elements all take it (one test
+/// of the whole block, not a branch a lane, so that the straight path vectorises), libm's
+/// function of the others and of the tail.
+#[inline(always)]
+pub(super) fn blocks<const N: usize>(
+    x: &[f32],
+    out: &mut [f32],
+    takes: impl Fn(f32) -> bool,
+    straight: impl Fn(f32) -> f32,
+    libm: impl Fn(f32) -> f32 + Copy,
+) {
+    let mut xs = x.chunks_exact(N);
+    let mut os = out.chunks_exact_mut(N);
+    for (xb, ob) in (&mut xs).zip(&mut os) {
+        if xb.iter().fold(true, |all, &v| all & takes(v)) {
+            for (o, &v) in ob.iter_mut().zip(xb) {
+                *o = straight(v);
+            }
+        } else {
+            each(xb, ob, libm);
+        }
+    }
+    each(xs.remainder(), os.into_remainder(), libm);
+}
+
+/// `f` of each element, one call each.
+#[inline(always)]
+pub(super) fn each(x: &[f32], out: &mut [f32], f: impl Fn(f32) -> f32) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = f(v);
     }
 }
