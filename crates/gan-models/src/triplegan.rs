@@ -14,7 +14,6 @@ use anyhow::Result;
 use candle_core::{DType, Device, Module, ModuleT, Tensor, D};
 use candle_nn::{VarBuilder, VarMap};
 use rand::Rng as _;
-use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
 use crate::registry::Registered;
@@ -113,10 +112,9 @@ fn gaussian_noise(x: &Tensor, sigma: f64, rng: &mut Rng) -> candle_core::Result<
     if sigma == 0.0 {
         return Ok(x.clone());
     }
-    let n = x.elem_count();
-    let v: Vec<f32> = (0..n)
-        .map(|_| sigma as f32 * <StandardNormal as Distribution<f32>>::sample(&StandardNormal, rng))
-        .collect();
+    let mut v = vec![0f32; x.elem_count()];
+    gan_core::prior::fill_standard_normal(rng, &mut v);
+    v.iter_mut().for_each(|e| *e *= sigma as f32);
     x + Tensor::from_vec(v, x.shape(), x.device())?
 }
 

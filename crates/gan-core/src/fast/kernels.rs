@@ -962,6 +962,24 @@ pub(crate) fn map_exp(
     pre: impl Fn(f32) -> f32 + Sync + Send,
     post: impl Fn(f32, f32) -> f32 + Sync + Send,
 ) -> Vec<f32> {
+    map_through(x, pre, super::expf::exp_into, post)
+}
+
+/// `x[i].tanh()` of each element, bit for bit as [`map`] gives it, each block of
+/// elements taken at once by the vectorised [`super::tanhf::tanh_into`].
+pub(crate) fn map_tanh(x: &[f32]) -> Vec<f32> {
+    map_through(x, |v| v, super::tanhf::tanh_into, |_, t| t)
+}
+
+/// `post(v, f(pre(v)))` of each element `v` of `x`, in chunks over the threads, `f` a
+/// kernel over slices applied to blocks of 256 (the libm twins, which vectorise a block
+/// where a per-element call would not).
+fn map_through(
+    x: &[f32],
+    pre: impl Fn(f32) -> f32 + Sync + Send,
+    f: fn(&[f32], &mut [f32]),
+    post: impl Fn(f32, f32) -> f32 + Sync + Send,
+) -> Vec<f32> {
     const BLOCK: usize = 256;
     // SAFETY: each chunk is written element for element from `x`'s chunk at its place.
     unsafe {
@@ -973,29 +991,9 @@ pub(crate) fn map_exp(
                 for (tv, &xv) in t.iter_mut().zip(xb) {
                     *tv = pre(xv);
                 }
-                super::expf::exp_into(t, e);
+                f(t, e);
                 for ((ov, &xv), &ev) in ob.iter_mut().zip(xb).zip(e.iter()) {
                     ov.write(post(xv, ev));
-                }
-            }
-        })
-    }
-}
-
-/// `x[i].tanh()` of each element, bit for bit as [`map`] gives it, each block of
-/// elements taken at once by the vectorised [`super::tanhf::tanh_into`].
-pub(crate) fn map_tanh(x: &[f32]) -> Vec<f32> {
-    const BLOCK: usize = 256;
-    // SAFETY: each chunk is written element for element from `x`'s chunk at its place.
-    unsafe {
-        par_filled(x.len(), MAP_CHUNK, |i, o| {
-            let xs = &x[i * MAP_CHUNK..][..o.len()];
-            let mut t = [0f32; BLOCK];
-            for (xb, ob) in xs.chunks(BLOCK).zip(o.chunks_mut(BLOCK)) {
-                let t = &mut t[..xb.len()];
-                super::tanhf::tanh_into(xb, t);
-                for (ov, &tv) in ob.iter_mut().zip(t.iter()) {
-                    ov.write(tv);
                 }
             }
         })

@@ -36,30 +36,6 @@ const MIN_DRAWS: usize = 256;
 /// "expand 32-byte k", the cipher's first four words.
 const SIGMA: [u32; 4] = [0x6170_7865, 0x3320_646e, 0x7962_2d32, 0x6b20_6574];
 
-type Lanes = [u32; LANES];
-
-#[inline(always)]
-fn add(a: Lanes, b: Lanes) -> Lanes {
-    std::array::from_fn(|l| a[l].wrapping_add(b[l]))
-}
-
-#[inline(always)]
-fn xor_rotate(a: Lanes, b: Lanes, r: u32) -> Lanes {
-    std::array::from_fn(|l| (a[l] ^ b[l]).rotate_left(r))
-}
-
-#[inline(always)]
-fn quarter(x: &mut [Lanes; BLOCK], a: usize, b: usize, c: usize, d: usize) {
-    x[a] = add(x[a], x[b]);
-    x[d] = xor_rotate(x[d], x[a], 16);
-    x[c] = add(x[c], x[d]);
-    x[b] = xor_rotate(x[b], x[c], 12);
-    x[a] = add(x[a], x[b]);
-    x[d] = xor_rotate(x[d], x[a], 8);
-    x[c] = add(x[c], x[d]);
-    x[b] = xor_rotate(x[b], x[c], 7);
-}
-
 /// The cipher's inputs: key (the seed's words), stream (the nonce).
 #[derive(Clone, Copy)]
 struct Key {
@@ -78,59 +54,29 @@ impl Key {
         }
     }
 
-    /// Blocks `first..first + 16`, block after block, into `out`.
-    #[inline(always)]
-    fn sixteen(&self, first: u64, out: &mut [u32]) {
-        let mut start = [[0u32; LANES]; BLOCK];
-        for (w, s) in SIGMA.iter().enumerate() {
-            start[w] = [*s; LANES];
-        }
-        for (w, k) in self.key.iter().enumerate() {
-            start[4 + w] = [*k; LANES];
-        }
-        let block = |l: usize| first.wrapping_add(l as u64);
-        start[12] = std::array::from_fn(|l| block(l) as u32);
-        start[13] = std::array::from_fn(|l| (block(l) >> 32) as u32);
-        start[14] = [self.stream as u32; LANES];
-        start[15] = [(self.stream >> 32) as u32; LANES];
-        let mut x = start;
-        for _ in 0..DOUBLE_ROUNDS {
-            quarter(&mut x, 0, 4, 8, 12);
-            quarter(&mut x, 1, 5, 9, 13);
-            quarter(&mut x, 2, 6, 10, 14);
-            quarter(&mut x, 3, 7, 11, 15);
-            quarter(&mut x, 0, 5, 10, 15);
-            quarter(&mut x, 1, 6, 11, 12);
-            quarter(&mut x, 2, 7, 8, 13);
-            quarter(&mut x, 3, 4, 9, 14);
-        }
-        for w in 0..BLOCK {
-            for (l, v) in add(x[w], start[w]).into_iter().enumerate() {
-                out[l * BLOCK + w] = v;
-            }
-        }
-    }
-
     /// Blocks from `first` on, `out.len() / 256` times 16 of them.
+    /// Only where [`wide`] holds: without AVX-512 the draws go one by one (the compiler's
+    /// code for plain lane arrays gathered, scattered and spilled: slower than
+    /// rand_chacha's).
     fn fill(&self, first: u64, out: &mut [u32]) {
+        assert!(wide(), "the buffered draws need AVX-512");
         for (i, chunk) in out.chunks_exact_mut(LANES * BLOCK).enumerate() {
             let at = first.wrapping_add((i * LANES) as u64);
+            // SAFETY: the CPU has AVX-512F (above); `chunk` holds 256 words.
             #[cfg(target_arch = "x86_64")]
-            if wide() {
-                // SAFETY: the CPU has AVX-512F; `chunk` holds 256 words.
-                unsafe { self.sixteen_avx512(at, chunk) };
-                continue;
-            }
-            self.sixteen(at, chunk);
+            unsafe {
+                self.sixteen(at, chunk)
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = (at, chunk);
         }
     }
 
-    /// [`Key::sixteen`] in AVX-512 intrinsics, the 16 state words in 16 registers (the
-    /// compiler's code for the lane arrays gathered, scattered and spilled: slower than
-    /// rand_chacha's).
+    /// Blocks `first..first + 16`, block after block, into `out`: the 16 state words in
+    /// 16 registers, one block a lane.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn sixteen_avx512(&self, first: u64, out: &mut [u32]) {
+    unsafe fn sixteen(&self, first: u64, out: &mut [u32]) {
         use std::arch::x86_64::*;
         let splat = |v: u32| _mm512_set1_epi32(v as i32);
         let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
@@ -451,6 +397,10 @@ mod tests {
 
     #[test]
     fn the_words_are_rand_chachas_from_any_position() {
+        if !wide() {
+            eprintln!("skipped: no AVX-512 here, and the draws go one by one");
+            return;
+        }
         for (stream, pos) in [(0, 0), (3, 7), (9, 4093), (1, (1u128 << 36) - 5)] {
             let mut r = rng(17, RngStream::Training);
             r.set_stream(stream);
@@ -469,20 +419,11 @@ mod tests {
     }
 
     #[test]
-    fn the_portable_blocks_are_rand_chachas_too() {
-        // What machines without AVX-512 would compute (this one may never run it).
-        let mut r = rng(5, RngStream::Training);
-        r.set_stream(7);
-        r.set_word_pos(((1u128 << 32) - 3) * 16);
-        let mut out = vec![0; LANES * BLOCK];
-        Key::of(&r).sixteen((1 << 32) - 3, &mut out);
-        for (i, w) in out.iter().enumerate() {
-            assert_eq!(*w, r.next_u32(), "word {i}");
-        }
-    }
-
-    #[test]
     fn draws_and_the_state_after_are_those_of_one_by_one() {
+        if !wide() {
+            eprintln!("skipped: no AVX-512 here, and the draws go one by one");
+            return;
+        }
         let edges = edges().expect("the ziggurat's table could not be read");
         assert!(checked_edges().is_some());
         for (n, skip) in [
