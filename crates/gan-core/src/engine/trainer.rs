@@ -68,6 +68,8 @@ pub struct Trainer<'m> {
     last_checkpoint: Option<u64>,
     /// The running averages of [`TrainConfig::ema`], if any.
     averages: Option<Averages>,
+    /// Whether the model lives on the CPU, whose threads then stay awake through a step.
+    on_cpu: bool,
     _lock: RunLock,
 }
 
@@ -113,6 +115,7 @@ impl<'m> Trainer<'m> {
             clock: Instant::now(),
             last_checkpoint: None,
             averages,
+            on_cpu: device_of(model).is_cpu(),
             _lock: lock,
         })
     }
@@ -246,6 +249,7 @@ impl<'m> Trainer<'m> {
             clock: Instant::now(),
             last_checkpoint,
             averages,
+            on_cpu: device_of(model).is_cpu(),
             _lock: lock,
         })
     }
@@ -407,7 +411,14 @@ impl<'m> Trainer<'m> {
         // hand-off between them.
         // Isolated: the layers' frozen flag and the gradient collector are per thread,
         // and the worker may be one that waits inside another trainer's step.
-        rayon::scope(|_| crate::fast::isolated(|| self.step_in_pool(batches)))
+        // On the CPU the pool's other threads stay awake for the parallel ops.
+        let on_cpu = self.on_cpu;
+        let step = move || crate::fast::isolated(|| self.step_in_pool(batches));
+        if on_cpu {
+            crate::fast::with_workers_awake(step)
+        } else {
+            crate::fast::on_worker(step)
+        }
     }
 
     fn step_in_pool(&mut self, batches: &BTreeMap<String, Batch>) -> Result<BTreeMap<String, f32>> {

@@ -41,6 +41,58 @@ pub fn on_worker<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     })
 }
 
+/// Runs `f` on one of rayon's workers (as [`on_worker`]) while the pool's other workers
+/// stay awake, taking any work the parallel ops hand out and spinning between them,
+/// instead of going to sleep once they find none.
+///
+/// A step of training is hundreds of parallel ops with short serial stretches between
+/// them (candle's graph bookkeeping, its small element-wise ops). rayon's idle workers
+/// sleep after a few dozen rounds of finding no work, and each op then starts on one
+/// thread while the others are woken; on a 2-vCPU virtual machine a waking vCPU is
+/// slow, and a worker slept 11% of VAE-GAN's step at batch 64. Awake, the workers cut
+/// 2-9% from the step of every model of the registry at batch 64 (VAE-GAN 28.7 -> 26.2
+/// ms, two threads, docs/BENCHMARKS.md); OpenMP, under PyTorch, spins the same way.
+///
+/// The spinning stops when `f` returns or panics. With `GAN_WAIT_POLICY=passive` (as
+/// OpenMP's `OMP_WAIT_POLICY`: a machine shared with other work) the workers sleep as
+/// usual.
+pub fn with_workers_awake<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    struct Stop<'a>(&'a AtomicBool);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Release);
+        }
+    }
+    if wait_passively() {
+        return on_worker(f);
+    }
+    let stop = AtomicBool::new(false);
+    let stop = &stop;
+    rayon::scope(|s| {
+        for _ in 1..rayon::current_num_threads() {
+            s.spawn(move |_| {
+                while !stop.load(Ordering::Acquire) {
+                    if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                        std::hint::spin_loop();
+                    }
+                }
+            });
+        }
+        // Set even if `f` panics: the scope waits for the spinners before it unwinds.
+        let _stop = Stop(stop);
+        f()
+    })
+}
+
+/// Whether `GAN_WAIT_POLICY` asks idle workers to sleep ([`with_workers_awake`]).
+fn wait_passively() -> bool {
+    static PASSIVE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PASSIVE.get_or_init(|| {
+        std::env::var("GAN_WAIT_POLICY").is_ok_and(|v| v.eq_ignore_ascii_case("passive"))
+    })
+}
+
 /// Runs `f` as if on a fresh thread: no layer frozen ([`layers::frozen`]) or preparing its
 /// weights ([`layers::inference`]) and no gradient collector active
 /// ([`grads::Collector::backward`]), the caller's state restored after.
