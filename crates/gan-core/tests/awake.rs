@@ -78,6 +78,22 @@ fn the_work_runs_on_a_worker_with_the_pool_helping() {
     });
     assert!(on_worker);
     assert_eq!(sum, (0..100_000u64).map(|i| i * i).sum::<u64>());
+    // The caller's frozen flag goes with the work (a layer's forward pass then records
+    // no weight gradient).
+    use gan_core::fast::layers::{frozen, linear};
+    let vars = candle_nn::VarMap::new();
+    let vb = candle_nn::VarBuilder::from_varmap(
+        &vars,
+        candle_core::DType::F32,
+        &candle_core::Device::Cpu,
+    );
+    let fc = linear(3, 2, vb.pp("fc")).unwrap();
+    let x = candle_core::Tensor::ones((4, 3), candle_core::DType::F32, &candle_core::Device::Cpu)
+        .unwrap();
+    let tracked =
+        || with_workers_awake(|| candle_core::Module::forward(&fc, &x).unwrap().track_op());
+    assert!(tracked());
+    assert!(!frozen(tracked), "frozen on the worker as on the caller");
     // From a thread outside the pool: handed to the pool.
     let here = with_workers_awake(rayon::current_thread_index);
     assert!(here.is_some(), "run on the global pool's worker");

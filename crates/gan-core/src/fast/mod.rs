@@ -41,7 +41,8 @@ pub fn on_worker<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     })
 }
 
-/// Runs `f` on one of rayon's workers (as [`on_worker`]) while the pool's other workers
+/// Runs `f` on one of rayon's workers, with this thread's frozen flag and inference
+/// section (as [`on_worker`]), while the pool's other workers
 /// stay awake, taking any work the parallel ops hand out and spinning between them,
 /// instead of going to sleep once they find none.
 ///
@@ -67,6 +68,8 @@ pub fn with_workers_awake<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     if wait_passively() {
         return on_worker(f);
     }
+    let frozen = layers::is_frozen();
+    let prepared = layers::prepared_store();
     let stop = AtomicBool::new(false);
     let stop = &stop;
     rayon::scope(|s| {
@@ -81,7 +84,8 @@ pub fn with_workers_awake<R: Send>(f: impl FnOnce() -> R + Send) -> R {
         }
         // Set even if `f` panics: the scope waits for the spinners before it unwinds.
         let _stop = Stop(stop);
-        f()
+        let _restore = layers::with_prepared(prepared);
+        layers::with_frozen(frozen, f)
     })
 }
 
