@@ -4,8 +4,9 @@
 //! - `fetch-uci [--from FILE] [--to FILE]`: the same for the UCI digits file;
 //! - `run --device cpu|cuda|metal -- ARGS`: run gan-cli built with that device's feature;
 //! - `build --device ...`: only build it;
-//! - `bench [--model M] [--vs-pytorch] [--device D]`: training and generation throughput
-//!   of each model, beside the PyTorch twin in `bench/` with `--vs-pytorch`.
+//! - `bench [--model M] [--vs-pytorch] [--device D] [--batch B] [--rounds N]`: training and
+//!   generation throughput of each model, beside the PyTorch twin in `bench/` with
+//!   `--vs-pytorch`; N rounds and their medians.
 //!
 //! The device subcommands exist because candle's GPU backends are cargo features: the
 //! feature has to be chosen at build time, and remembering which one is xtask's job.
@@ -87,6 +88,12 @@ enum Task {
         /// Batch size.
         #[arg(long, default_value_t = 64)]
         batch: usize,
+        /// Rounds of the whole table. Each model's Rust and PyTorch runs follow one another
+        /// within a round, so that a slow spell of the machine falls on both; with more
+        /// than one, a last table gives each figure's median and each ratio's median and
+        /// range over the rounds.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        rounds: u32,
     },
 }
 
@@ -353,6 +360,7 @@ fn bench(
     device: DeviceKind,
     steps: usize,
     batch: usize,
+    rounds: usize,
 ) -> Result<()> {
     let root = workspace_root()?;
     let threads = std::env::var("RAYON_NUM_THREADS")
@@ -373,61 +381,84 @@ fn bench(
     );
     toolchain_ok(device)?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(&cargo);
-    cmd.current_dir(&root)
-        .args(["bench", "-q", "-p", "gan-models", "--bench", "throughput"]);
-    if let Some(f) = device.feature() {
-        cmd.args(["--features", f]);
-    }
-    let args = [
-        "--model".to_string(),
-        model.to_string(),
-        "--steps".into(),
-        steps.to_string(),
-        "--batch".into(),
-        batch.to_string(),
-        "--device".into(),
-        device_name.into(),
-        "--json".into(),
-    ];
-    cmd.arg("--").args(&args);
-    cmd.stderr(std::process::Stdio::inherit());
-    let out = cmd.output().context("cannot run cargo bench")?;
-    if !out.status.success() {
-        bail!("the Rust benchmark failed ({})", out.status)
-    }
-    let ours = figures(&out.stdout)?;
-    // Two PyTorch steps: the idiomatic one (D's weight gradients computed in the G step
-    // and thrown away) and the lean one (D frozen there, as gan-rs does); the ratio is
-    // taken against the faster of the two.
-    let (idiomatic, lean) = if vs_pytorch {
-        let python = pytorch_python(&root)?;
-        let torch_device = if device_name == "cuda" { "cuda" } else { "cpu" };
-        let run = |extra: &[&str]| -> Result<Vec<serde_json::Value>> {
-            let out = Command::new(&python)
-                .current_dir(&root)
-                .arg("bench/bench.py")
-                .args(["--model", model, "--steps", &steps.to_string()])
-                .args(["--batch", &batch.to_string()])
-                .args(["--threads", &threads.to_string(), "--json"])
-                // The same device as the Rust side (metal has no PyTorch twin: cpu).
-                .args(["--device", torch_device])
-                .args(extra)
-                .stderr(std::process::Stdio::inherit())
-                .output()
-                .context("cannot run bench/bench.py")?;
-            if !out.status.success() {
-                bail!("bench/bench.py failed ({})", out.status)
-            }
-            figures(&out.stdout)
-        };
-        (run(&[])?, run(&["--freeze-d"])?)
-    } else {
-        (Vec::new(), Vec::new())
+    let rust = |args: &[&str]| -> Result<Vec<u8>> {
+        let mut cmd = Command::new(&cargo);
+        cmd.current_dir(&root)
+            .args(["bench", "-q", "-p", "gan-models", "--bench", "throughput"]);
+        if let Some(f) = device.feature() {
+            cmd.args(["--features", f]);
+        }
+        cmd.arg("--").args(args);
+        cmd.stderr(std::process::Stdio::inherit());
+        let out = cmd.output().context("cannot run cargo bench")?;
+        if !out.status.success() {
+            bail!("the Rust benchmark failed ({})", out.status)
+        }
+        Ok(out.stdout)
     };
-    println!("{}", table(&ours, &idiomatic, &lean, vs_pytorch));
-    let mut peaks: Vec<String> = ours
+    let models: Vec<String> = if model == "all" {
+        String::from_utf8_lossy(&rust(&["--list"])?)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    } else {
+        vec![model.to_string()]
+    };
+    let python = if vs_pytorch {
+        Some(pytorch_python(&root)?)
+    } else {
+        None
+    };
+    let (steps, batch) = (steps.to_string(), batch.to_string());
+    let mut all = Vec::new();
+    for round in 1..=rounds {
+        let mut figures_of = Figures::default();
+        for model in &models {
+            let args = ["--model", model, "--steps", &steps, "--batch", &batch];
+            let out = rust(&[&args[..], &["--device", device_name, "--json"]].concat())?;
+            figures_of.ours.extend(figures(&out)?);
+            // Two PyTorch steps: the idiomatic one (D's weight gradients computed in the
+            // G step and thrown away) and the lean one (D frozen there, as gan-rs does);
+            // the ratio is taken against the faster of the two.
+            if let Some(python) = &python {
+                let torch_device = if device_name == "cuda" { "cuda" } else { "cpu" };
+                let run = |extra: &[&str]| -> Result<Vec<serde_json::Value>> {
+                    let out = Command::new(python)
+                        .current_dir(&root)
+                        .arg("bench/bench.py")
+                        .args(args)
+                        .args(["--threads", &threads.to_string(), "--json"])
+                        // The same device as the Rust side (metal has no PyTorch twin: cpu).
+                        .args(["--device", torch_device])
+                        .args(extra)
+                        .stderr(std::process::Stdio::inherit())
+                        .output()
+                        .context("cannot run bench/bench.py")?;
+                    if !out.status.success() {
+                        bail!("bench/bench.py failed ({})", out.status)
+                    }
+                    figures(&out.stdout)
+                };
+                figures_of.idiomatic.extend(run(&[])?);
+                figures_of.lean.extend(run(&["--freeze-d"])?);
+            }
+        }
+        if rounds > 1 {
+            println!("\nround {round} of {rounds}:");
+        }
+        println!("{}", table(&figures_of, vs_pytorch));
+        all.push(figures_of);
+    }
+    if rounds > 1 {
+        println!(
+            "\nmedian of the {rounds} rounds (each ratio: median, lowest-highest, of the \
+             rounds' own ratios):"
+        );
+        println!("{}", summary(&all, vs_pytorch));
+    }
+    let mut peaks: Vec<String> = all
         .iter()
+        .flat_map(|f| &f.ours)
         .filter_map(|o| o.get("peak_gflops").and_then(|p| p.as_f64()))
         .map(|p| format!("{p:.1}"))
         .collect();
@@ -443,15 +474,112 @@ fn bench(
     Ok(())
 }
 
+/// One round of the table: the Rust figures and PyTorch's idiomatic and lean steps, a
+/// JSON object a model each.
+#[derive(Default)]
+struct Figures {
+    ours: Vec<serde_json::Value>,
+    idiomatic: Vec<serde_json::Value>,
+    lean: Vec<serde_json::Value>,
+}
+
+fn num(v: &serde_json::Value, k: &str) -> Option<f64> {
+    v.get(k).and_then(|x| x.as_f64())
+}
+
+fn model_of(v: &serde_json::Value) -> Option<String> {
+    v.get("model").and_then(|m| m.as_str()).map(str::to_owned)
+}
+
+/// A model's row of one round: (our train, our generate, PyTorch's faster train,
+/// PyTorch's generate), images per second; PyTorch's NaN where it has no figure.
+fn row_of(f: &Figures, model: &str) -> Option<[f64; 4]> {
+    let find = |set: &[serde_json::Value]| {
+        set.iter()
+            .find(|t| model_of(t).as_deref() == Some(model))
+            .cloned()
+    };
+    let o = find(&f.ours)?;
+    let get = |v: &Option<serde_json::Value>, k: &str| {
+        v.as_ref().and_then(|v| num(v, k)).unwrap_or(f64::NAN)
+    };
+    let (i, l) = (find(&f.idiomatic), find(&f.lean));
+    Some([
+        get(&Some(o.clone()), "train_img_per_s"),
+        get(&Some(o), "gen_img_per_s"),
+        get(&i, "train_img_per_s").max(get(&l, "train_img_per_s")),
+        get(&i, "gen_img_per_s").max(get(&l, "gen_img_per_s")),
+    ])
+}
+
+/// The median of `v` (NaN for none).
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// The table over rounds: each figure's median, each ratio's median and range.
+fn summary(rounds: &[Figures], vs_pytorch: bool) -> String {
+    let Some(first) = rounds.first() else {
+        return String::new();
+    };
+    let mut lines = vec![
+        format!(
+            "| model | batch | gan-rs train img/s | gan-rs generate img/s |{}",
+            if vs_pytorch {
+                " PyTorch train img/s (faster step) | PyTorch generate img/s | train ratio | \
+                 generate ratio |"
+            } else {
+                ""
+            }
+        ),
+        format!(
+            "|---|---|---|---|{}",
+            if vs_pytorch { "---|---|---|---|" } else { "" }
+        ),
+    ];
+    let ratio = |v: &mut Vec<f64>| {
+        let (lo, hi) = v
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
+                (a.min(x), b.max(x))
+            });
+        format!("{:.2}x ({lo:.2}-{hi:.2})", median(v))
+    };
+    for o in &first.ours {
+        let Some(model) = model_of(o) else { continue };
+        let rows: Vec<[f64; 4]> = rounds.iter().filter_map(|f| row_of(f, &model)).collect();
+        let col = |i: usize| rows.iter().map(|r| r[i]).collect::<Vec<f64>>();
+        let mut row = format!(
+            "| {model} | {} | {:.1} | {:.1} |",
+            o.get("batch").and_then(|b| b.as_u64()).unwrap_or(0),
+            median(&mut col(0)),
+            median(&mut col(1)),
+        );
+        if vs_pytorch {
+            let mut train: Vec<f64> = rows.iter().map(|r| r[0] / r[2]).collect();
+            let mut generate: Vec<f64> = rows.iter().map(|r| r[1] / r[3]).collect();
+            row += &format!(
+                " {:.1} | {:.1} | {} | {} |",
+                median(&mut col(2)),
+                median(&mut col(3)),
+                ratio(&mut train),
+                ratio(&mut generate),
+            );
+        }
+        lines.push(row);
+    }
+    lines.join("\n")
+}
+
 /// The markdown table of the Rust figures, beside PyTorch's idiomatic and lean steps.
-fn table(
-    ours: &[serde_json::Value],
-    idiomatic: &[serde_json::Value],
-    lean: &[serde_json::Value],
-    vs_pytorch: bool,
-) -> String {
-    let num = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_f64());
-    let model = |v: &serde_json::Value| v.get("model").and_then(|m| m.as_str()).map(str::to_owned);
+fn table(f: &Figures, vs_pytorch: bool) -> String {
+    let (ours, idiomatic, lean) = (&f.ours, &f.idiomatic, &f.lean);
+    let model = model_of;
     let mut lines = vec![format!(
         "| model | batch | gan-rs train img/s | gan-rs ms/step | gan-rs generate img/s |{}",
         if vs_pytorch {
@@ -533,7 +661,9 @@ fn main() -> ExitCode {
             device,
             steps,
             batch,
-        } => bench(&model, vs_pytorch, device, steps, batch).map(|()| ExitCode::SUCCESS),
+            rounds,
+        } => bench(&model, vs_pytorch, device, steps, batch, rounds as usize)
+            .map(|()| ExitCode::SUCCESS),
     };
     // The whole chain of causes, without the backtrace `RUST_BACKTRACE` would add: the
     // messages already say which file and what is wrong.
@@ -557,7 +687,12 @@ mod tests {
         let ours = [v("dcgan", 1000.0, 9000.0), v("gan", 600.0, 100.0)];
         let idiomatic = [v("dcgan", 700.0, 7500.0), v("gan", 500.0, 200.0)];
         let lean = [v("dcgan", 800.0, 7400.0), v("gan", 400.0, 190.0)];
-        let t = table(&ours, &idiomatic, &lean, true);
+        let of = |ours: &[serde_json::Value], idiomatic: &[_], lean: &[_]| Figures {
+            ours: ours.to_vec(),
+            idiomatic: idiomatic.to_vec(),
+            lean: lean.to_vec(),
+        };
+        let t = table(&of(&ours, &idiomatic, &lean), true);
         let rows: Vec<&str> = t.lines().collect();
         assert_eq!(rows.len(), 4, "{t}");
         assert!(
@@ -573,13 +708,48 @@ mod tests {
         counted[0]["peak_gflops"] = 100.0.into();
         counted[0]["train_gflop_per_step"] = 1.0.into();
         counted[0]["gen_gflop_per_batch"] = 0.1.into();
-        let t = table(&counted, &idiomatic, &lean, true);
+        let t = table(&of(&counted, &idiomatic, &lean), true);
         assert!(
             t.lines().nth(2).unwrap().ends_with("| 8.0x / 8.5x |"),
             "{t}"
         );
         // Without PyTorch, the Rust columns alone.
-        assert!(!table(&ours, &[], &[], false).contains("ratio"));
+        assert!(!table(&of(&ours, &[], &[]), false).contains("ratio"));
+    }
+
+    /// Over rounds: each figure's median, and each ratio's median and range taken from
+    /// the rounds' own ratios (not the ratio of the medians).
+    #[test]
+    fn the_summary_gives_medians_and_the_range_of_the_rounds_ratios() {
+        let v = |train: f64, generate: f64| {
+            serde_json::json!({"model": "gan", "batch": 256, "train_img_per_s": train,
+                "gen_img_per_s": generate})
+        };
+        let round = |ours: f64, idiomatic: f64, lean: f64| Figures {
+            ours: vec![v(ours, 300.0)],
+            idiomatic: vec![v(idiomatic, 100.0)],
+            lean: vec![v(lean, 150.0)],
+        };
+        // Train ratios 1.5 (600 / 400), 2.0 (500 / 250) and 1.0 (300 / 300).
+        let rounds = [
+            round(600.0, 400.0, 200.0),
+            round(500.0, 200.0, 250.0),
+            round(300.0, 100.0, 300.0),
+        ];
+        let t = summary(&rounds, true);
+        let row = t.lines().nth(2).unwrap();
+        assert_eq!(
+            row,
+            "| gan | 256 | 500.0 | 300.0 | 300.0 | 150.0 | 1.50x (1.00-2.00) | 2.00x (2.00-2.00) |",
+            "{t}"
+        );
+        // An even count: the mean of the middle two.
+        let t = summary(&rounds[..2], true);
+        assert!(
+            t.lines().nth(2).unwrap().contains("| 1.75x (1.50-2.00) |"),
+            "{t}"
+        );
+        assert!(!summary(&rounds, false).contains("ratio"));
     }
 
     #[test]

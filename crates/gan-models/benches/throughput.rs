@@ -62,6 +62,11 @@ fn parse() -> Result<Args> {
             "--device" => args.device = value()?,
             "--json" => args.json = true,
             "--config" => args.config = serde_json::from_str(&value()?).context("--config")?,
+            // The models, one a line, for `cargo xtask bench` to run one at a time.
+            "--list" => {
+                println!("{}", kinds().join("\n"));
+                std::process::exit(0)
+            }
             // What `cargo bench` passes to every bench target.
             "--bench" => {}
             other => bail!("unknown argument {other:?}"),
