@@ -512,6 +512,24 @@ fn row_of(f: &Figures, model: &str) -> Option<[f64; 4]> {
     ])
 }
 
+/// A figure to one decimal, "-" where there is none (a model that does not generate).
+fn fig(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v:.1}")
+    } else {
+        "-".into()
+    }
+}
+
+/// A ratio, "-" where there is none.
+fn times(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v:.2}x")
+    } else {
+        "-".into()
+    }
+}
+
 /// The median of `v` (NaN for none).
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -543,6 +561,9 @@ fn summary(rounds: &[Figures], vs_pytorch: bool) -> String {
         ),
     ];
     let ratio = |v: &mut Vec<f64>| {
+        if v.is_empty() || v.iter().any(|x| !x.is_finite()) {
+            return "-".to_string();
+        }
         let (lo, hi) = v
             .iter()
             .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
@@ -555,18 +576,18 @@ fn summary(rounds: &[Figures], vs_pytorch: bool) -> String {
         let rows: Vec<[f64; 4]> = rounds.iter().filter_map(|f| row_of(f, &model)).collect();
         let col = |i: usize| rows.iter().map(|r| r[i]).collect::<Vec<f64>>();
         let mut row = format!(
-            "| {model} | {} | {:.1} | {:.1} |",
+            "| {model} | {} | {} | {} |",
             o.get("batch").and_then(|b| b.as_u64()).unwrap_or(0),
-            median(&mut col(0)),
-            median(&mut col(1)),
+            fig(median(&mut col(0))),
+            fig(median(&mut col(1))),
         );
         if vs_pytorch {
             let mut train: Vec<f64> = rows.iter().map(|r| r[0] / r[2]).collect();
             let mut generate: Vec<f64> = rows.iter().map(|r| r[1] / r[3]).collect();
             row += &format!(
-                " {:.1} | {:.1} | {} | {} |",
-                median(&mut col(2)),
-                median(&mut col(3)),
+                " {} | {} | {} | {} |",
+                fig(median(&mut col(2))),
+                fig(median(&mut col(3))),
                 ratio(&mut train),
                 ratio(&mut generate),
             );
@@ -602,10 +623,12 @@ fn table(f: &Figures, vs_pytorch: bool) -> String {
         let train = num(o, "train_img_per_s").unwrap_or(f64::NAN);
         let generate = num(o, "gen_img_per_s").unwrap_or(f64::NAN);
         let mut row = format!(
-            "| {} | {} | {train:.1} | {:.1} | {generate:.1} |",
+            "| {} | {} | {} | {} | {} |",
             name.as_deref().unwrap_or("?"),
             o.get("batch").and_then(|b| b.as_u64()).unwrap_or(0),
-            num(o, "train_ms_per_step").unwrap_or(f64::NAN),
+            fig(train),
+            fig(num(o, "train_ms_per_step").unwrap_or(f64::NAN)),
+            fig(generate),
         );
         if vs_pytorch {
             let find = |set: &[serde_json::Value]| set.iter().find(|t| model(t) == name).cloned();
@@ -634,9 +657,12 @@ fn table(f: &Figures, vs_pytorch: bool) -> String {
                         }
                     };
                     row += &format!(
-                        " {ti:.1} / {tl:.1} | {g:.1} | {:.2}x | {:.2}x | {} / {} |",
-                        train / ti.max(tl),
-                        generate / g,
+                        " {} / {} | {} | {} | {} | {} / {} |",
+                        fig(ti),
+                        fig(tl),
+                        fig(g),
+                        times(train / ti.max(tl)),
+                        times(generate / g),
                         ceiling(num(o, "train_gflop_per_step"), images, ti.max(tl)),
                         ceiling(num(o, "gen_gflop_per_batch"), batch, g),
                     );
@@ -750,6 +776,30 @@ mod tests {
             "{t}"
         );
         assert!(!summary(&rounds, false).contains("ratio"));
+        // A model that does not generate: dashes, not NaN.
+        let train_only = |ours: f64, theirs: f64| {
+            let v = |t: f64| serde_json::json!({"model": "ae", "batch": 64, "train_img_per_s": t});
+            Figures {
+                ours: vec![v(ours)],
+                idiomatic: vec![v(theirs)],
+                lean: vec![v(theirs)],
+            }
+        };
+        let rounds = [train_only(300.0, 200.0), train_only(400.0, 200.0)];
+        let t = summary(&rounds, true);
+        assert_eq!(
+            t.lines().nth(2).unwrap(),
+            "| ae | 64 | 350.0 | - | 200.0 | - | 1.75x (1.50-2.00) | - |",
+            "{t}"
+        );
+        let t = table(&rounds[0], true);
+        assert!(
+            t.lines()
+                .nth(2)
+                .unwrap()
+                .contains("| - | 200.0 / 200.0 | - | 1.50x | - |"),
+            "{t}"
+        );
     }
 
     #[test]
