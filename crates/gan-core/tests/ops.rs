@@ -251,6 +251,101 @@ fn batch_norm_reports_batch_statistics() {
     assert_eq!(stats.count, 2);
 }
 
+/// A layer with its leaky ReLU fused into its op gives the two ops' bits, output and
+/// every gradient, and leaves one node in the graph instead of two (a negative slope,
+/// which the fused gradient cannot read off the output's sign, falls back to two).
+#[test]
+fn fused_leaky_layers_give_the_two_ops_bits() {
+    type Layer = dyn Fn(&[Tensor], Option<f64>) -> Result<Tensor>;
+    // The output and each input's gradient of sum(y * r), as bits, and the graph's size.
+    let run = |inputs: &[Tensor], f: &dyn Fn(&[Tensor]) -> Result<Tensor>| {
+        let vars: Vec<Var> = inputs
+            .iter()
+            .map(|t| Var::from_tensor(t).unwrap())
+            .collect();
+        let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+        let y = f(&ts).unwrap();
+        let nodes = y.sorted_nodes().len();
+        let r = rand(y.dims(), 99);
+        let grads = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let bits = |t: &Tensor| -> Vec<u32> {
+            let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            v.iter().map(|x| x.to_bits()).collect()
+        };
+        let mut out = vec![bits(&y)];
+        out.extend(ts.iter().map(|t| bits(grads.get(t).unwrap())));
+        (out, nodes)
+    };
+    let conv = |spec: ConvSpec| -> Box<Layer> {
+        Box::new(move |t, slope| match slope {
+            Some(a) => ops::conv2d_leaky(&t[0], &t[1], &t[2], spec, a),
+            None => ops::conv2d(&t[0], &t[1], &t[2], spec),
+        })
+    };
+    let linear = || -> Box<Layer> {
+        Box::new(|t, slope| match slope {
+            Some(a) => ops::linear_leaky(&t[0], &t[1], &t[2], a),
+            None => ops::linear(&t[0], &t[1], &t[2]),
+        })
+    };
+    let spec = |stride, padding| ConvSpec {
+        stride,
+        padding,
+        ..Default::default()
+    };
+    // The last of each kind spans two of the element-wise kernels' chunks of 16,384.
+    let cases: Vec<(String, Vec<Tensor>, Box<Layer>)> = vec![
+        (
+            "conv [3, 4, 14, 14] -> 6, k4 s2 p1".into(),
+            vec![
+                rand(&[3, 4, 14, 14], 1),
+                rand(&[6, 4, 4, 4], 2),
+                rand(&[6], 3),
+            ],
+            conv(spec(2, 1)),
+        ),
+        (
+            "conv [4, 3, 30, 30] -> 8, k3 s1 p1".into(),
+            vec![
+                rand(&[4, 3, 30, 30], 4),
+                rand(&[8, 3, 3, 3], 5),
+                rand(&[8], 6),
+            ],
+            conv(spec(1, 1)),
+        ),
+        (
+            "linear 5x7 -> 3".into(),
+            vec![rand(&[5, 7], 7), rand(&[3, 7], 8), rand(&[3], 9)],
+            linear(),
+        ),
+        (
+            "linear 64x300 -> 300".into(),
+            vec![
+                rand(&[64, 300], 10),
+                rand(&[300, 300], 11),
+                rand(&[300], 12),
+            ],
+            linear(),
+        ),
+    ];
+    for (what, inputs, layer) in &cases {
+        for slope in [0.0, 0.2, -0.5] {
+            let (fused, nodes) = run(inputs, &|t| layer(t, Some(slope)));
+            let (apart, apart_nodes) = run(inputs, &|t| ops::leaky_relu(&layer(t, None)?, slope));
+            assert!(
+                fused == apart,
+                "{what}, slope {slope}: not the two ops' bits"
+            );
+            assert_eq!(apart_nodes, 5, "{what}: x, w, b, the layer, the activation");
+            let want = if slope >= 0.0 { 4 } else { 5 };
+            assert_eq!(
+                nodes, want,
+                "{what}, slope {slope}: nodes of the fused graph"
+            );
+        }
+    }
+}
+
 #[test]
 fn leaky_relu_matches_candle() {
     // The second shape spans three of the kernels' chunks of 16,384, the last one short.

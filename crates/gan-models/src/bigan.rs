@@ -15,7 +15,6 @@ use gan_core::engine::{no_such_phase, Encoder};
 use gan_core::fast::layers::{
     batch_norm, conv2d, frozen, linear, BatchNorm, Conv2d, ConvSpec, Linear,
 };
-use gan_core::fast::nn::leaky_relu;
 use gan_core::init::{reinit, WeightInit};
 use gan_core::loss::{bce_with_logits_const, binary_accuracy};
 use gan_core::prior::{rng, Latent, LatentSpec, Rng};
@@ -75,11 +74,11 @@ impl JointDiscriminator {
 
     /// `[B]` logits of the pairs (x, z).
     fn forward(&self, x: &Tensor, z: &Tensor) -> candle_core::Result<Tensor> {
-        let hx = leaky_relu(&self.c1.forward(x)?, 0.2)?;
+        let hx = self.c1.forward_leaky(x, 0.2)?;
         let hx = self.bn2.forward_act(&self.c2.forward(&hx)?, true, 0.2)?;
-        let hz = leaky_relu(&self.zp.forward(z)?, 0.2)?;
+        let hz = self.zp.forward_leaky(z, 0.2)?;
         let h = Tensor::cat(&[hx.flatten_from(1)?, hz], 1)?;
-        let h = leaky_relu(&self.joint.forward(&h)?, 0.2)?;
+        let h = self.joint.forward_leaky(&h, 0.2)?;
         self.out.forward(&h)?.flatten_all()
     }
 }

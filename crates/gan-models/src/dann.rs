@@ -30,7 +30,7 @@ use gan_core::engine::no_such_phase;
 use gan_core::fast::layers::{
     batch_norm, conv2d, frozen, grad_reverse, BatchNorm, Conv2d, ConvSpec,
 };
-use gan_core::fast::nn::{max_pool2d, relu};
+use gan_core::fast::nn::max_pool2d;
 use gan_core::loss::{bce_with_logits, cross_entropy};
 use gan_core::prior::Rng;
 use gan_core::{DomainAdapter, Figure, Model, Phase, Source, Step, StepOutput, Stream};
@@ -186,12 +186,12 @@ struct Features {
 
 impl Features {
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let act = |y: Tensor, i: usize| match &self.bn {
-            Some(bn) => bn[i].forward_act(&y, train, 0.0),
-            None => relu(&y),
+        let layer = |c: &Conv2d, x: &Tensor, i: usize| match &self.bn {
+            Some(bn) => bn[i].forward_act(&c.forward(x)?, train, 0.0),
+            None => c.forward_leaky(x, 0.0),
         };
-        let x = max_pool2d(&act(self.c1.forward(x)?, 0)?, 2)?;
-        max_pool2d(&act(self.c2.forward(&x)?, 1)?, 2)?.flatten_from(1)
+        let x = max_pool2d(&layer(&self.c1, x, 0)?, 2)?;
+        max_pool2d(&layer(&self.c2, &x, 1)?, 2)?.flatten_from(1)
     }
 }
 

@@ -13,7 +13,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::registry::Registered;
 use gan_core::engine::no_such_phase;
-use gan_core::fast::nn::leaky_relu;
 use gan_core::init::{reinit, WeightInit};
 use gan_core::loss::{binary_accuracy, discriminator_loss, generator_loss, GeneratorLoss};
 use gan_core::prior::{rng, Latent, LatentSpec, Rng};
@@ -199,7 +198,7 @@ impl Discriminator {
 
     /// The 7x7x2w layer, `[B, 2w, 7, 7]`: the "layer l" of a feature-space loss.
     pub(crate) fn features(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let x = leaky_relu(&self.c1.forward(x)?, 0.2)?;
+        let x = self.c1.forward_leaky(x, 0.2)?;
         let mut x = self.bn2.forward_act(&self.c2.forward(&x)?, train, 0.2)?;
         for (conv, bn) in &self.extra {
             x = bn.forward_act(&conv.forward(&x)?, train, 0.2)?;

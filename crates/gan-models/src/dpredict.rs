@@ -24,7 +24,7 @@ use candle_core::{DType, Device, Module, Tensor, Var};
 use candle_nn::{Init, VarBuilder, VarMap};
 use gan_core::engine::no_such_phase;
 use gan_core::fast::layers::{conv2d, frozen, linear, Conv2d, ConvSpec, Linear};
-use gan_core::fast::nn::{leaky_relu, swish};
+use gan_core::fast::nn::swish;
 use gan_core::init::{reinit, WeightInit};
 use gan_core::prior::{rng, Latent, LatentSpec, Rng, RngStream};
 use gan_core::{Completer, Figure, Generator, Model, Phase, Step, StepOutput};
@@ -160,10 +160,19 @@ impl Critic {
         })
     }
 
-    fn act(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    /// A hidden layer and its activation (the leaky ReLU fused into the layer's op).
+    fn conv_act(&self, c: &Conv2d, x: &Tensor) -> candle_core::Result<Tensor> {
         match self.activation {
-            Activation::Leaky => leaky_relu(x, 0.2),
-            Activation::Swish => swish(x),
+            Activation::Leaky => c.forward_leaky(x, 0.2),
+            Activation::Swish => swish(&c.forward(x)?),
+        }
+    }
+
+    /// [`Self::conv_act`] for a linear layer.
+    fn linear_act(&self, l: &Linear, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self.activation {
+            Activation::Leaky => l.forward_leaky(x, 0.2),
+            Activation::Swish => swish(&l.forward(x)?),
         }
     }
 
@@ -171,11 +180,11 @@ impl Critic {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let mut h = x.clone();
         for c in &self.convs {
-            h = self.act(&c.forward(&h)?)?;
+            h = self.conv_act(c, &h)?;
         }
         let mut h = h.flatten_from(1)?;
         if let Some(l) = &self.hidden {
-            h = self.act(&l.forward(&h)?)?;
+            h = self.linear_act(l, &h)?;
         }
         self.out.forward(&h)?.flatten_all()
     }

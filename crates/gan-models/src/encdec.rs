@@ -8,7 +8,6 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use gan_core::engine::Encoder;
 use gan_core::fast::layers::{batch_norm, conv2d, linear, BatchNorm, Conv2d, ConvSpec, Linear};
-use gan_core::fast::nn::leaky_relu;
 use gan_core::init::{reinit, WeightInit};
 use gan_core::prior::{LatentSpec, Rng};
 use gan_core::Figure;
@@ -50,7 +49,7 @@ impl ConvEncoder {
 
     /// The layer before the output, flattened: `[B, 2w * 49]`.
     pub(crate) fn features(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let x = leaky_relu(&self.c1.forward(x)?, 0.2)?;
+        let x = self.c1.forward_leaky(x, 0.2)?;
         self.bn2
             .forward_act(&self.c2.forward(&x)?, train, 0.2)?
             .flatten_from(1)

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::registry::Registered;
 use gan_core::engine::no_such_phase;
-use gan_core::fast::nn::{dropout, leaky_relu};
+use gan_core::fast::nn::dropout;
 use gan_core::init::{reinit, WeightInit};
 use gan_core::loss::{binary_accuracy, discriminator_loss, generator_loss, GeneratorLoss};
 use gan_core::prior::{rng, Latent, LatentSpec, Rng};
@@ -127,10 +127,10 @@ impl Mlp {
     ) -> candle_core::Result<Tensor> {
         let mut x = x.clone();
         for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(&x)?;
-            if i + 1 < self.layers.len() {
-                x = dropout(&leaky_relu(&x, self.slope)?, p, rng)?;
-            }
+            x = match i + 1 < self.layers.len() {
+                true => dropout(&layer.forward_leaky(&x, self.slope)?, p, rng)?,
+                false => layer.forward(&x)?,
+            };
         }
         Ok(x)
     }

@@ -21,7 +21,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::registry::Registered;
 use gan_core::engine::{no_such_phase, Classifier, Conditioning};
-use gan_core::fast::nn::leaky_relu;
 use gan_core::init::{reinit, WeightInit};
 use gan_core::loss::{
     binary_accuracy, cross_entropy, discriminator_loss, gaussian_nll, generator_loss, GeneratorLoss,
@@ -210,7 +209,7 @@ impl Trunk {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let x = leaky_relu(&self.c1.forward(x)?, 0.1)?;
+        let x = self.c1.forward_leaky(x, 0.1)?;
         let x = self.bn2.forward_act(&self.c2.forward(&x)?, train, 0.1)?;
         let x = self.fc.forward(&x.flatten_from(1)?)?;
         self.bn3.forward_act(&x, train, 0.1)

@@ -22,7 +22,6 @@ use gan_core::fast::layers::{
     batch_norm, conv2d, frozen, linear, BatchNorm, Conv2d, ConvSpec, Linear,
 };
 use gan_core::fast::nn::{dropout, max_pool2d};
-use gan_core::fast::ops::leaky_relu;
 use gan_core::loss::{bce_with_logits_const, binary_accuracy};
 use gan_core::prior::{one_hot, Latent, LatentSpec, Rng};
 use gan_core::{Classifier, Figure, Generator, Model, Phase, Source, Step, StepOutput, Stream};
@@ -254,10 +253,11 @@ impl Disc {
         let mut h = gaussian_noise(&unit(&x.flatten_from(1)?)?, self.noise_input, rng)?;
         let last = self.layers.len() - 1;
         for (i, layer) in self.layers.iter().enumerate() {
-            h = layer.forward(&Tensor::cat(&[&h, y], 1)?)?;
-            if i < last {
-                h = gaussian_noise(&leaky_relu(&h, 0.2)?, self.noise_hidden, rng)?;
-            }
+            let hy = Tensor::cat(&[&h, y], 1)?;
+            h = match i < last {
+                true => gaussian_noise(&layer.forward_leaky(&hy, 0.2)?, self.noise_hidden, rng)?,
+                false => layer.forward(&hy)?,
+            };
         }
         h.squeeze(1)
     }

@@ -954,6 +954,18 @@ pub(crate) fn map(x: &[f32], f: impl Fn(f32) -> f32 + Sync + Send) -> Vec<f32> {
     }
 }
 
+/// `f` of each element of `x`, in place, in chunks over the threads: an activation
+/// applied to a layer's fresh output, without a second tensor.
+pub(crate) fn map_in_place(x: &mut [f32], f: impl Fn(f32) -> f32 + Sync + Send) {
+    x.par_chunks_mut(MAP_CHUNK).for_each(|c| {
+        wide(|| {
+            for v in c.iter_mut() {
+                *v = f(*v);
+            }
+        })
+    });
+}
+
 /// `post(v, pre(v).exp())` of each element `v` of `x`, bit for bit as [`map`] gives it,
 /// with the `exp` of each block of elements taken at once by the vectorised
 /// [`super::expf::exp_into`].

@@ -154,9 +154,10 @@ pub fn linear(input: usize, output: usize, vb: VarBuilder) -> Result<Linear> {
 }
 
 impl Linear {
-    /// `leaky_relu(self.forward(x), slope)`: the same values, but inside an
-    /// [`inference`] section the activation is applied as the product writes its output
-    /// (one pass and one tensor fewer per hidden layer of an MLP generator).
+    /// `leaky_relu(self.forward(x), slope)`: the same values as one op, the activation
+    /// written over the product's output (one tensor fewer, and one gradient fewer for
+    /// the backward pass to add up); inside an [`inference`] section applied as the
+    /// packed product writes its output.
     pub fn forward_leaky(&self, x: &Tensor, slope: f64) -> Result<Tensor> {
         self.forward_with(x, Some(slope))
     }
@@ -168,10 +169,10 @@ impl Linear {
             let b = self.bias.detach();
             return ops::linear_prepared(x, &self.weight, &p, &b, leaky);
         }
-        let y = ops::linear(x, &param(&self.weight), &param(&self.bias))?;
+        let (w, b) = (param(&self.weight), param(&self.bias));
         match leaky {
-            Some(a) => ops::leaky_relu(&y, a),
-            None => Ok(y),
+            Some(a) => ops::linear_leaky(x, &w, &b, a),
+            None => ops::linear(x, &w, &b),
         }
     }
 }
@@ -214,6 +215,13 @@ impl Conv2d {
     /// The kernel.
     pub fn weight(&self) -> &Tensor {
         &self.weight
+    }
+
+    /// `leaky_relu(self.forward(x), slope)`, the same bits as one op (as
+    /// [`Linear::forward_leaky`]).
+    pub fn forward_leaky(&self, x: &Tensor, slope: f64) -> Result<Tensor> {
+        let (w, b) = (param(&self.weight), param(&self.bias));
+        ops::conv2d_leaky(x, &w, &b, self.spec, slope)
     }
 }
 

@@ -83,6 +83,9 @@ fn wanted_or_collected(
 /// reads without repacking it on every product).
 struct LinearOp {
     w_in_out: bool,
+    /// A leaky ReLU's slope (>= 0) applied to the output in place: one tensor, and one
+    /// gradient the backward pass adds up, fewer than the two ops.
+    leaky: Option<f32>,
 }
 
 impl LinearOp {
@@ -118,6 +121,9 @@ impl CustomOp3 for LinearOp {
             y.extend_from_slice(b);
         }
         kernels::matmul(&mut y, true, Mat::rows(x, i), wt, n, o, i);
+        if let Some(a) = self.leaky {
+            kernels::map_in_place(&mut y, leaky(a));
+        }
         Ok((CpuStorage::F32(y), (n, o).into()))
     }
 
@@ -126,12 +132,13 @@ impl CustomOp3 for LinearOp {
         x: &Tensor,
         w: &Tensor,
         b: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (n, i) = x.dims2()?;
-        with_data(&[x, w, grad], |d| {
-            let (xd, wd, g) = (d[0], d[1], d[2]);
+        with_data(&[x, w, grad, res], |d| {
+            let (xd, wd) = (d[0], d[1]);
+            let g = &*through_leaky(self.leaky, d[3], d[2]);
             let (_, o) = self.w_t(wd, w.dims2()?);
             // dx = g W: W [out, in] row-major, or the transpose of the [in, out] copy.
             let w_op = if self.w_in_out {
@@ -163,11 +170,30 @@ impl CustomOp3 for LinearOp {
 
 /// `x W^T + b` for `x [N, in]`, `W [out, in]` (PyTorch's and candle-nn's layout), `b [out]`.
 pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    linear_with(x, w, b, None)
+}
+
+/// `leaky_relu(linear(x, w, b), slope)` as one op where it can be (the same bits): the
+/// activation written over the product's output, its gradient taken inside the op.
+pub fn linear_leaky(x: &Tensor, w: &Tensor, b: &Tensor, slope: f64) -> Result<Tensor> {
+    linear_with(x, w, b, Some(slope))
+}
+
+fn linear_with(x: &Tensor, w: &Tensor, b: &Tensor, leaky: Option<f64>) -> Result<Tensor> {
     if on_fast_path(x) && x.rank() == 2 {
-        x.contiguous()?
-            .apply_op3_arc(w, b, Arc::new(Box::new(LinearOp { w_in_out: false })))
+        let (leaky, after) = fused_slope(leaky);
+        let y = x.contiguous()?.apply_op3_arc(
+            w,
+            b,
+            Arc::new(Box::new(LinearOp {
+                w_in_out: false,
+                leaky,
+            })),
+        )?;
+        then_leaky(y, after)
     } else {
-        x.broadcast_matmul(&w.t()?)?.broadcast_add(b)
+        let y = x.broadcast_matmul(&w.t()?)?.broadcast_add(b)?;
+        then_leaky(y, leaky)
     }
 }
 
@@ -192,7 +218,10 @@ pub fn linear_in_out(x: &Tensor, wt: &Tensor, b: &Tensor) -> Result<Tensor> {
         x.contiguous()?.apply_op3_arc(
             &wt.contiguous()?,
             b,
-            Arc::new(Box::new(LinearOp { w_in_out: true })),
+            Arc::new(Box::new(LinearOp {
+                w_in_out: true,
+                leaky: None,
+            })),
         )
     } else {
         x.broadcast_matmul(wt)?.broadcast_add(b)
@@ -244,13 +273,7 @@ pub fn linear_prepared(
                 })),
             )
         }
-        _ => {
-            let y = linear_in_out(x, prepared, b)?;
-            match leaky {
-                Some(a) => leaky_relu(&y, a),
-                None => Ok(y),
-            }
-        }
+        _ => then_leaky(linear_in_out(x, prepared, b)?, leaky),
     }
 }
 
@@ -367,6 +390,8 @@ fn conv_geom(x: &[usize], w: &[usize], spec: ConvSpec) -> Result<ConvGeom> {
 
 struct Conv2dOp {
     spec: ConvSpec,
+    /// A leaky ReLU's slope (>= 0) applied to the output in place (as [`LinearOp`]'s).
+    leaky: Option<f32>,
     /// The unfolded input of the forward pass, kept for the weight gradient when the
     /// weight wants one (the backward pass would otherwise rebuild it).
     unfolded: Option<Mutex<Option<Unfolded>>>,
@@ -442,7 +467,7 @@ impl CustomOp3 for Conv2dOp {
             _ => super::direct::conv(x, &g, w, b, o)
                 .or_else(|| kernels::patch_convolve(x, &g, w, Some(b), o)),
         };
-        let y = match direct {
+        let mut y = match direct {
             Some(y) => y,
             None => {
                 let unfolded = Unfolded::new(x, &g, o);
@@ -453,6 +478,9 @@ impl CustomOp3 for Conv2dOp {
                 y
             }
         };
+        if let Some(a) = self.leaky {
+            kernels::map_in_place(&mut y, leaky(a));
+        }
         Ok((CpuStorage::F32(y), (g.n, o, g.oh, g.ow).into()))
     }
 
@@ -461,7 +489,7 @@ impl CustomOp3 for Conv2dOp {
         x: &Tensor,
         w: &Tensor,
         b: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let g = conv_geom(x.dims(), w.dims(), self.spec)?;
@@ -470,8 +498,9 @@ impl CustomOp3 for Conv2dOp {
             .unfolded
             .as_ref()
             .and_then(|c| c.lock().unwrap().take());
-        with_data(&[x, w, grad], |d| {
-            let (xd, wd, gr) = (d[0], d[1], d[2]);
+        with_data(&[x, w, grad, res], |d| {
+            let (xd, wd) = (d[0], d[1]);
+            let gr = &*through_leaky(self.leaky, d[3], d[2]);
             // [N, O, P] -> [O, N*P], the layout of the forward product, where a kernel
             // needs it.
             let swapped = std::cell::OnceCell::new();
@@ -535,18 +564,45 @@ fn patch_weight_grad(
 
 /// 2-D convolution of `x [N, C, H, W]` with `w [O, C, K, K]` plus `b [O]`.
 pub fn conv2d(x: &Tensor, w: &Tensor, b: &Tensor, spec: ConvSpec) -> Result<Tensor> {
+    conv2d_with(x, w, b, spec, None)
+}
+
+/// `leaky_relu(conv2d(x, w, b, spec), slope)` as one op where it can be (the same bits,
+/// as [`linear_leaky`]).
+pub fn conv2d_leaky(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    spec: ConvSpec,
+    slope: f64,
+) -> Result<Tensor> {
+    conv2d_with(x, w, b, spec, Some(slope))
+}
+
+fn conv2d_with(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    spec: ConvSpec,
+    leaky: Option<f64>,
+) -> Result<Tensor> {
     if on_fast_path(x) {
-        x.contiguous()?.apply_op3_arc(
+        let (leaky, after) = fused_slope(leaky);
+        let y = x.contiguous()?.apply_op3_arc(
             w,
             b,
             Arc::new(Box::new(Conv2dOp {
                 spec,
+                leaky,
                 unfolded: w.track_op().then(|| Mutex::new(None)),
             })),
-        )
+        )?;
+        then_leaky(y, after)
     } else {
-        x.conv2d(w, spec.padding, spec.stride, 1, 1)?
-            .broadcast_add(&b.reshape((1, (), 1, 1))?)
+        let y = x
+            .conv2d(w, spec.padding, spec.stride, 1, 1)?
+            .broadcast_add(&b.reshape((1, (), 1, 1))?)?;
+        then_leaky(y, leaky)
     }
 }
 
@@ -980,8 +1036,7 @@ impl CustomOp1 for LeakyReluOp {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let a = self.0;
-        let y = kernels::map(data(s, l)?, move |v| if v > 0.0 { v } else { a * v });
+        let y = kernels::map(data(s, l)?, leaky(self.0));
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -989,6 +1044,39 @@ impl CustomOp1 for LeakyReluOp {
         with_data(&[x, grad], |d| {
             cpu(leaky_back(d[0], d[1], self.0), x.shape()).map(Some)
         })
+    }
+}
+
+/// The leaky ReLU of slope `a`.
+fn leaky(a: f32) -> impl Fn(f32) -> f32 + Sync + Send + Copy {
+    move |v| if v > 0.0 { v } else { a * v }
+}
+
+/// How a layer applies a leaky ReLU of `slope`: `(fused, after)`, the slope its op
+/// applies in place, or the one a separate [`leaky_relu`] applies after it. Only a
+/// slope of 0 or more fuses: the op's gradient reads the slope off its output's sign,
+/// which a negative slope would flip.
+fn fused_slope(slope: Option<f64>) -> (Option<f32>, Option<f64>) {
+    match slope {
+        Some(a) if a >= 0.0 => (Some(a as f32), None),
+        other => (None, other),
+    }
+}
+
+/// `y`, then [`leaky_relu`] of `slope` if one is given.
+fn then_leaky(y: Tensor, slope: Option<f64>) -> Result<Tensor> {
+    match slope {
+        Some(a) => leaky_relu(&y, a),
+        None => Ok(y),
+    }
+}
+
+/// The gradient of a fused op's output taken back through its leaky ReLU (`out`, the
+/// op's output, positive exactly where its input was), or `g` itself without one.
+fn through_leaky<'a>(leaky: Option<f32>, out: &[f32], g: &'a [f32]) -> Cow<'a, [f32]> {
+    match leaky {
+        Some(a) => Cow::Owned(leaky_back(out, g, a)),
+        None => Cow::Borrowed(g),
     }
 }
 
