@@ -2,7 +2,7 @@
 //! of odd shapes, strides, paddings and batch 1.
 
 use candle_core::{Device, Result, Tensor, Var};
-use gan_core::fast::ops::{self, ConvSpec};
+use gan_core::fast::ops::{self, Act, ConvSpec};
 
 mod common;
 use common::{close, rand};
@@ -251,12 +251,13 @@ fn batch_norm_reports_batch_statistics() {
     assert_eq!(stats.count, 2);
 }
 
-/// A layer with its leaky ReLU fused into its op gives the two ops' bits, output and
-/// every gradient, and leaves one node in the graph instead of two (a negative slope,
-/// which the fused gradient cannot read off the output's sign, falls back to two).
+/// A layer with its activation (leaky ReLU, swish) fused into its op gives the two ops'
+/// bits, output and every gradient, and leaves one node in the graph instead of two (a
+/// negative slope, which the fused gradient cannot read off the output's sign, falls back
+/// to two).
 #[test]
-fn fused_leaky_layers_give_the_two_ops_bits() {
-    type Layer = dyn Fn(&[Tensor], Option<f64>) -> Result<Tensor>;
+fn fused_activations_give_the_two_ops_bits() {
+    type Layer = dyn Fn(&[Tensor], Option<Act>) -> Result<Tensor>;
     // The output and each input's gradient of sum(y * r), as bits, and the graph's size.
     let run = |inputs: &[Tensor], f: &dyn Fn(&[Tensor]) -> Result<Tensor>| {
         let vars: Vec<Var> = inputs
@@ -277,14 +278,14 @@ fn fused_leaky_layers_give_the_two_ops_bits() {
         (out, nodes)
     };
     let conv = |spec: ConvSpec| -> Box<Layer> {
-        Box::new(move |t, slope| match slope {
-            Some(a) => ops::conv2d_leaky(&t[0], &t[1], &t[2], spec, a),
+        Box::new(move |t, act| match act {
+            Some(a) => ops::conv2d_act(&t[0], &t[1], &t[2], spec, a),
             None => ops::conv2d(&t[0], &t[1], &t[2], spec),
         })
     };
     let linear = || -> Box<Layer> {
-        Box::new(|t, slope| match slope {
-            Some(a) => ops::linear_leaky(&t[0], &t[1], &t[2], a),
+        Box::new(|t, act| match act {
+            Some(a) => ops::linear_act(&t[0], &t[1], &t[2], a),
             None => ops::linear(&t[0], &t[1], &t[2]),
         })
     };
@@ -329,18 +330,35 @@ fn fused_leaky_layers_give_the_two_ops_bits() {
         ),
     ];
     for (what, inputs, layer) in &cases {
-        for slope in [0.0, 0.2, -0.5] {
-            let (fused, nodes) = run(inputs, &|t| layer(t, Some(slope)));
-            let (apart, apart_nodes) = run(inputs, &|t| ops::leaky_relu(&layer(t, None)?, slope));
-            assert!(
-                fused == apart,
-                "{what}, slope {slope}: not the two ops' bits"
-            );
+        for act in [
+            Act::Leaky(0.0),
+            Act::Leaky(0.2),
+            Act::Leaky(-0.5),
+            Act::Swish,
+        ] {
+            let apply = |y: Tensor| match act {
+                Act::Leaky(a) => ops::leaky_relu(&y, a),
+                Act::Swish => ops::swish(&y),
+            };
+            let (fused, nodes) = run(inputs, &|t| layer(t, Some(act)));
+            let (apart, apart_nodes) = run(inputs, &|t| apply(layer(t, None)?));
+            assert!(fused == apart, "{what}, {act:?}: not the two ops' bits");
             assert_eq!(apart_nodes, 5, "{what}: x, w, b, the layer, the activation");
-            let want = if slope >= 0.0 { 4 } else { 5 };
-            assert_eq!(
-                nodes, want,
-                "{what}, slope {slope}: nodes of the fused graph"
+            let want = if act == Act::Leaky(-0.5) { 5 } else { 4 };
+            assert_eq!(nodes, want, "{what}, {act:?}: nodes of the fused graph");
+            // Without a gradient to come (no state kept), the same output.
+            let plain = layer(inputs, Some(act)).unwrap();
+            let bits: Vec<u32> = plain
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+                .iter()
+                .map(|x| x.to_bits())
+                .collect();
+            assert!(
+                bits == fused[0],
+                "{what}, {act:?}: untracked output differs"
             );
         }
     }

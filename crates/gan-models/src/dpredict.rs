@@ -24,7 +24,6 @@ use candle_core::{DType, Device, Module, Tensor, Var};
 use candle_nn::{Init, VarBuilder, VarMap};
 use gan_core::engine::no_such_phase;
 use gan_core::fast::layers::{conv2d, frozen, linear, Conv2d, ConvSpec, Linear};
-use gan_core::fast::nn::swish;
 use gan_core::init::{reinit, WeightInit};
 use gan_core::prior::{rng, Latent, LatentSpec, Rng, RngStream};
 use gan_core::{Completer, Figure, Generator, Model, Phase, Step, StepOutput};
@@ -160,11 +159,11 @@ impl Critic {
         })
     }
 
-    /// A hidden layer and its activation (the leaky ReLU fused into the layer's op).
+    /// A hidden layer and its activation (fused into the layer's op).
     fn conv_act(&self, c: &Conv2d, x: &Tensor) -> candle_core::Result<Tensor> {
         match self.activation {
             Activation::Leaky => c.forward_leaky(x, 0.2),
-            Activation::Swish => swish(&c.forward(x)?),
+            Activation::Swish => c.forward_swish(x),
         }
     }
 
@@ -172,7 +171,7 @@ impl Critic {
     fn linear_act(&self, l: &Linear, x: &Tensor) -> candle_core::Result<Tensor> {
         match self.activation {
             Activation::Leaky => l.forward_leaky(x, 0.2),
-            Activation::Swish => swish(&l.forward(x)?),
+            Activation::Swish => l.forward_swish(x),
         }
     }
 

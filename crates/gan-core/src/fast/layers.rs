@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use candle_core::{Module, ModuleT, Result, Tensor, TensorId, Var};
 use candle_nn::{Init, VarBuilder};
 
-use crate::fast::ops;
 pub use crate::fast::ops::ConvSpec;
+use crate::fast::ops::{self, Act};
 
 thread_local! {
     static FROZEN: Cell<bool> = const { Cell::new(false) };
@@ -159,19 +159,30 @@ impl Linear {
     /// the backward pass to add up); inside an [`inference`] section applied as the
     /// packed product writes its output.
     pub fn forward_leaky(&self, x: &Tensor, slope: f64) -> Result<Tensor> {
-        self.forward_with(x, Some(slope))
+        self.forward_with(x, Some(Act::Leaky(slope)))
     }
 
-    /// The layer, then the leaky ReLU of slope `leaky` if one is given; inside an
-    /// inference section one op on the prepared weight.
-    fn forward_with(&self, x: &Tensor, leaky: Option<f64>) -> Result<Tensor> {
+    /// `swish(self.forward(x))` as one op in training (as [`Self::forward_leaky`]).
+    pub fn forward_swish(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_with(x, Some(Act::Swish))
+    }
+
+    /// The layer, then `act` if one is given; inside an inference section one op on the
+    /// prepared weight (a swish after it).
+    fn forward_with(&self, x: &Tensor, act: Option<Act>) -> Result<Tensor> {
         if let Some(p) = prepared(&self.weight, ops::prepare_linear)? {
             let b = self.bias.detach();
-            return ops::linear_prepared(x, &self.weight, &p, &b, leaky);
+            return match act {
+                Some(Act::Swish) => {
+                    ops::swish(&ops::linear_prepared(x, &self.weight, &p, &b, None)?)
+                }
+                Some(Act::Leaky(a)) => ops::linear_prepared(x, &self.weight, &p, &b, Some(a)),
+                None => ops::linear_prepared(x, &self.weight, &p, &b, None),
+            };
         }
         let (w, b) = (param(&self.weight), param(&self.bias));
-        match leaky {
-            Some(a) => ops::linear_leaky(x, &w, &b, a),
+        match act {
+            Some(act) => ops::linear_act(x, &w, &b, act),
             None => ops::linear(x, &w, &b),
         }
     }
@@ -220,8 +231,17 @@ impl Conv2d {
     /// `leaky_relu(self.forward(x), slope)`, the same bits as one op (as
     /// [`Linear::forward_leaky`]).
     pub fn forward_leaky(&self, x: &Tensor, slope: f64) -> Result<Tensor> {
+        self.forward_act(x, Act::Leaky(slope))
+    }
+
+    /// `swish(self.forward(x))`, the same bits as one op.
+    pub fn forward_swish(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_act(x, Act::Swish)
+    }
+
+    fn forward_act(&self, x: &Tensor, act: Act) -> Result<Tensor> {
         let (w, b) = (param(&self.weight), param(&self.bias));
-        ops::conv2d_leaky(x, &w, &b, self.spec, slope)
+        ops::conv2d_act(x, &w, &b, self.spec, act)
     }
 }
 

@@ -83,9 +83,9 @@ fn wanted_or_collected(
 /// reads without repacking it on every product).
 struct LinearOp {
     w_in_out: bool,
-    /// A leaky ReLU's slope (>= 0) applied to the output in place: one tensor, and one
-    /// gradient the backward pass adds up, fewer than the two ops.
-    leaky: Option<f32>,
+    /// The activation applied to the output in place: one tensor, and one gradient the
+    /// backward pass adds up, fewer than the two ops.
+    act: Fused,
 }
 
 impl LinearOp {
@@ -121,9 +121,7 @@ impl CustomOp3 for LinearOp {
             y.extend_from_slice(b);
         }
         kernels::matmul(&mut y, true, Mat::rows(x, i), wt, n, o, i);
-        if let Some(a) = self.leaky {
-            kernels::map_in_place(&mut y, leaky(a));
-        }
+        self.act.activate(&mut y);
         Ok((CpuStorage::F32(y), (n, o).into()))
     }
 
@@ -138,7 +136,7 @@ impl CustomOp3 for LinearOp {
         let (n, i) = x.dims2()?;
         with_data(&[x, w, grad, res], |d| {
             let (xd, wd) = (d[0], d[1]);
-            let g = &*through_leaky(self.leaky, d[3], d[2]);
+            let g = &*self.act.through(d[3], d[2])?;
             let (_, o) = self.w_t(wd, w.dims2()?);
             // dx = g W: W [out, in] row-major, or the transpose of the [in, out] copy.
             let w_op = if self.w_in_out {
@@ -173,27 +171,27 @@ pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
     linear_with(x, w, b, None)
 }
 
-/// `leaky_relu(linear(x, w, b), slope)` as one op where it can be (the same bits): the
-/// activation written over the product's output, its gradient taken inside the op.
-pub fn linear_leaky(x: &Tensor, w: &Tensor, b: &Tensor, slope: f64) -> Result<Tensor> {
-    linear_with(x, w, b, Some(slope))
+/// `act(linear(x, w, b))` as one op where it can be (the same bits): the activation
+/// written over the product's output, its gradient taken inside the op.
+pub fn linear_act(x: &Tensor, w: &Tensor, b: &Tensor, act: Act) -> Result<Tensor> {
+    linear_with(x, w, b, Some(act))
 }
 
-fn linear_with(x: &Tensor, w: &Tensor, b: &Tensor, leaky: Option<f64>) -> Result<Tensor> {
+fn linear_with(x: &Tensor, w: &Tensor, b: &Tensor, act: Option<Act>) -> Result<Tensor> {
     if on_fast_path(x) && x.rank() == 2 {
-        let (leaky, after) = fused_slope(leaky);
+        let (act, after) = Fused::split(act, [x, w, b]);
         let y = x.contiguous()?.apply_op3_arc(
             w,
             b,
             Arc::new(Box::new(LinearOp {
                 w_in_out: false,
-                leaky,
+                act,
             })),
         )?;
-        then_leaky(y, after)
+        then_act(y, after)
     } else {
         let y = x.broadcast_matmul(&w.t()?)?.broadcast_add(b)?;
-        then_leaky(y, leaky)
+        then_act(y, act)
     }
 }
 
@@ -220,7 +218,7 @@ pub fn linear_in_out(x: &Tensor, wt: &Tensor, b: &Tensor) -> Result<Tensor> {
             b,
             Arc::new(Box::new(LinearOp {
                 w_in_out: true,
-                leaky: None,
+                act: Fused::None,
             })),
         )
     } else {
@@ -273,7 +271,7 @@ pub fn linear_prepared(
                 })),
             )
         }
-        _ => then_leaky(linear_in_out(x, prepared, b)?, leaky),
+        _ => then_act(linear_in_out(x, prepared, b)?, leaky.map(Act::Leaky)),
     }
 }
 
@@ -390,8 +388,8 @@ fn conv_geom(x: &[usize], w: &[usize], spec: ConvSpec) -> Result<ConvGeom> {
 
 struct Conv2dOp {
     spec: ConvSpec,
-    /// A leaky ReLU's slope (>= 0) applied to the output in place (as [`LinearOp`]'s).
-    leaky: Option<f32>,
+    /// The activation applied to the output in place (as [`LinearOp`]'s).
+    act: Fused,
     /// The unfolded input of the forward pass, kept for the weight gradient when the
     /// weight wants one (the backward pass would otherwise rebuild it).
     unfolded: Option<Mutex<Option<Unfolded>>>,
@@ -478,9 +476,7 @@ impl CustomOp3 for Conv2dOp {
                 y
             }
         };
-        if let Some(a) = self.leaky {
-            kernels::map_in_place(&mut y, leaky(a));
-        }
+        self.act.activate(&mut y);
         Ok((CpuStorage::F32(y), (g.n, o, g.oh, g.ow).into()))
     }
 
@@ -500,7 +496,7 @@ impl CustomOp3 for Conv2dOp {
             .and_then(|c| c.lock().unwrap().take());
         with_data(&[x, w, grad, res], |d| {
             let (xd, wd) = (d[0], d[1]);
-            let gr = &*through_leaky(self.leaky, d[3], d[2]);
+            let gr = &*self.act.through(d[3], d[2])?;
             // [N, O, P] -> [O, N*P], the layout of the forward product, where a kernel
             // needs it.
             let swapped = std::cell::OnceCell::new();
@@ -567,16 +563,10 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: &Tensor, spec: ConvSpec) -> Result<Tens
     conv2d_with(x, w, b, spec, None)
 }
 
-/// `leaky_relu(conv2d(x, w, b, spec), slope)` as one op where it can be (the same bits,
-/// as [`linear_leaky`]).
-pub fn conv2d_leaky(
-    x: &Tensor,
-    w: &Tensor,
-    b: &Tensor,
-    spec: ConvSpec,
-    slope: f64,
-) -> Result<Tensor> {
-    conv2d_with(x, w, b, spec, Some(slope))
+/// `act(conv2d(x, w, b, spec))` as one op where it can be (the same bits, as
+/// [`linear_act`]).
+pub fn conv2d_act(x: &Tensor, w: &Tensor, b: &Tensor, spec: ConvSpec, act: Act) -> Result<Tensor> {
+    conv2d_with(x, w, b, spec, Some(act))
 }
 
 fn conv2d_with(
@@ -584,25 +574,25 @@ fn conv2d_with(
     w: &Tensor,
     b: &Tensor,
     spec: ConvSpec,
-    leaky: Option<f64>,
+    act: Option<Act>,
 ) -> Result<Tensor> {
     if on_fast_path(x) {
-        let (leaky, after) = fused_slope(leaky);
+        let (act, after) = Fused::split(act, [x, w, b]);
         let y = x.contiguous()?.apply_op3_arc(
             w,
             b,
             Arc::new(Box::new(Conv2dOp {
                 spec,
-                leaky,
+                act,
                 unfolded: w.track_op().then(|| Mutex::new(None)),
             })),
         )?;
-        then_leaky(y, after)
+        then_act(y, after)
     } else {
         let y = x
             .conv2d(w, spec.padding, spec.stride, 1, 1)?
             .broadcast_add(&b.reshape((1, (), 1, 1))?)?;
-        then_leaky(y, leaky)
+        then_act(y, act)
     }
 }
 
@@ -1052,31 +1042,82 @@ fn leaky(a: f32) -> impl Fn(f32) -> f32 + Sync + Send + Copy {
     move |v| if v > 0.0 { v } else { a * v }
 }
 
-/// How a layer applies a leaky ReLU of `slope`: `(fused, after)`, the slope its op
-/// applies in place, or the one a separate [`leaky_relu`] applies after it. Only a
-/// slope of 0 or more fuses: the op's gradient reads the slope off its output's sign,
-/// which a negative slope would flip.
-fn fused_slope(slope: Option<f64>) -> (Option<f32>, Option<f64>) {
-    match slope {
-        Some(a) if a >= 0.0 => (Some(a as f32), None),
-        other => (None, other),
+/// An activation that a linear or convolution layer can apply in its own op
+/// ([`linear_act`], [`conv2d_act`]): one tensor, and one gradient for the backward pass
+/// to add up, fewer than the layer and the activation as two ops; the same bits.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Act {
+    /// [`leaky_relu`] of this slope (0: ReLU). Only a slope of 0 or more fuses: the op's
+    /// gradient reads the slope off its output's sign, which a negative slope would flip.
+    Leaky(f64),
+    /// [`swish`], `x sigmoid(x)`.
+    Swish,
+}
+
+/// The activation a layer's op applies to its own output, with what its backward pass
+/// needs.
+enum Fused {
+    None,
+    Leaky(f32),
+    /// The output before the activation and its sigmoids, kept for the backward pass
+    /// when the op's output takes a gradient (`None`: it does not).
+    Swish(Option<Mutex<Option<SwishKept>>>),
+}
+
+/// What a fused swish keeps for its backward pass: its input and their sigmoids.
+type SwishKept = (Vec<f32>, Vec<f32>);
+
+impl Fused {
+    /// What an op on `inputs` applies of `act`, and what is left to apply after it.
+    fn split<const N: usize>(act: Option<Act>, inputs: [&Tensor; N]) -> (Self, Option<Act>) {
+        match act {
+            None => (Fused::None, None),
+            Some(Act::Leaky(a)) if a >= 0.0 => (Fused::Leaky(a as f32), None),
+            Some(Act::Leaky(a)) => (Fused::None, Some(Act::Leaky(a))),
+            Some(Act::Swish) => {
+                let tracked = inputs.iter().any(|t| t.track_op());
+                (Fused::Swish(tracked.then(|| Mutex::new(None))), None)
+            }
+        }
+    }
+
+    /// Applies the activation to the op's output `y` in place.
+    fn activate(&self, y: &mut Vec<f32>) {
+        match self {
+            Fused::None => {}
+            Fused::Leaky(a) => kernels::map_in_place(y, leaky(*a)),
+            Fused::Swish(None) => *y = swish_of(y),
+            Fused::Swish(Some(keep)) => {
+                let sig = sigmoids(y);
+                let out = kernels::map2(y, &sig, |v, s| v * s);
+                *keep.lock().unwrap() = Some((std::mem::replace(y, out), sig));
+            }
+        }
+    }
+
+    /// The gradient of the op's output before its activation from `g`, the gradient of
+    /// its output `out` (a leaky ReLU's output is positive exactly where its input was).
+    fn through<'a>(&self, out: &[f32], g: &'a [f32]) -> Result<Cow<'a, [f32]>> {
+        Ok(match self {
+            Fused::None => Cow::Borrowed(g),
+            Fused::Leaky(a) => Cow::Owned(leaky_back(out, g, *a)),
+            Fused::Swish(keep) => {
+                let kept = keep.as_ref().and_then(|k| k.lock().unwrap().take());
+                let Some((x, sig)) = kept else {
+                    bail!("swish: a backward pass without its forward pass's values")
+                };
+                Cow::Owned(swish_back(&x, g, &sig))
+            }
+        })
     }
 }
 
-/// `y`, then [`leaky_relu`] of `slope` if one is given.
-fn then_leaky(y: Tensor, slope: Option<f64>) -> Result<Tensor> {
-    match slope {
-        Some(a) => leaky_relu(&y, a),
+/// `y`, then `act` if one is given, as its own op.
+fn then_act(y: Tensor, act: Option<Act>) -> Result<Tensor> {
+    match act {
+        Some(Act::Leaky(a)) => leaky_relu(&y, a),
+        Some(Act::Swish) => swish(&y),
         None => Ok(y),
-    }
-}
-
-/// The gradient of a fused op's output taken back through its leaky ReLU (`out`, the
-/// op's output, positive exactly where its input was), or `g` itself without one.
-fn through_leaky<'a>(leaky: Option<f32>, out: &[f32], g: &'a [f32]) -> Cow<'a, [f32]> {
-    match leaky {
-        Some(a) => Cow::Owned(leaky_back(out, g, a)),
-        None => Cow::Borrowed(g),
     }
 }
 
@@ -1266,12 +1307,12 @@ impl CustomOp1 for SwishOp {
         let x = data(s, l)?;
         let y = match &self.sigmoids {
             Some(keep) => {
-                let sig = kernels::map_exp(x, |v| -v, |_, e| sigmoid_from(e));
+                let sig = sigmoids(x);
                 let y = kernels::map2(x, &sig, |v, s| v * s);
                 *keep.lock().unwrap() = Some(sig);
                 y
             }
-            None => kernels::map_exp(x, |v| -v, |v, e| v * sigmoid_from(e)),
+            None => swish_of(x),
         };
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
@@ -1283,9 +1324,7 @@ impl CustomOp1 for SwishOp {
             .and_then(|k| k.lock().unwrap().take());
         with_data(&[x, grad], |d| {
             let dx = match kept {
-                Some(sig) => {
-                    kernels::map3(d[0], d[1], &sig, |x, g, s| g * s * (1.0 + x * (1.0 - s)))
-                }
+                Some(sig) => swish_back(d[0], d[1], &sig),
                 None => kernels::map2(d[0], d[1], |x, g| {
                     let s = sigmoid(x);
                     g * s * (1.0 + x * (1.0 - s))
@@ -1294,6 +1333,21 @@ impl CustomOp1 for SwishOp {
             cpu(dx, x.shape()).map(Some)
         })
     }
+}
+
+/// The sigmoids of `x`.
+fn sigmoids(x: &[f32]) -> Vec<f32> {
+    kernels::map_exp(x, |v| -v, |_, e| sigmoid_from(e))
+}
+
+/// `x sigmoid(x)` in one pass (the same bits as `x` times [`sigmoids`]).
+fn swish_of(x: &[f32]) -> Vec<f32> {
+    kernels::map_exp(x, |v| -v, |v, e| v * sigmoid_from(e))
+}
+
+/// Swish's backward pass: the gradient of `x` from the output's `g` and `x`'s sigmoids.
+fn swish_back(x: &[f32], g: &[f32], sig: &[f32]) -> Vec<f32> {
+    kernels::map3(x, g, sig, |x, g, s| g * s * (1.0 + x * (1.0 - s)))
 }
 
 /// Swish, `x sigmoid(x)` (candle's `silu`), in one pass each way: candle's backward of
