@@ -268,13 +268,22 @@ fn fused_activations_give_the_two_ops_bits() {
         let y = f(&ts).unwrap();
         let nodes = y.sorted_nodes().len();
         let r = rand(y.dims(), 99);
-        let grads = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let loss = (&y * &r).unwrap().sum_all().unwrap();
+        let grads = loss.backward().unwrap();
         let bits = |t: &Tensor| -> Vec<u32> {
             let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             v.iter().map(|x| x.to_bits()).collect()
         };
         let mut out = vec![bits(&y)];
         out.extend(ts.iter().map(|t| bits(grads.get(t).unwrap())));
+        // The same graph backpropagated a second time gives the same gradients.
+        let again = loss.backward().unwrap();
+        for (k, t) in ts.iter().enumerate() {
+            assert!(
+                bits(again.get(t).unwrap()) == out[k + 1],
+                "second backward, input {k}"
+            );
+        }
         (out, nodes)
     };
     let conv = |spec: ConvSpec| -> Box<Layer> {

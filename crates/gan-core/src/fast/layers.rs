@@ -172,12 +172,14 @@ impl Linear {
     fn forward_with(&self, x: &Tensor, act: Option<Act>) -> Result<Tensor> {
         if let Some(p) = prepared(&self.weight, ops::prepare_linear)? {
             let b = self.bias.detach();
+            let leaky = match act {
+                Some(Act::Leaky(a)) => Some(a),
+                _ => None,
+            };
+            let y = ops::linear_prepared(x, &self.weight, &p, &b, leaky)?;
             return match act {
-                Some(Act::Swish) => {
-                    ops::swish(&ops::linear_prepared(x, &self.weight, &p, &b, None)?)
-                }
-                Some(Act::Leaky(a)) => ops::linear_prepared(x, &self.weight, &p, &b, Some(a)),
-                None => ops::linear_prepared(x, &self.weight, &p, &b, None),
+                Some(Act::Swish) => ops::swish(&y),
+                _ => Ok(y),
             };
         }
         let (w, b) = (param(&self.weight), param(&self.bias));

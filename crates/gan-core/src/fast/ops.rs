@@ -1088,8 +1088,7 @@ impl Fused {
             Fused::Leaky(a) => kernels::map_in_place(y, leaky(*a)),
             Fused::Swish(None) => *y = swish_of(y),
             Fused::Swish(Some(keep)) => {
-                let sig = sigmoids(y);
-                let out = kernels::map2(y, &sig, |v, s| v * s);
+                let (out, sig) = swish_and_sigmoids(y);
                 *keep.lock().unwrap() = Some((std::mem::replace(y, out), sig));
             }
         }
@@ -1097,16 +1096,18 @@ impl Fused {
 
     /// The gradient of the op's output before its activation from `g`, the gradient of
     /// its output `out` (a leaky ReLU's output is positive exactly where its input was).
+    /// A swish's kept values stay until the graph is dropped: the output alone cannot
+    /// give them back, and a graph may be backpropagated more than once.
     fn through<'a>(&self, out: &[f32], g: &'a [f32]) -> Result<Cow<'a, [f32]>> {
         Ok(match self {
             Fused::None => Cow::Borrowed(g),
             Fused::Leaky(a) => Cow::Owned(leaky_back(out, g, *a)),
             Fused::Swish(keep) => {
-                let kept = keep.as_ref().and_then(|k| k.lock().unwrap().take());
-                let Some((x, sig)) = kept else {
+                let kept = keep.as_ref().map(|k| k.lock().unwrap());
+                let Some(Some((x, sig))) = kept.as_deref() else {
                     bail!("swish: a backward pass without its forward pass's values")
                 };
-                Cow::Owned(swish_back(&x, g, &sig))
+                Cow::Owned(swish_back(x, g, sig))
             }
         })
     }
@@ -1307,8 +1308,7 @@ impl CustomOp1 for SwishOp {
         let x = data(s, l)?;
         let y = match &self.sigmoids {
             Some(keep) => {
-                let sig = sigmoids(x);
-                let y = kernels::map2(x, &sig, |v, s| v * s);
+                let (y, sig) = swish_and_sigmoids(x);
                 *keep.lock().unwrap() = Some(sig);
                 y
             }
@@ -1335,12 +1335,13 @@ impl CustomOp1 for SwishOp {
     }
 }
 
-/// The sigmoids of `x`.
-fn sigmoids(x: &[f32]) -> Vec<f32> {
-    kernels::map_exp(x, |v| -v, |_, e| sigmoid_from(e))
+/// `x sigmoid(x)` and the sigmoids, kept for a backward pass.
+fn swish_and_sigmoids(x: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let sig = kernels::map_exp(x, |v| -v, |_, e| sigmoid_from(e));
+    (kernels::map2(x, &sig, |v, s| v * s), sig)
 }
 
-/// `x sigmoid(x)` in one pass (the same bits as `x` times [`sigmoids`]).
+/// `x sigmoid(x)` in one pass (the same bits as [`swish_and_sigmoids`]).
 fn swish_of(x: &[f32]) -> Vec<f32> {
     kernels::map_exp(x, |v| -v, |v, e| v * sigmoid_from(e))
 }
