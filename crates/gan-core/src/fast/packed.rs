@@ -6,8 +6,8 @@
 //! out as the micro-kernel reads them (`panel[kk][j] = W[p nr + j][kk]`), and every
 //! product reads its input in place. The kernels are the textbook register
 //! blocking (Goto and van de Geijn 2008): `mr` rows times `nr` columns of the output held
-//! in registers while the sum runs over `k`, in blocks of [`KC`] so that the panel's block
-//! stays in the L1 cache for all the row blocks that use it.
+//! in registers while the sum runs over `k`, in blocks of [`Isa::kc`] steps so that the
+//! panel's block stays in the L1 cache for all the row blocks that use it.
 //!
 //! Each output element is summed over `k` in order by one kernel, with the bias added
 //! last, whatever the thread count or the split: the results are deterministic, but not
@@ -15,10 +15,7 @@
 
 use rayon::prelude::*;
 
-/// Length of the block of the sum over `k` between visits to the output.
-const KC: usize = 128;
-
-/// Rows of the input multiplied together (their block of `KC` columns stays in L2).
+/// Rows of the input multiplied together (their block of [`Isa::kc`] columns stays in L2).
 const MC: usize = 256;
 
 /// The instruction set a packed weight is laid out for.
@@ -36,6 +33,18 @@ impl Isa {
         match self {
             Isa::Avx512 => 32,
             Isa::Avx2 => 16,
+        }
+    }
+
+    /// Length of the block of the sum over `k` between visits to the output. AVX2 takes
+    /// 256: against gemm on Zen 3 (one thread, the MLP GAN's products, whole tiles
+    /// unmasked), 128 ran the 256-row products at 0.88-0.95x and 256 at 0.94-1.02x, the
+    /// 64-row ones 0.83-1.1x against 1.1-1.3x (the panel's block, 16 KiB, still fits in
+    /// L1). AVX-512's stays at 128, as it was tuned on Zen 5.
+    fn kc(self) -> usize {
+        match self {
+            Isa::Avx512 => 128,
+            Isa::Avx2 => 256,
         }
     }
 
@@ -86,9 +95,9 @@ pub(crate) fn packed_len(n: usize, k: usize, isa: Isa) -> usize {
 }
 
 /// The weight `w [n, k]` (a layer's `[out, in]`) in panels of `nr` columns, the last one
-/// padded with zeros, block of [`KC`] steps of the sum by block: each block's panels lie
-/// one after the other, so a product streams through memory in the order it reads (the
-/// panel of block `k0` for panel `p` starts at `k0 panels nr + p kc nr`).
+/// padded with zeros, block of [`Isa::kc`] steps of the sum by block: each block's panels
+/// lie one after the other, so a product streams through memory in the order it reads
+/// (the panel of block `k0` for panel `p` starts at `k0 panels nr + p kc nr`).
 pub(crate) fn pack(w: &[f32], n: usize, k: usize, isa: Isa) -> Vec<f32> {
     assert_eq!(w.len(), n * k, "packed weight: data and shape disagree");
     let nr = isa.nr();
@@ -97,10 +106,11 @@ pub(crate) fn pack(w: &[f32], n: usize, k: usize, isa: Isa) -> Vec<f32> {
     if out.is_empty() {
         return out;
     }
-    out.par_chunks_mut(KC * panels * nr)
+    let kc_max = isa.kc();
+    out.par_chunks_mut(kc_max * panels * nr)
         .enumerate()
         .for_each(|(block, dst)| {
-            let (k0, kc) = (block * KC, KC.min(k - block * KC));
+            let (k0, kc) = (block * kc_max, kc_max.min(k - block * kc_max));
             for (p, panel) in dst.chunks_mut(kc * nr).enumerate() {
                 for j in 0..nr.min(n - p * nr) {
                     let row = &w[(p * nr + j) * k + k0..][..kc];
@@ -210,8 +220,8 @@ unsafe fn block(
     for r0 in (rows.0..rows.1).step_by(MC) {
         let mc = MC.min(rows.1 - r0);
         let (full, part) = (mc / mr, mc % mr);
-        for k0 in (0..k).step_by(KC) {
-            let kc = KC.min(k - k0);
+        for k0 in (0..k).step_by(isa.kc()) {
+            let kc = isa.kc().min(k - k0);
             // The kernels read the input in place, `mr` rows at a time; the last rows of a
             // block that holds fewer are copied, zero-padded, so no kernel reads past it.
             if part > 0 {
@@ -364,6 +374,9 @@ mod x86 {
         t: Tile,
     ) {
         const MR: usize = 6;
+        // Whole tiles go without masks: AMD microcodes masked stores, and with them the
+        // kernel ran at 0.77-0.86x of gemm on Zen 3 (one thread, the MLP GAN's products).
+        let full = t.cols == 16;
         let mask = |n: usize| {
             let lanes: [i32; 8] = std::array::from_fn(|j| if j < n { -1 } else { 0 });
             _mm256_loadu_si256(lanes.as_ptr().cast())
@@ -373,8 +386,13 @@ mod x86 {
         let mut acc1 = [_mm256_setzero_ps(); MR];
         if !t.first {
             for i in 0..t.rows.min(MR) {
-                acc0[i] = _mm256_maskload_ps(c.add(i * t.ldc), m0);
-                acc1[i] = _mm256_maskload_ps(c.wrapping_add(i * t.ldc + 8), m1);
+                if full {
+                    acc0[i] = _mm256_loadu_ps(c.add(i * t.ldc));
+                    acc1[i] = _mm256_loadu_ps(c.add(i * t.ldc + 8));
+                } else {
+                    acc0[i] = _mm256_maskload_ps(c.add(i * t.ldc), m0);
+                    acc1[i] = _mm256_maskload_ps(c.wrapping_add(i * t.ldc + 8), m1);
+                }
             }
         }
         for kk in 0..kc {
@@ -408,8 +426,13 @@ mod x86 {
             }
         }
         for i in 0..t.rows.min(MR) {
-            _mm256_maskstore_ps(c.add(i * t.ldc), m0, acc0[i]);
-            _mm256_maskstore_ps(c.wrapping_add(i * t.ldc + 8), m1, acc1[i]);
+            if full {
+                _mm256_storeu_ps(c.add(i * t.ldc), acc0[i]);
+                _mm256_storeu_ps(c.add(i * t.ldc + 8), acc1[i]);
+            } else {
+                _mm256_maskstore_ps(c.add(i * t.ldc), m0, acc0[i]);
+                _mm256_maskstore_ps(c.wrapping_add(i * t.ldc + 8), m1, acc1[i]);
+            }
         }
     }
 }
@@ -434,7 +457,7 @@ mod tests {
             eprintln!("skipped: this CPU has neither AVX-512F nor AVX2 + FMA");
             return;
         }
-        // Edge rows and columns of every tile size, k across several KC blocks, one
+        // Edge rows and columns of every tile size, k across several `kc` blocks, one
         // output column, one input, more rows than MC.
         let shapes = [
             (64, 1024, 784),
