@@ -937,8 +937,11 @@ mod x86 {
                 for (v, &acc) in acc.iter().enumerate() {
                     let left = t.cols.saturating_sub(S::LANES * v).min(S::LANES);
                     let d = t.out.add(j * t.ldo + S::LANES * v);
+                    // Whole vectors without masks: AMD microcodes AVX2's masked stores.
                     match (left, b) {
                         (0, _) => {}
+                        (l, 0) if l == S::LANES => S::store(d, acc),
+                        (l, _) if l == S::LANES => S::store(d, S::add(S::load(d), acc)),
                         (_, 0) => S::store_first(d, acc, left),
                         _ => S::store_first(d, S::add(S::load_first(d, left), acc), left),
                     }
