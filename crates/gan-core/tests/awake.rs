@@ -34,35 +34,49 @@ fn states(name: &str) -> Vec<char> {
 }
 
 /// A serial stretch much longer than rayon's rounds of looking for work before it
-/// sleeps: a plain worker sleeps through it, an awake one runs.
+/// sleeps: a plain worker falls asleep during it, an awake one runs throughout. The
+/// states are sampled all through the stretch, not once at its end: on a busy 2-vCPU VM
+/// (the other tests' pools spinning) the other worker could still be waiting for a CPU to
+/// finish its rounds after 60 ms, and a single look at the end read ['R', 'R'].
 #[cfg(target_os = "linux")]
 #[test]
 fn the_other_workers_run_through_a_serial_stretch_and_sleep_after() {
-    let busy = || {
-        let until = std::time::Instant::now() + std::time::Duration::from_millis(60);
+    // Samples the workers' states for `ms`, or until `stop` holds for a sample.
+    let watch = |ms: u64, stop: fn(&[char]) -> bool| {
+        let until = std::time::Instant::now() + std::time::Duration::from_millis(ms);
+        let mut seen = Vec::new();
         while std::time::Instant::now() < until {
-            std::hint::spin_loop();
+            let now = states("spinw");
+            let done = stop(&now);
+            seen.push(now);
+            if done {
+                break;
+            }
         }
-        states("spinw")
+        seen
     };
     let pool = pool(2, "spinw");
+    // A new thread takes its name itself, once it runs.
+    let named = watch(5_000, |s| s.len() == 2);
+    assert_eq!(named.last().map(Vec::len), Some(2), "the two workers named");
     // The first worker runs the work; its state is R whichever way the other is.
-    let awake = pool.install(|| with_workers_awake(busy));
-    assert_eq!(
-        awake,
-        ['R', 'R'],
-        "both workers running while the work runs"
+    let awake = pool.install(|| with_workers_awake(|| watch(200, |_| false)));
+    assert!(
+        awake.iter().all(|s| s == &['R', 'R']),
+        "both workers running all through the work: {:?}",
+        awake.iter().find(|s| s != &&['R', 'R'])
     );
-    let plain = pool.install(busy);
-    assert_eq!(
-        plain.iter().filter(|&&s| s == 'S').count(),
-        1,
-        "without it the other worker sleeps: {plain:?}"
+    let asleep = |s: &[char]| s.contains(&'S');
+    let plain = pool.install(|| watch(5_000, asleep));
+    assert!(
+        plain.last().is_some_and(|s| asleep(s)),
+        "without it the other worker falls asleep: {:?}",
+        plain.last()
     );
-    std::thread::sleep(std::time::Duration::from_millis(60));
+    let after = watch(5_000, |s| s == ['S', 'S']);
     assert_eq!(
-        states("spinw"),
-        ['S', 'S'],
+        after.last().map(|s| s.as_slice()),
+        Some(&['S', 'S'][..]),
         "both asleep once the work is done"
     );
 }
