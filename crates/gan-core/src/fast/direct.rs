@@ -737,12 +737,19 @@ mod x86 {
             _mm256_add_ps,
             _mm256_storeu_ps
         ],
+        // A whole vector goes without a mask: AMD microcodes AVX2's masked stores.
         |p, v, n| {
+            if n == 8 {
+                return _mm256_storeu_ps(p, v);
+            }
             let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
             let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), lanes);
             _mm256_maskstore_ps(p, mask, v)
         },
         |p, n| {
+            if n == 8 {
+                return _mm256_loadu_ps(p);
+            }
             let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
             _mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), lanes))
         }
@@ -937,11 +944,8 @@ mod x86 {
                 for (v, &acc) in acc.iter().enumerate() {
                     let left = t.cols.saturating_sub(S::LANES * v).min(S::LANES);
                     let d = t.out.add(j * t.ldo + S::LANES * v);
-                    // Whole vectors without masks: AMD microcodes AVX2's masked stores.
                     match (left, b) {
                         (0, _) => {}
-                        (l, 0) if l == S::LANES => S::store(d, acc),
-                        (l, _) if l == S::LANES => S::store(d, S::add(S::load(d), acc)),
                         (_, 0) => S::store_first(d, acc, left),
                         _ => S::store_first(d, S::add(S::load_first(d, left), acc), left),
                     }

@@ -215,13 +215,13 @@ unsafe fn block(
     (y, leaky): (*mut f32, Option<f32>),
 ) {
     let (nr, mr) = (isa.nr(), isa.mr());
-    let panels_all = n.div_ceil(nr);
+    let (panels_all, kc_max) = (n.div_ceil(nr), isa.kc());
     let mut edge = Vec::new();
     for r0 in (rows.0..rows.1).step_by(MC) {
         let mc = MC.min(rows.1 - r0);
         let (full, part) = (mc / mr, mc % mr);
-        for k0 in (0..k).step_by(isa.kc()) {
-            let kc = isa.kc().min(k - k0);
+        for k0 in (0..k).step_by(kc_max) {
+            let kc = kc_max.min(k - k0);
             // The kernels read the input in place, `mr` rows at a time; the last rows of a
             // block that holds fewer are copied, zero-padded, so no kernel reads past it.
             if part > 0 {
