@@ -557,6 +557,21 @@ unsafe fn column_sums(isa: Isa, terms: &Terms, sums: &mut [f32]) {
 /// one past a row's last pixel).
 const TILE_PIXELS: usize = 8;
 
+/// `n` pixels as tiles of at most `most` (at least 1): as few tiles as that allows, their
+/// sizes differing by at most one, the larger first. A kernel tile sized to its pixels
+/// computes none it does not store, where tiles of `most` would leave the last one
+/// mostly empty.
+fn tile_sizes(n: usize, most: usize) -> impl Iterator<Item = usize> {
+    let tiles = n.div_ceil(most);
+    let big = match tiles {
+        0 => 0,
+        t => n.div_ceil(t),
+    };
+    // `bigs` tiles of `big` pixels, then tiles of `big - 1`.
+    let bigs = n - tiles * big.saturating_sub(1);
+    (0..tiles).map(move |t| big - usize::from(t >= bigs))
+}
+
 /// Lanes of `isa`'s vectors: the weights' rows are padded to whole vectors of them.
 fn width(isa: Isa) -> usize {
     match isa {
@@ -862,7 +877,8 @@ mod x86 {
     /// One image's output rows, vectors of channels at a time: tiles of up to 24
     /// accumulators in AVX-512's 32 registers (6 pixels x 4 vectors, gemm's own tile
     /// shape: DCGAN's 64 -> 128 layer in 0.70-0.79 of the patches' one-thread time,
-    /// against 0.79-0.93 with tiles of 4 x 4), of 12 or 8 in AVX2's 16.
+    /// against 0.79-0.93 with tiles of 4 x 4); in AVX2's 16 at most 12 (tiles of 6 and 5
+    /// pixels x 2 vectors, [`balanced_rows`]) or 8.
     #[inline(always)]
     unsafe fn image_rows<S: Simd>(image: &Image, dst: &mut [f32]) {
         let (vectors, out, o, starts) = (
@@ -915,9 +931,9 @@ mod x86 {
 
     /// Tiles of at most 6 pixels x `NV` vectors over all the pixels, as few as tiles of 6
     /// would be, sized 6 and 5 (or less) so that none computes pixels it does not store:
-    /// a tile of `MR` runs one fused multiply-add chain per accumulator, and below 8 of
-    /// them (AVX2's latency times its two pipes) costs 4 cycles a term whatever `MR`, else
-    /// `MR` of them. A plane of 49 pixels (DCGAN's and InfoGAN's 7x7) took 9 tiles of 6,
+    /// a tile runs one fused multiply-add chain per accumulator (`MR NV` of them), and
+    /// below 8 (AVX2's latency times its two pipes) costs 4 cycles a term whatever `MR`,
+    /// else `MR NV / 2`. A plane of 49 pixels (DCGAN's and InfoGAN's 7x7) took 9 tiles of 6,
     /// the last storing one pixel (54 pixels' work); now 4 of 6 and 5 of 5 (49). One
     /// thread, in-process against tiles of 6, batches of 64 and 256: DCGAN's 3x3 and
     /// 32 -> 64 layers 1.06-1.10x, the energy model's 8x8 and 4x4 layers 1.08x and
@@ -928,17 +944,8 @@ mod x86 {
         starts: &[usize],
         run: impl Fn(usize, usize) -> Tile<'a>,
     ) -> usize {
-        let n = starts.len();
-        if n == 0 {
-            return NV;
-        }
-        let tiles = n.div_ceil(6);
-        let big = n.div_ceil(tiles);
-        // `bigs` tiles of `big` pixels, then tiles of `big - 1`.
-        let bigs = n - tiles * (big - 1);
         let mut pix = 0;
-        for t in 0..tiles {
-            let mr = big - usize::from(t >= bigs);
+        for mr in super::tile_sizes(starts.len(), 6) {
             let (tl, at) = (run(mr, pix), &starts[pix..]);
             match mr {
                 6 => tile::<S, 6, NV>(tl, at),
@@ -1102,26 +1109,18 @@ mod x86 {
                     // row at stride 2) as tiles of 4 and 3 (7 pixels' work), not of 6 (12)
                     // nor two of 4 (8: DCGAN's 64 -> 32 transposed layer 1.025-1.037x
                     // faster, one thread, batches of 64 and 256).
-                    let (tiles, mr) = match (S::LANES, nv) {
-                        (8, 2) => {
-                            let tiles = count.div_ceil(6);
-                            (tiles, count.div_ceil(tiles))
-                        }
-                        _ => (count.div_ceil(super::TILE_PIXELS), super::TILE_PIXELS),
-                    };
-                    // AVX2: `bigs` tiles of `mr` pixels, then tiles of `mr - 1`, none
-                    // computing pixels it does not store (as [`balanced_rows`]).
-                    let bigs = match S::LANES {
-                        8 => count - tiles * (mr - 1),
-                        _ => tiles,
-                    };
+                    // Classes here hold at least 5 pixels (`conv_adjoint` leaves shorter
+                    // rows to gemm): AVX2's pairs of vectors take tiles of 3-6. The other
+                    // tiles (AVX-512, or a last single vector) compute `TILE_PIXELS` pixels
+                    // and store `size`.
+                    let pair = S::LANES == 8 && nv == 2;
+                    let most = if pair { 6 } else { super::TILE_PIXELS };
                     let mut t0 = 0;
-                    for t in 0..tiles {
-                        let size = mr - usize::from(t >= bigs);
+                    for size in super::tile_sizes(count, most) {
                         let run = TileT {
                             taps: &taps,
                             first: t0,
-                            rows: (count - t0).min(size),
+                            rows: size,
                             o,
                             cl,
                             plane,
@@ -1129,14 +1128,14 @@ mod x86 {
                             out,
                             step: s * cl,
                         };
-                        match (S::LANES, nv, size) {
-                            (8, 2, 6) => tile_t::<S, 6, 2>(run),
-                            (8, 2, 5) => tile_t::<S, 5, 2>(run),
-                            (8, 2, 4) => tile_t::<S, 4, 2>(run),
-                            (8, 2, 3) => tile_t::<S, 3, 2>(run),
-                            (8, 2, 2) => tile_t::<S, 2, 2>(run),
-                            (8, 2, _) => tile_t::<S, 1, 2>(run),
-                            (_, 2, _) => tile_t::<S, { super::TILE_PIXELS }, 2>(run),
+                        match (pair, nv, size) {
+                            (true, _, 6) => tile_t::<S, 6, 2>(run),
+                            (true, _, 5) => tile_t::<S, 5, 2>(run),
+                            (true, _, 4) => tile_t::<S, 4, 2>(run),
+                            (true, _, 3) => tile_t::<S, 3, 2>(run),
+                            (true, _, 2) => tile_t::<S, 2, 2>(run),
+                            (true, _, _) => tile_t::<S, 1, 2>(run),
+                            (false, 2, _) => tile_t::<S, { super::TILE_PIXELS }, 2>(run),
                             _ => tile_t::<S, { super::TILE_PIXELS }, 1>(run),
                         }
                         t0 += size;
@@ -1224,6 +1223,28 @@ mod tests {
         );
     }
 
+    /// Every pixel in exactly one tile, as few tiles as `most` allows, none over `most`
+    /// nor more than one pixel larger than another (any CPU: no kernel runs).
+    #[test]
+    fn tiles_cover_the_pixels_evenly() {
+        for most in 1..=8 {
+            for n in 0..=300 {
+                let sizes: Vec<usize> = tile_sizes(n, most).collect();
+                assert_eq!(
+                    sizes.iter().sum::<usize>(),
+                    n,
+                    "{n} pixels, tiles of {most}"
+                );
+                assert_eq!(sizes.len(), n.div_ceil(most), "{n} pixels, tiles of {most}");
+                assert!(
+                    sizes.iter().all(|&s| (1..=most).contains(&s))
+                        && sizes.windows(2).all(|w| w[0] >= w[1] && w[0] - w[1] <= 1),
+                    "{n} pixels, tiles of {most}: {sizes:?}"
+                );
+            }
+        }
+    }
+
     /// The direct convolution is the patches' product (then the bias) bit for bit, on
     /// geometries with padding, strides, channel counts off the vector width, pixels
     /// past a tile and sums of several of gemm's blocks.
@@ -1253,6 +1274,9 @@ mod tests {
             (32, 8, 3, 3, 3, 1, 0, 16),
             (32, 4, 3, 4, 3, 1, 0, 16),
             (32, 4, 3, 5, 3, 1, 0, 24),
+            // 7 and 9 pixels: tiles of 4 and 3, of 5 and 4.
+            (32, 4, 3, 9, 3, 1, 0, 16),
+            (32, 4, 3, 11, 3, 1, 0, 16),
         ]
         .iter()
         .enumerate()

@@ -14,8 +14,8 @@
 //! afterwards too: 50,176 draws in 0.11 ms instead of 0.21 (one thread).
 //!
 //! Without AVX-512 the words are rand_chacha's own, made in bulk (its AVX2 code, four
-//! blocks at a time) and split over two threads where there are tens of thousands of
-//! them; the draws then as above. On Zen 3 (AVX2, two threads, the workers awake as in
+//! blocks at a time), in parts over rayon's threads where there are tens of thousands of
+//! them and the caller is one of its workers; the draws then as above. On Zen 3 (AVX2, two threads, the workers awake as in
 //! training) 50,176 draws took 0.17-0.21 ms instead of 0.23-0.26 one by one. The draws'
 //! test four at a time in AVX2 (two gathers of the table) was slower than the loop.
 //!
@@ -79,10 +79,13 @@ impl Key {
         }
     }
 
-    /// The same blocks from rand_chacha itself, in bulk; halves on two threads while
-    /// there are at least 32,768 words (a search step's 100,000: four parts).
+    /// The same blocks from rand_chacha itself, in bulk: halves joined over rayon's
+    /// threads while there are at least 32,768 words (a search step's 100,000: four
+    /// parts). Only from a worker (training's steps run on one, the others awake): from
+    /// outside the pool the join waits for a sleeping worker to wake, which cost what
+    /// the split saved.
     fn fill_chacha(&self, first: u64, out: &mut [u32]) {
-        if out.len() >= 1 << 15 {
+        if out.len() >= 1 << 15 && rayon::current_thread_index().is_some() {
             let mid = out.len() / 2 / BLOCK * BLOCK;
             let (a, b) = out.split_at_mut(mid);
             let later = first.wrapping_add((mid / BLOCK) as u64);
@@ -390,9 +393,8 @@ fn first_tests(words: &[u32], out: &mut [f32], edges: &[f64; LAYERS]) -> (usize,
     (2 * out.len(), out.len())
 }
 
-/// The table, where the buffered draws run here (AVX-512) and are those of
-/// `StandardNormal` on this build (checked once on a few thousand draws from an odd word
-/// position).
+/// The table, where the buffered draws are those of `StandardNormal` on this build
+/// (checked once on a few thousand draws from an odd word position).
 fn checked_edges() -> Option<&'static [f64; LAYERS]> {
     static AGREE: OnceLock<bool> = OnceLock::new();
     let edges = edges()?;
@@ -425,7 +427,8 @@ mod tests {
 
     #[test]
     fn the_words_are_rand_chachas_from_any_position() {
-        // Buffers of 256 words, and of 40,192 (filled in parts on two threads).
+        // Buffers of 256 words, and of 40,192 (without AVX-512: filled in parts, here
+        // from outside the pool and on a worker).
         for (stream, pos, words) in [
             (0, 0, 100),
             (3, 7, 100),
@@ -436,17 +439,38 @@ mod tests {
             let mut r = rng(17, RngStream::Training);
             r.set_stream(stream);
             r.set_word_pos(pos);
-            let mut w = Words::new(&r, words);
-            // Past the first buffer, through a refill.
-            for i in 0..2 * words + 3000 {
-                assert_eq!(
-                    w.next_u32(),
-                    r.next_u32(),
-                    "word {i} from {pos} on stream {stream}"
-                );
+            for on_worker in [false, true] {
+                let mut r = r.clone();
+                let mut w = match on_worker {
+                    false => Words::new(&r, words),
+                    true => crate::fast::on_worker(|| Words::new(&r, words)),
+                };
+                // Past the first buffer, through a refill.
+                for i in 0..2 * words + 3000 {
+                    assert_eq!(
+                        w.next_u32(),
+                        r.next_u32(),
+                        "word {i} from {pos} on stream {stream}"
+                    );
+                }
+                assert_eq!(w.word_pos(), r.get_word_pos());
             }
-            assert_eq!(w.word_pos(), r.get_word_pos());
         }
+    }
+
+    /// rand_chacha's words in bulk, in parts on rayon's threads, on every CPU (with
+    /// AVX-512 the buffer takes its own kernel's, so the test above never reaches these).
+    #[test]
+    fn rand_chachas_words_in_parts_are_its_stream() {
+        let mut r = rng(23, RngStream::Training);
+        r.set_stream(4);
+        let first = 1_000_003u64;
+        r.set_word_pos(u128::from(first) * BLOCK as u128);
+        let mut got = vec![0u32; 40_000];
+        crate::fast::on_worker(|| Key::of(&r).fill_chacha(first, &mut got));
+        let want: Vec<u32> = (0..got.len()).map(|_| r.next_u32()).collect();
+        let first_diff = got.iter().zip(&want).position(|(a, b)| a != b);
+        assert_eq!(first_diff, None);
     }
 
     /// On every CPU, through the buffer (the AVX-512 kernel's words or rand_chacha's).
