@@ -1104,15 +1104,14 @@ mod x86 {
                 let mut cv = 0;
                 while cv < cl / S::LANES {
                     let nv = (cl / S::LANES - cv).min(2);
-                    // 16 accumulators in AVX-512's 32 registers. In AVX2's 16 at most 12,
-                    // on as few pixels as the class needs: a class of 7 pixels (a 14-pixel
-                    // row at stride 2) as tiles of 4 and 3 (7 pixels' work), not of 6 (12)
-                    // nor two of 4 (8: DCGAN's 64 -> 32 transposed layer 1.025-1.037x
-                    // faster, one thread, batches of 64 and 256).
-                    // Classes here hold at least 5 pixels (`conv_adjoint` leaves shorter
-                    // rows to gemm): AVX2's pairs of vectors take tiles of 3-6. The other
-                    // tiles (AVX-512, or a last single vector) compute `TILE_PIXELS` pixels
-                    // and store `size`.
+                    // AVX-512: tiles of `TILE_PIXELS` x 2 vectors, 16 accumulators in its
+                    // 32 registers (a last single vector, in either set: of `TILE_PIXELS`
+                    // x 1), each storing its `size` pixels. AVX2's pairs of vectors: at most
+                    // 12 accumulators in its 16, tiles sized to the class (at least 5
+                    // pixels: `conv_adjoint` leaves shorter rows to gemm), so that a class
+                    // of 7 (a 14-pixel row at stride 2) takes tiles of 4 and 3, not two of
+                    // 4 (DCGAN's 64 -> 32 transposed layer 1.025-1.037x faster, one thread,
+                    // batches of 64 and 256).
                     let pair = S::LANES == 8 && nv == 2;
                     let most = if pair { 6 } else { super::TILE_PIXELS };
                     let mut t0 = 0;

@@ -15,9 +15,10 @@
 //!
 //! Without AVX-512 the words are rand_chacha's own, made in bulk (its AVX2 code, four
 //! blocks at a time), in parts over rayon's threads where there are tens of thousands of
-//! them and the caller is one of its workers; the draws then as above. On Zen 3 (AVX2, two threads, the workers awake as in
-//! training) 50,176 draws took 0.17-0.21 ms instead of 0.23-0.26 one by one. The draws'
-//! test four at a time in AVX2 (two gathers of the table) was slower than the loop.
+//! them and the caller is one of its workers; the draws then as above. On Zen 3 (AVX2,
+//! two threads, the workers awake as in training) 50,176 draws took 0.17-0.21 ms instead
+//! of 0.23-0.26 one by one. The first test four draws at a time in AVX2 (two gathers of
+//! the table) was slower than the loop.
 //!
 //! None of that is assumed: the table is read off the sampler (a draw from a chosen
 //! word reveals one entry), and the first call compares 5,000 draws both ways; any
