@@ -8,6 +8,7 @@ mod expf;
 pub mod grads;
 pub(crate) mod kernels;
 pub mod layers;
+mod moments;
 pub mod nn;
 pub mod ops;
 mod packed;
