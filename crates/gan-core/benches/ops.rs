@@ -214,6 +214,70 @@ fn main() -> Result<()> {
             }),
         ),
         (
+            "energy conv 1->16 5x5, 28->16",
+            vec![r(&[b, 1, 28, 28])?, r(&[16, 1, 5, 5])?, r(&[16])?],
+            Box::new(move |t| {
+                let spec = ConvSpec {
+                    stride: 2,
+                    padding: 4,
+                    output_padding: 0,
+                };
+                ops::conv2d(&t[0], &t[1], &t[2], spec)
+            }),
+            Box::new(|t| {
+                t[0].conv2d(&t[1], 4, 2, 1, 1)?
+                    .broadcast_add(&t[2].reshape((1, 16, 1, 1))?)
+            }),
+        ),
+        (
+            "energy conv 16->32, 16->8",
+            vec![r(&[b, 16, 16, 16])?, r(&[32, 16, 3, 3])?, r(&[32])?],
+            Box::new(move |t| {
+                let spec = ConvSpec {
+                    stride: 2,
+                    padding: 1,
+                    output_padding: 0,
+                };
+                ops::conv2d(&t[0], &t[1], &t[2], spec)
+            }),
+            Box::new(|t| {
+                t[0].conv2d(&t[1], 1, 2, 1, 1)?
+                    .broadcast_add(&t[2].reshape((1, 32, 1, 1))?)
+            }),
+        ),
+        (
+            "energy conv 32->64, 8->4",
+            vec![r(&[b, 32, 8, 8])?, r(&[64, 32, 3, 3])?, r(&[64])?],
+            Box::new(move |t| {
+                let spec = ConvSpec {
+                    stride: 2,
+                    padding: 1,
+                    output_padding: 0,
+                };
+                ops::conv2d(&t[0], &t[1], &t[2], spec)
+            }),
+            Box::new(|t| {
+                t[0].conv2d(&t[1], 1, 2, 1, 1)?
+                    .broadcast_add(&t[2].reshape((1, 64, 1, 1))?)
+            }),
+        ),
+        (
+            "energy conv 64->64, 4->2",
+            vec![r(&[b, 64, 4, 4])?, r(&[64, 64, 3, 3])?, r(&[64])?],
+            Box::new(move |t| {
+                let spec = ConvSpec {
+                    stride: 2,
+                    padding: 1,
+                    output_padding: 0,
+                };
+                ops::conv2d(&t[0], &t[1], &t[2], spec)
+            }),
+            Box::new(|t| {
+                t[0].conv2d(&t[1], 1, 2, 1, 1)?
+                    .broadcast_add(&t[2].reshape((1, 64, 1, 1))?)
+            }),
+        ),
+        (
             "batch norm [64,64,7,7]",
             vec![r(&[b, 64, 7, 7])?, r(&[64])?, r(&[64])?],
             Box::new(|t| Ok(ops::batch_norm_train(&t[0], &t[1], &t[2], 1e-5)?.0)),
