@@ -50,11 +50,22 @@ pub(crate) fn sums_in_order(m: usize, n: usize, k: usize) -> bool {
     (3..=512).contains(&k) && m > 1 && n > 1 && m * n > 256
 }
 
+/// Whether a convolution of `o` outputs over sums of `k` terms should try gemm's blocks
+/// of patches ([`kernels::patch_convolve`], the same bits) before [`conv`]. Each of
+/// [`conv`]'s tiles of pixels reads the whole weight; past 256 KB it streams from L2
+/// every time, and on AVX2 the patches were faster: InfoGAN's 64 -> 128 layer (512 KB)
+/// took 22.1 ms against 26.6 at batch 256 and 5.5 against 7.1 at 64 (two threads, Zen 3,
+/// alternating call by call). At 256 KB (32 -> 128, 4x4) the two were level; below it
+/// [`conv`] wins (DCGAN's 32 -> 64: 5.3 against 6.0 ms).
+pub(crate) fn prefers_patches(o: usize, k: usize) -> bool {
+    Isa::detect() == Some(Isa::Avx2) && o * k > 64 * 1024
+}
+
 /// `[n, o, oh, ow]`: the convolution plus the bias `b`, bit for bit the product of
 /// [`super::kernels::patches`] by the kernel's transpose then
 /// [`super::kernels::transpose_each`] with the bias; `None` where the blocks in which
-/// that product sums are not known ([`in_order`], [`kernels::depth_block`]), the CPU
-/// has neither AVX-512 nor AVX2, or on AVX2 the weight is past 256 KB.
+/// that product sums are not known ([`in_order`], [`kernels::depth_block`]) or the CPU
+/// has neither AVX-512 nor AVX2.
 ///
 /// Sums of more than one block (a 64-channel layer's 4x4 taps: 1,024 terms) are summed
 /// as gemm sums them: each block from zero in registers, then added to the pixel's sum
@@ -63,15 +74,6 @@ pub(crate) fn sums_in_order(m: usize, n: usize, k: usize) -> bool {
 pub(crate) fn conv(x: &[f32], g: &ConvGeom, w: &[f32], b: &[f32], o: usize) -> Option<Vec<f32>> {
     let (k, p) = (g.k(), g.oh * g.ow);
     let isa = Isa::detect()?;
-    // Each tile of pixels reads the whole weight. Past 256 KB it streams from L2 every
-    // time, and on AVX2 gemm's blocks of patches ([`kernels::patch_convolve`], the same
-    // bits) were faster: InfoGAN's 64 -> 128 layer (512 KB) took 22.1 ms against 26.6 at
-    // batch 256 and 5.5 against 7.1 at 64 (two threads, Zen 3, alternating call by
-    // call). At 256 KB (32 -> 128, 4x4) the two were level; below it this path wins
-    // (DCGAN's 32 -> 64: 5.3 against 6.0 ms).
-    if isa == Isa::Avx2 && o * k > 64 * 1024 {
-        return None;
-    }
     let block = match in_order(g.cols(), o, k) {
         true => k,
         false => kernels::depth_block(g.cols(), o, k)?,
@@ -1273,13 +1275,14 @@ mod tests {
             (4, 2, 11, 11, 4, 2, 1, 48),
             (3, 5, 6, 6, 2, 1, 0, 100),
             (2, 56, 5, 5, 3, 1, 2, 20),
-            // Sums of several blocks: DCGAN's 64 -> 128 layer (left to gemm on AVX2, its
-            // weight past 256 KB), the same with 64 outputs, a last block of 128 terms
-            // and channels off the vector width.
+            // Sums of several blocks: DCGAN's 64 -> 128 layer, the same with 64 outputs,
+            // a last block of 128 terms and channels off the vector width (with 70 and
+            // 50 outputs).
             (16, 64, 14, 14, 4, 2, 1, 128),
             (16, 64, 14, 14, 4, 2, 1, 64),
             (6, 40, 9, 9, 4, 1, 2, 20),
             (4, 130, 6, 6, 3, 1, 1, 70),
+            (4, 130, 6, 6, 3, 1, 1, 50),
             // Planes of 1, 2 and 3 pixels (AVX2's tiles of their own size).
             (32, 8, 3, 3, 3, 1, 0, 16),
             (32, 4, 3, 4, 3, 1, 0, 16),
@@ -1298,14 +1301,12 @@ mod tests {
             let b = filled(o, 2 * i as u32 + 3);
             let yt = product(Mat::rows(&patches(&x, &g), k), Mat::t(&w, k), np, o, k);
             let want = kernels::transpose_each(&yt, n, np / n, o, Some(&b));
-            let Some(got) = conv(&x, &g, &w, &b, o) else {
-                assert!(
-                    Isa::detect() == Some(Isa::Avx2) && o * k > 64 * 1024,
-                    "case {i}: these products' blocks are known"
-                );
-                continue;
-            };
+            let got = conv(&x, &g, &w, &b, o).expect("these products' blocks are known");
             assert_same_bits(i, &want, &got);
+            // What the layers whose weight is past 256 KB try first on AVX2.
+            if let Some(got) = kernels::patch_convolve(&x, &g, &w, Some(&b), o) {
+                assert_same_bits(i, &want, &got);
+            }
         }
     }
 

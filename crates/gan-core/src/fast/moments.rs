@@ -84,6 +84,10 @@ mod x86 {
         ]
     }
 
+    /// [`super::sums`].
+    ///
+    /// # Safety
+    /// AVX2 present, and `x` at least `8 p` long (the caller asserts it).
     // Element `t` of both halves in turn: the two chains interleave.
     #[allow(clippy::needless_range_loop)]
     #[target_feature(enable = "avx2")]
@@ -129,6 +133,10 @@ mod x86 {
         out
     }
 
+    /// [`super::grad_sums`].
+    ///
+    /// # Safety
+    /// AVX2 present, and `g` and `x` at least `8 p` long (the caller asserts it).
     #[allow(clippy::needless_range_loop)]
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn grad_sums(
@@ -170,5 +178,70 @@ mod x86 {
             }
         }
         (sa, sb)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both kernels are the plain loops bit for bit, for planes of every remainder of 4
+    /// (and none), with and without a mean, from slices longer than the eight planes.
+    #[test]
+    fn eight_planes_are_the_plain_loops_bit_for_bit() {
+        if !available() {
+            eprintln!("skipped: no AVX2 on this CPU");
+            return;
+        }
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut fill = |len: usize| -> Vec<f32> {
+            (0..len)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    let frac = (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+                    frac * 2f32.powi((state % 9) as i32 - 4)
+                })
+                .collect()
+        };
+        for p in 0..=9 {
+            let (x, g) = (fill(PLANES * p + 5), fill(PLANES * p + 5));
+            let mean64: [f64; PLANES] = std::array::from_fn(|q| q as f64 * 0.01 - 0.03);
+            let mean32: [f32; PLANES] = std::array::from_fn(|q| q as f32 * 0.01 - 0.03);
+            for mean in [None, Some(&mean64)] {
+                let want: Vec<u64> = (0..PLANES)
+                    .map(|q| {
+                        let mut s = -0.0f64;
+                        for &v in &x[q * p..(q + 1) * p] {
+                            let v = v as f64;
+                            s += match mean {
+                                Some(m) => (v - m[q]) * (v - m[q]),
+                                None => v,
+                            };
+                        }
+                        s.to_bits()
+                    })
+                    .collect();
+                // SAFETY: `available` holds.
+                let got = unsafe { sums(&x, p, mean) }.map(f64::to_bits);
+                assert_eq!(got.to_vec(), want, "sums, p {p}, mean {}", mean.is_some());
+            }
+            let (mut a, mut b) = ([0f32; PLANES], [0f32; PLANES]);
+            for q in 0..PLANES {
+                for j in q * p..(q + 1) * p {
+                    a[q] += g[j];
+                    b[q] += g[j] * (x[j] - mean32[q]);
+                }
+            }
+            // SAFETY: `available` holds.
+            let (ga, gb) = unsafe { grad_sums(&g, &x, &mean32, p) };
+            assert_eq!(ga.map(f32::to_bits), a.map(f32::to_bits), "sum(g), p {p}");
+            assert_eq!(
+                gb.map(f32::to_bits),
+                b.map(f32::to_bits),
+                "sum(g (x - m)), p {p}"
+            );
+        }
     }
 }

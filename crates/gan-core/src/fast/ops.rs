@@ -462,6 +462,10 @@ impl CustomOp3 for Conv2dOp {
         let blocked = kernels::depth_block(o, g.k(), g.cols()).is_some();
         let direct = match self.unfolded {
             Some(_) if !blocked => None,
+            _ if super::direct::prefers_patches(o, g.k()) => {
+                kernels::patch_convolve(x, &g, w, Some(b), o)
+                    .or_else(|| super::direct::conv(x, &g, w, b, o))
+            }
             _ => super::direct::conv(x, &g, w, b, o)
                 .or_else(|| kernels::patch_convolve(x, &g, w, Some(b), o)),
         };
@@ -725,9 +729,13 @@ impl CustomOp3 for ConvTranspose2dOp {
             })?;
             let dx = wanted(x, || {
                 // `transpose_each` adds +0 where there is no bias; so does a zero bias.
-                let dx = super::direct::conv(gr, &g, wd, &vec![0.0; cin], cin)
-                    .or_else(|| kernels::patch_convolve(gr, &g, wd, None, cin))
-                    .unwrap_or_else(|| unfolded().convolve(wd, None, cin, &g));
+                let direct = || super::direct::conv(gr, &g, wd, &vec![0.0; cin], cin);
+                let patches = || kernels::patch_convolve(gr, &g, wd, None, cin);
+                let dx = match super::direct::prefers_patches(cin, g.k()) {
+                    true => patches().or_else(direct),
+                    false => direct().or_else(patches),
+                }
+                .unwrap_or_else(|| unfolded().convolve(wd, None, cin, &g));
                 cpu(dx, x.shape())
             })?;
             let dw = wanted_or_collected(w, || {
