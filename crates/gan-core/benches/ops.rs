@@ -83,7 +83,26 @@ fn main() -> Result<()> {
             .broadcast_add(&be.reshape(shape.as_slice())?)
     };
     #[allow(clippy::type_complexity)]
-    let cases: Vec<(&str, Vec<Tensor>, Layer, Layer)> = vec![
+    // A convolution `c -> o` with a `k x k` kernel on `h x h` images, ours and candle's.
+    let conv = |name, (c, o, h, k): (usize, usize, usize, usize), (stride, padding)| {
+        let spec = ConvSpec {
+            stride,
+            padding,
+            output_padding: 0,
+        };
+        let ours: Layer = Box::new(move |t| ops::conv2d(&t[0], &t[1], &t[2], spec));
+        let theirs: Layer = Box::new(move |t| {
+            t[0].conv2d(&t[1], padding, stride, 1, 1)?
+                .broadcast_add(&t[2].reshape((1, o, 1, 1))?)
+        });
+        Ok::<_, candle_core::Error>((
+            name,
+            vec![r(&[b, c, h, h])?, r(&[o, c, k, k])?, r(&[o])?],
+            ours,
+            theirs,
+        ))
+    };
+    let mut cases: Vec<(&str, Vec<Tensor>, Layer, Layer)> = vec![
         (
             "G fc 1024->6272",
             vec![r(&[b, 1024])?, r(&[6272, 1024])?, r(&[6272])?],
@@ -214,70 +233,6 @@ fn main() -> Result<()> {
             }),
         ),
         (
-            "energy conv 1->16 5x5, 28->16",
-            vec![r(&[b, 1, 28, 28])?, r(&[16, 1, 5, 5])?, r(&[16])?],
-            Box::new(move |t| {
-                let spec = ConvSpec {
-                    stride: 2,
-                    padding: 4,
-                    output_padding: 0,
-                };
-                ops::conv2d(&t[0], &t[1], &t[2], spec)
-            }),
-            Box::new(|t| {
-                t[0].conv2d(&t[1], 4, 2, 1, 1)?
-                    .broadcast_add(&t[2].reshape((1, 16, 1, 1))?)
-            }),
-        ),
-        (
-            "energy conv 16->32, 16->8",
-            vec![r(&[b, 16, 16, 16])?, r(&[32, 16, 3, 3])?, r(&[32])?],
-            Box::new(move |t| {
-                let spec = ConvSpec {
-                    stride: 2,
-                    padding: 1,
-                    output_padding: 0,
-                };
-                ops::conv2d(&t[0], &t[1], &t[2], spec)
-            }),
-            Box::new(|t| {
-                t[0].conv2d(&t[1], 1, 2, 1, 1)?
-                    .broadcast_add(&t[2].reshape((1, 32, 1, 1))?)
-            }),
-        ),
-        (
-            "energy conv 32->64, 8->4",
-            vec![r(&[b, 32, 8, 8])?, r(&[64, 32, 3, 3])?, r(&[64])?],
-            Box::new(move |t| {
-                let spec = ConvSpec {
-                    stride: 2,
-                    padding: 1,
-                    output_padding: 0,
-                };
-                ops::conv2d(&t[0], &t[1], &t[2], spec)
-            }),
-            Box::new(|t| {
-                t[0].conv2d(&t[1], 1, 2, 1, 1)?
-                    .broadcast_add(&t[2].reshape((1, 64, 1, 1))?)
-            }),
-        ),
-        (
-            "energy conv 64->64, 4->2",
-            vec![r(&[b, 64, 4, 4])?, r(&[64, 64, 3, 3])?, r(&[64])?],
-            Box::new(move |t| {
-                let spec = ConvSpec {
-                    stride: 2,
-                    padding: 1,
-                    output_padding: 0,
-                };
-                ops::conv2d(&t[0], &t[1], &t[2], spec)
-            }),
-            Box::new(|t| {
-                t[0].conv2d(&t[1], 1, 2, 1, 1)?
-                    .broadcast_add(&t[2].reshape((1, 64, 1, 1))?)
-            }),
-        ),
-        (
             "batch norm [64,64,7,7]",
             vec![r(&[b, 64, 7, 7])?, r(&[64])?, r(&[64])?],
             Box::new(|t| Ok(ops::batch_norm_train(&t[0], &t[1], &t[2], 1e-5)?.0)),
@@ -314,6 +269,15 @@ fn main() -> Result<()> {
             Box::new(|t| gan_core::loss::softplus(&t[0])),
         ),
     ];
+    // The energy model's critic (`dpredict`, strided, width 16).
+    for (name, shape, spec) in [
+        ("energy conv 1->16 5x5, 28->16", (1, 16, 28, 5), (2, 4)),
+        ("energy conv 16->32, 16->8", (16, 32, 16, 3), (2, 1)),
+        ("energy conv 32->64, 8->4", (32, 64, 8, 3), (2, 1)),
+        ("energy conv 64->64, 4->2", (64, 64, 4, 3), (2, 1)),
+    ] {
+        cases.push(conv(name, shape, spec)?);
+    }
     println!(
         "{:<26} {:>12} {:>12} {:>12} {:>12}",
         "layer (batch 64)", "ours fwd ms", "ours f+b ms", "candle fwd", "candle f+b"

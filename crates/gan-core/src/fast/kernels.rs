@@ -1532,6 +1532,23 @@ pub(crate) fn channel_affine2(
     }
 }
 
+/// `len` values with full 24-bit mantissas over a few binades, from `seed`, for tests of
+/// sums' bits: their f64 sums of squares round, so the order of the additions shows in the
+/// last bits.
+#[cfg(test)]
+pub(crate) fn binades(seed: u64, len: usize) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let frac = (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+            frac * 2f32.powi((state % 9) as i32 - 4)
+        })
+        .collect()
+}
+
 /// `len` deterministic values in [-1, 1) from the xorshift state `s`, for tests.
 #[cfg(test)]
 pub(crate) fn values(s: &mut u64, len: usize) -> Vec<f32> {
@@ -1922,21 +1939,7 @@ mod tests {
             (9, 24, 3),
             (40, 72, 196),
         ] {
-            // Full 24-bit mantissas over a few binades: the squared deviations' f64
-            // sums then round, so the order of their additions shows in the last bits.
-            let fill = |seed: u64| -> Vec<f32> {
-                let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-                (0..n * c * p)
-                    .map(|_| {
-                        state ^= state << 13;
-                        state ^= state >> 7;
-                        state ^= state << 17;
-                        let frac = (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
-                        frac * 2f32.powi((state % 9) as i32 - 4)
-                    })
-                    .collect()
-            };
-            let (x, g) = (fill(1), fill(2));
+            let (x, g) = (binades(1, n * c * p), binades(2, n * c * p));
             let plane = |v: &[f32], ni: usize, ci: usize| v[(ni * c + ci) * p..][..p].to_vec();
             let (mut sum, mut var) = (vec![0f64; c], vec![0f64; c]);
             for ni in 0..n {

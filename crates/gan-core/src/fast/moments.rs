@@ -193,20 +193,12 @@ mod tests {
             eprintln!("skipped: no AVX2 on this CPU");
             return;
         }
-        let mut state = 0x2545_F491_4F6C_DD1Du64;
-        let mut fill = |len: usize| -> Vec<f32> {
-            (0..len)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    let frac = (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
-                    frac * 2f32.powi((state % 9) as i32 - 4)
-                })
-                .collect()
-        };
+        use crate::fast::kernels::binades;
         for p in 0..=9 {
-            let (x, g) = (fill(PLANES * p + 5), fill(PLANES * p + 5));
+            let (x, g) = (
+                binades(2 * p as u64 + 1, PLANES * p + 5),
+                binades(2 * p as u64 + 2, PLANES * p + 5),
+            );
             let mean64: [f64; PLANES] = std::array::from_fn(|q| q as f64 * 0.01 - 0.03);
             let mean32: [f32; PLANES] = std::array::from_fn(|q| q as f32 * 0.01 - 0.03);
             for mean in [None, Some(&mean64)] {
