@@ -310,7 +310,8 @@ fn main() -> Result<()> {
 
 /// The machine's rate of single-precision fused multiply-adds with `threads` threads at
 /// once, GFLOP/s (two per lane per FMA): independent FMAs on registers only, the widest
-/// vectors the CPU has (AVX-512, else AVX2), the best of three runs of about 0.2 s.
+/// vectors the CPU has (AVX-512, else AVX2), the best of three runs (about 20 ms each on
+/// Zen 3).
 /// Measured, not read from a data sheet: a VM's two vCPUs may be two cores (Zen 3: 98
 /// GFLOP/s on one thread, 190 on two) or two threads of one core's FMA units; either
 /// way it is the ceiling for every model and for PyTorch alike.
